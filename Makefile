@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+# Both create the virtual environment on first use. Override PYTHON or TORCH_SPEC as needed, e.g.
+#   make test TORCH_SPEC="torch==2.13.0"   (the default pins the CPU build available on this project's machines)
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench venv clean
+
+venv: $(STAMP)
+
+# torch first and pinned: a bare `torch` requirement would pull several GB of CUDA wheels on a CPU machine.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/seqbench run task=adding task.length=50 model=lstm model.hidden=32 \
+		train.steps=300 train.eval_every=50 train.eval_size=512 train.lr=1e-2 seed=0 --out results/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests --benchmark-disable
+
+bench: $(STAMP)
+	$(PY) -m pytest -q tests/benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

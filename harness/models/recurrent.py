@@ -1,0 +1,120 @@
+"""Vanilla RNN, LSTM and GRU language of the harness: encoder -> stacked recurrent core (any backend) -> linear head."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from kernels import as_reference, reference
+
+from .base import ModelConfigBase, SequenceModel, encoder
+
+#: backend name -> {cell name -> torch.nn-compatible module class}
+BACKENDS: dict[str, dict[str, type[nn.Module]]] = {
+    "torch": {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU},
+    "reference": {"rnn": reference.RNN, "lstm": reference.LSTM, "gru": reference.GRU},
+}
+Backend = Literal["torch", "reference"]
+
+
+class RecurrentConfig(ModelConfigBase):
+    hidden: int = Field(64, ge=1, description="hidden units per layer")
+    layers: int = Field(1, ge=1, description="stacked recurrent layers")
+    backend: Backend = Field("torch", description="torch (cuDNN/oneDNN) | reference (per-step loop)")
+    embed: int | None = Field(None, ge=1, description="width of the input embedding/linear input; default: hidden")
+    init: Literal["default", "orthogonal"] = Field("default", description="recurrent-weight init")
+
+    @model_validator(mode="after")
+    def _resolve(self):
+        if self.embed is None:
+            self.embed = self.hidden
+        return self
+
+    def core_kwargs(self) -> dict:
+        return {}
+
+    def build(self, task) -> RecurrentModel:
+        core = BACKENDS[self.backend][self.name](self.embed, self.hidden, num_layers=self.layers, batch_first=True,
+                                                  **self.core_kwargs())
+        model = RecurrentModel(encoder(task, self.embed), core, nn.Linear(self.hidden, task.output_size))
+        model.kernel_path = f"{type(core).__module__}.{type(core).__qualname__}"
+        if self.init == "orthogonal":
+            orthogonal_recurrent_(core)
+        return model
+
+
+class RNNConfig(RecurrentConfig):
+    name: Literal["rnn"] = "rnn"
+    nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="RNN activation")
+
+    def core_kwargs(self) -> dict:
+        return {"nonlinearity": self.nonlinearity}
+
+
+class LSTMConfig(RecurrentConfig):
+    name: Literal["lstm"] = "lstm"
+    forget_bias: float | None = Field(1.0, description="initial forget-gate bias (b_ih + b_hh); null = torch's init")
+
+    def build(self, task) -> RecurrentModel:
+        model = super().build(task)
+        if self.forget_bias is not None:
+            set_forget_bias_(model.core, self.forget_bias)
+        return model
+
+
+class GRUConfig(RecurrentConfig):
+    name: Literal["gru"] = "gru"
+
+
+class RecurrentModel(SequenceModel):
+    def __init__(self, enc: nn.Module, core: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder, self.core, self.head = enc, core, head
+
+    def body(self, e: torch.Tensor, probes: list[torch.Tensor] | None = None) -> torch.Tensor:
+        if probes is None:
+            return self.core(e)[0]
+        return self.core(e, step_hook=lambda layer, t, h: h + probes[layer][:, t])[0]
+
+    def state_probes(self, e: torch.Tensor) -> list[torch.Tensor]:
+        B, L, _ = e.shape
+        return [e.new_zeros(B, L, self.core.hidden_size, requires_grad=True) for _ in range(self.core.num_layers)]
+
+    def for_diagnostics(self, dtype: torch.dtype) -> RecurrentModel:
+        # The step loop exposes every h_t of every layer; fused/cuDNN cores do not, and share its parameters exactly.
+        return RecurrentModel(_copy(self.encoder), as_reference(self.core), _copy(self.head)).to(dtype)
+
+    def group_of(self, name: str) -> str:
+        if name.startswith("encoder."):
+            return "embedding"
+        if name.startswith("head."):
+            return "head"
+        return {"weight_ih": "input", "weight_hh": "recurrent"}.get(name.split(".")[-1].rsplit("_", 1)[0], "bias")
+
+
+def _copy(module: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module)
+
+
+@torch.no_grad()
+def set_forget_bias_(core: nn.Module, value: float) -> None:
+    """LSTM gate order is (i, f, g, o): put `value` in b_ih's forget block and zero b_hh's, so their sum is `value`."""
+    H = core.hidden_size
+    for layer in range(core.num_layers):
+        getattr(core, f"bias_ih_l{layer}")[H:2 * H] = value
+        getattr(core, f"bias_hh_l{layer}")[H:2 * H] = 0.0
+
+
+@torch.no_grad()
+def orthogonal_recurrent_(core: nn.Module) -> None:
+    """Each gate's (H, H) block of every weight_hh is an independent random orthogonal matrix."""
+    H = core.hidden_size
+    for layer in range(core.num_layers):
+        w = getattr(core, f"weight_hh_l{layer}")
+        for g in range(w.shape[0] // H):
+            nn.init.orthogonal_(w[g * H:(g + 1) * H])

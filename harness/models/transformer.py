@@ -1,0 +1,99 @@
+"""A small causal decoder-only Transformer (pre-LayerNorm, scaled_dot_product_attention) for the same tasks."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from .base import ModelConfigBase, SequenceModel, encoder
+
+
+class TransformerConfig(ModelConfigBase):
+    name: Literal["transformer"] = "transformer"
+    d_model: int = Field(64, ge=1, description="residual width")
+    heads: int = Field(4, ge=1, description="attention heads (must divide d_model)")
+    layers: int = Field(2, ge=1, description="decoder blocks")
+    ff_mult: int = Field(4, ge=1, description="MLP width as a multiple of d_model")
+    pos_encoding: Literal["sinusoidal", "learned"] = Field("sinusoidal", description="positional encoding")
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.d_model % self.heads:
+            raise ValueError(f"model.heads={self.heads} must divide model.d_model={self.d_model}")
+        return self
+
+    def build(self, task) -> Transformer:
+        return Transformer(self, task)
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int, ff: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Linear(ff, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
+        q, k, v = (z.view(B, L, self.heads, D // self.heads).transpose(1, 2) for z in (q, k, v))  # (B, nh, L, hd)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, L, D)
+        x = x + self.proj(a)
+        return x + self.mlp(self.ln2(x))
+
+
+class Transformer(SequenceModel):
+    def __init__(self, cfg: TransformerConfig, task):
+        super().__init__()
+        L, d = task.seq_len, cfg.d_model
+        self.encoder = _Encoder(encoder(task, d), L, d, cfg.pos_encoding)
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.ff_mult * d) for _ in range(cfg.layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, task.output_size)
+        self.kernel_path = "torch.nn.functional.scaled_dot_product_attention"
+
+    def body(self, e: torch.Tensor, probes: list[torch.Tensor] | None = None) -> torch.Tensor:
+        for block in self.blocks:
+            e = block(e)
+        return self.ln_f(e)
+
+    def group_of(self, name: str) -> str:
+        if name.startswith("encoder."):
+            return "embedding"
+        if name.startswith("head."):
+            return "head"
+        if ".ln" in name or name.startswith("ln_f"):
+            return "norm"
+        return "attention" if (".qkv." in name or ".proj." in name) else "mlp"
+
+
+class _Encoder(nn.Module):
+    """Token embedding (or linear input) plus positional encoding: x_t is the sum, the input to the first block."""
+
+    def __init__(self, inp: nn.Module, max_len: int, d: int, kind: str):
+        super().__init__()
+        self.inp = inp
+        if kind == "learned":
+            self.pos = nn.Parameter(torch.randn(max_len, d) * 0.02)
+        else:
+            self.register_buffer("pos", sinusoidal(max_len, d), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.inp(x)  # (B, L, d)
+        return e + self.pos[: e.shape[1]].to(e.dtype)
+
+
+def sinusoidal(length: int, d: int) -> torch.Tensor:
+    """The fixed sin/cos table of Vaswani et al. 2017: (length, d)."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, d, 2, dtype=torch.float64) / d)
+    table = torch.zeros(length, d, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: d // 2])
+    return table.float()

@@ -1,0 +1,51 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+
+from .conftest import TINY
+
+
+def test_run_writes_a_record_and_prints_a_summary(tmp_path, capsys):
+    assert main(["run", *TINY, "device=cpu", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    (run_dir,) = tmp_path.iterdir()
+    assert f"run {run_dir.name}: lstm on adding - completed" in out
+    assert {p.name for p in run_dir.iterdir()} == {"config.json", "metrics.jsonl", "grad_profile.jsonl",
+                                                     "summary.json"}
+    # the record's config reproduces the run id
+    assert main(["run", "--config", str(run_dir / "config.json"), "--out", str(tmp_path), "--quiet"]) == 0
+    assert "already recorded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["model=lstm", "model.hidden=0"], "model.hidden=0"),
+    (["task=copyy"], "task=copyy: unknown task; known: adding, copy"),
+    (["model.backend=cudnn"], "model.backend=cudnn"),
+    (["train.lr=0"], "train.lr=0"),
+    (["nonsense"], "malformed override 'nonsense'"),
+    (["--bogus"], "--bogus"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, args, needle):
+    out = tmp_path / "out"
+    assert main(["run", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and err.startswith("seqbench: error:") and "\n" not in err
+    assert not out.exists()
+
+
+def test_list_shows_tasks_models_backends_and_keys(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("adding", "copy", "transformer", "reference", "task.copy_len", "train.clip", "1.0"):
+        assert needle in out
+
+
+def test_console_command(tmp_path):
+    """The installed entry point runs as a user types it; bad input -> exit 2."""
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "train.steps=0", "--out", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "train.steps=0" in r.stderr

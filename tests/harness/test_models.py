@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from harness.config import parse_overrides, resolve
+from harness.train import Trainer
+
+from .conftest import tiny
+
+
+def build(*items):
+    return Trainer(tiny(*items))
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
+def test_backends_load_each_others_state_dicts(model):
+    a = build(f"model={model}", "model.layers=2")
+    b = build(f"model={model}", "model.layers=2", "model.backend=reference")
+    b.model.load_state_dict(a.model.state_dict())
+    a.model.load_state_dict(b.model.state_dict())
+    x, _ = a.eval_set
+    torch.testing.assert_close(a.model(x[:8]), b.model(x[:8]), rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_forget_bias_and_orthogonal_init():
+    core = build("model=lstm", "model.layers=2", "model.init=orthogonal").model.core
+    H = core.hidden_size
+    for layer in range(2):
+        total = getattr(core, f"bias_ih_l{layer}") + getattr(core, f"bias_hh_l{layer}")
+        assert torch.equal(total[H:2 * H], torch.ones(H))
+        w = getattr(core, f"weight_hh_l{layer}").detach()
+        for g in range(4):
+            block = w[g * H:(g + 1) * H]
+            torch.testing.assert_close(block @ block.T, torch.eye(H), atol=1e-5, rtol=0)
+    torch_default = build("model=lstm", "model.forget_bias=null").model.core
+    assert not torch.equal((torch_default.bias_ih_l0 + torch_default.bias_hh_l0)[H:2 * H], torch.ones(H))
+
+
+def test_same_seed_same_init_other_seed_other_init():
+    a, b, c = build("seed=3"), build("seed=3"), build("seed=4")
+    sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+@pytest.mark.parametrize("pos", ["sinusoidal", "learned"])
+def test_transformer_is_causal(pos):
+    t = build("task=copy", "task.length=5", "model=transformer", "model.d_model=16", "model.heads=2",
+              f"model.pos_encoding={pos}")
+    x, _ = t.eval_set
+    x2 = x.clone()
+    x2[:, 9:] = (x2[:, 9:] + 1) % t.task.input_size  # change every input from position 9 on
+    with torch.no_grad():
+        a, b = t.model(x[:4]), t.model(x2[:4])
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+def test_param_groups_cover_every_parameter_once():
+    for items in (["model=gru", "model.layers=2"], ["model=transformer", "model.d_model=8", "model.heads=2"]):
+        m = build(*items).model
+        grouped = [id(p) for ps in m.param_groups().values() for p in ps]
+        assert sorted(grouped) == sorted(id(p) for p in m.parameters())
+
+
+def test_token_and_feature_inputs_shapes():
+    for task in (["task=copy", "task.length=4"], ["task=adding", "task.length=6"]):
+        for model in (["model=lstm"], ["model=transformer", "model.d_model=8", "model.heads=2"]):
+            t = build(*task, *model)
+            x, _ = t.eval_set
+            assert t.model(x[:3]).shape == (3, t.task.seq_len, t.task.output_size)
