@@ -1,0 +1,156 @@
+"""Copy task: exact layout, the memoryless baseline against the literature, metrics and seeding."""
+
+import math
+
+import pytest
+import torch
+
+from tasks import CopyTask
+
+SIZES = [  # (T, c, n)
+    pytest.param(100, 10, 8, id="T100-c10-n8"),
+    pytest.param(1, 1, 1, id="T1-c1-n1"),
+    pytest.param(1, 3, 2, id="T1-c3-n2"),
+    pytest.param(7, 1, 8, id="T7-c1-n8"),
+    pytest.param(13, 5, 3, id="T13-c5-n3"),
+]
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def memoryless_logits(task: CopyTask, batch: int) -> torch.Tensor:
+    """(B, L, n + 1): blank certain for the first T + c steps, then uniform over the n symbols (blank excluded)."""
+    logits = torch.full((batch, task.seq_len, task.output_size), -math.inf)
+    logits[:, :task.length + task.copy_len, 0] = 0.0
+    logits[:, task.recall_slice, 1:] = 0.0
+    return logits
+
+
+def one_hot_logits(y: torch.Tensor, classes: int) -> torch.Tensor:
+    """(B, L, classes) logits that put the target class far ahead of the others."""
+    return 20.0 * torch.nn.functional.one_hot(y, classes).double()
+
+
+@pytest.mark.parametrize("T,c,n", SIZES)
+def test_layout(T, c, n):
+    task = CopyTask(length=T, copy_len=c, n_symbols=n)
+    x, y = task.sample(500, gen(0))
+    L = T + 2 * c
+    assert task.seq_len == L and task.input_size == n + 2 and task.output_size == n + 1
+    assert x.shape == y.shape == (500, L) and x.dtype == y.dtype == torch.long
+    symbols = x[:, :c]
+    assert symbols.min() == 1 and symbols.max() == n  # both ends of 1..n are drawn
+    assert (x[:, c:T + c - 1] == 0).all()
+    assert (x[:, T + c - 1] == n + 1).all()
+    assert (x[:, T + c:] == 0).all()
+    assert (x == n + 1).sum() == 500  # the delimiter appears once per sequence
+    assert (y[:, :T + c] == 0).all()
+    assert torch.equal(y[:, task.recall_slice], symbols)
+    assert task.recall_slice == slice(T + c, L)
+    assert x.max() < task.input_size and y.max() < task.output_size
+
+
+def test_symbols_are_uniform():
+    task = CopyTask(length=2, copy_len=10, n_symbols=8)
+    x, _ = task.sample(4000, gen(1))
+    freq = torch.bincount(x[:, :10].flatten(), minlength=9)[1:].double() / 40000
+    se = math.sqrt(1 / 8 * 7 / 8 / 40000)
+    assert (freq - 1 / 8).abs().max() < 5 * se, freq
+
+
+@pytest.mark.parametrize("T,literature", [(100, 0.173), (200, 0.0945), (1000, 0.0204)])
+def test_memoryless_predictor_scores_baseline(T, literature):
+    task = CopyTask(length=T)
+    x, y = task.sample(32, gen(2))
+    loss = task.loss(memoryless_logits(task, 32), y).item()
+    assert loss == pytest.approx(task.baseline_loss, rel=1e-5)
+    assert task.baseline_loss == pytest.approx(10 * math.log(8) / (T + 20))
+    assert task.baseline_loss == pytest.approx(literature, abs=5e-4)  # the papers round to three digits
+
+
+def test_memoryless_with_one_symbol_is_free():
+    task = CopyTask(length=5, copy_len=3, n_symbols=1)
+    _, y = task.sample(4, gen(3))
+    assert task.baseline_loss == 0.0
+    assert task.loss(memoryless_logits(task, 4), y).item() == 0.0
+
+
+def test_random_guessing_recall_accuracy():
+    task = CopyTask(length=20, copy_len=2, n_symbols=8)
+    n = 10000
+    _, y = task.sample(n, gen(4))
+    logits = torch.randn(n, task.seq_len, task.output_size, generator=gen(5))
+    logits[..., 0] = -math.inf  # guess among the symbols only
+    stats = task.eval_stats(logits, y)
+    acc, exact = stats["accuracy"].mean().item(), stats["exact"].mean().item()
+    assert acc == pytest.approx(1 / 8, abs=5 * math.sqrt(1 / 8 * 7 / 8 / (2 * n)))
+    assert exact == pytest.approx(1 / 64, abs=5 * math.sqrt(1 / 64 * 63 / 64 / n))
+
+
+def test_accuracy_counts_recall_positions_only():
+    task = CopyTask(length=6, copy_len=4, n_symbols=3)
+    _, y = task.sample(5, gen(6))
+    head = task.length + task.copy_len
+    out = one_hot_logits(y, task.output_size)
+    out[:, :head] = one_hot_logits(torch.ones_like(y[:, :head]), task.output_size)  # every non-recall step wrong
+    stats = task.eval_stats(out, y)
+    assert (stats["accuracy"] == 1).all() and (stats["exact"] == 1).all()
+    assert (stats["loss"] > 1).all()  # ...but the loss sees them
+
+
+def test_one_wrong_symbol():
+    task = CopyTask(length=6, copy_len=4, n_symbols=3)
+    _, y = task.sample(5, gen(7))
+    wrong = y.clone()
+    wrong[2, -2] = wrong[2, -2] % 3 + 1  # another data symbol
+    stats = task.eval_stats(one_hot_logits(wrong, task.output_size), y)
+    assert stats["accuracy"].tolist() == [1, 1, 0.75, 1, 1]
+    assert stats["exact"].tolist() == [1, 1, 0, 1, 1]
+
+
+@pytest.mark.parametrize("T,c,n", SIZES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+def test_eval_stats_mean_equals_loss(T, c, n, dtype):
+    task = CopyTask(length=T, copy_len=c, n_symbols=n)
+    _, y = task.sample(7, gen(8))
+    out = torch.randn(7, task.seq_len, task.output_size, generator=gen(9), dtype=dtype)
+    stats = task.eval_stats(out, y)
+    assert set(stats) == {"loss", "accuracy", "exact"}
+    assert all(v.shape == (7,) and v.dtype == dtype for v in stats.values())
+    torch.testing.assert_close(stats["loss"].mean(), task.loss(out, y))
+
+
+def test_wrong_shapes_raise():
+    task = CopyTask(length=5, copy_len=2, n_symbols=3)
+    _, y = task.sample(2, gen(0))
+    with pytest.raises(ValueError, match=r"\(B, 9, 4\)"):
+        task.loss(torch.zeros(2, 9, 5), y)  # one class too many
+    with pytest.raises(ValueError, match=r"\(B, 9, 4\)"):
+        task.eval_stats(torch.zeros(2, 8, 4), y[:, :8])  # consistent, but not this task's length
+
+
+def test_seeding():
+    task = CopyTask(length=10)
+    a, b = task.sample(16, gen(0)), task.sample(16, gen(0))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], task.sample(16, gen(1))[0])
+    g = gen(0)
+    first, second = task.sample(16, g)[0], task.sample(16, g)[0]
+    assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("field,value", [("length", 0), ("n_symbols", 0), ("copy_len", 0),
+                                         ("solved_accuracy", 0.0), ("solved_accuracy", 1.01)])
+def test_bounds(field, value):
+    with pytest.raises(ValueError, match=f"task.{field}"):
+        CopyTask(**{field: value})
+
+
+def test_solved():
+    task = CopyTask()
+    assert task.solved_criterion == "eval_accuracy >= 0.99"
+    assert task.solved({"eval_loss": 0.5, "eval_accuracy": 0.99})
+    assert not task.solved({"eval_loss": 0.0, "eval_accuracy": 0.989})
+    assert CopyTask(solved_accuracy=0.5).solved_criterion == "eval_accuracy >= 0.5"
