@@ -71,6 +71,12 @@ class TrainConfig(Strict):
     grad_profile_every: int = Field(0, ge=0, description="profile dL/dh_t every N steps besides the start and end; 0 = off")
     grad_profile_batch: int = Field(32, ge=1, description="sequences in the fixed gradient-profile batch")
     grad_profile_dtype: Literal["float32", "float64"] = Field("float64", description="dtype of the gradient-profile pass")
+    checkpoint_every: int = Field(200, ge=0, description="checkpoint every N steps (and on SIGINT/SIGTERM); 0 = only "
+                                  "on a signal. Not part of run_id: it does not change results")
+
+
+#: keys that change how a run is carried out but never its results: left out of run_id
+OPERATIONAL_KEYS = (("train", "checkpoint_every"),)
 
 
 class RunConfig(Strict):
@@ -100,7 +106,10 @@ class RunConfig(Strict):
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        identity = self.canonical()
+        for section, key in OPERATIONAL_KEYS:
+            identity[section].pop(key)
+        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

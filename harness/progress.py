@@ -13,15 +13,16 @@ def _fmt(row: dict) -> dict[str, str]:
 
 
 class Progress:
-    def __init__(self, total: int, label: str, enabled: bool | None = None, stream=None):
+    def __init__(self, total: int, label: str, enabled: bool | None = None, stream=None, start: int = 0):
         self.stream = stream or sys.stderr
         self.enabled = True if enabled is None else enabled
         self.tty = self.enabled and self.stream.isatty()
-        self.total, self.label, self.bar, self.done = total, label, None, 0
+        self.total, self.label, self.bar, self.done = total, label, None, start
 
     def __enter__(self) -> Progress:
         if self.tty:
-            self.bar = tqdm(total=self.total, desc=self.label, file=self.stream, dynamic_ncols=True, leave=False)
+            self.bar = tqdm(total=self.total, initial=self.done, desc=self.label, file=self.stream,
+                            dynamic_ncols=True, leave=False)
         return self
 
     def update(self, step: int, row: dict) -> None:

@@ -7,13 +7,18 @@ Non-finite floats are written as null (strict JSON); a diverged run's summary sa
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import shutil
 from pathlib import Path
 
+import torch
+
 FINISHED = ("completed", "diverged", "failed")
+CHECKPOINT = "checkpoint.pt"
 
 
 def strict(obj):
@@ -63,30 +68,93 @@ def is_finished(run_dir: Path) -> bool:
     return summary is not None and summary.get("status") in FINISHED
 
 
-class RunWriter:
-    """Writes one run's folder. Starting a writer clears an unfinished run's partial files."""
+class MemoryWriter:
+    """Collects a run's record in memory (on a Ray worker, so the driver writes the files)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.profile_rows: list[dict] = []
+
+    def metrics(self, row: dict) -> None:
+        self.rows.append(strict(row))
+
+    def profiles(self, rows: list[dict]) -> None:
+        self.profile_rows += strict(rows)
+
+    def checkpoint(self, state: dict) -> None:
+        pass  # a Ray task that dies is retried from the start; nothing is shared with the driver until it ends
+
+
+class RunWriter(MemoryWriter):
+    """Writes one run's folder. A fresh writer clears an unfinished run's partial files; one given a checkpoint
+    rewrites the metrics and profiles recorded up to it, and the run continues from there."""
+
+    def __init__(self, run_dir: Path, resume: dict | None = None):
+        super().__init__()
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "grad_profile.jsonl", "summary.json"):
-            (self.dir / name).unlink(missing_ok=True)
-        self._profiles: list[dict] = []
+        (self.dir / "summary.json").unlink(missing_ok=True)
+        if resume is None:
+            self.drop_checkpoint()
+        self.rows, self.profile_rows = (resume["metrics"], resume["profiles"]) if resume else ([], [])
+        atomic_write(self.dir / "metrics.jsonl", "".join(dumps(r) + "\n" for r in self.rows))
+        self.profiles([])
 
     def config(self, config: dict) -> None:
         write_json(self.dir / "config.json", config)
 
     def metrics(self, row: dict) -> None:
+        super().metrics(row)
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(dumps(row) + "\n")
             f.flush()
 
     def profiles(self, rows: list[dict]) -> None:
-        self._profiles += rows
-        atomic_write(self.dir / "grad_profile.jsonl", "".join(dumps(r) + "\n" for r in self._profiles))
+        super().profiles(rows)
+        atomic_write(self.dir / "grad_profile.jsonl", "".join(dumps(r) + "\n" for r in self.profile_rows))
+
+    def checkpoint(self, state: dict) -> None:
+        path = self.dir / CHECKPOINT
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        torch.save({**state, "metrics": self.rows, "profiles": self.profile_rows}, tmp)
+        os.replace(tmp, path)
+
+    def drop_checkpoint(self) -> None:
+        (self.dir / CHECKPOINT).unlink(missing_ok=True)
 
     def summary(self, summary: dict) -> None:
         write_json(self.dir / "summary.json", summary)
+
+    def write_all(self, config: dict, memory: MemoryWriter, summary: dict) -> None:
+        """Write a record collected elsewhere (a Ray worker's MemoryWriter) into this folder."""
+        self.config(config)
+        for row in memory.rows:
+            self.metrics(row)
+        self.profiles(memory.profile_rows)
+        self.summary(summary)
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / CHECKPOINT
+    return torch.load(path, weights_only=True) if path.exists() else None
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path):
+    """Hold the run's lock (an flock, which the kernel releases when its holder dies, even by kill -9).
+    Yields False, holding nothing, when another process has it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def replace_dir(staged: Path, target: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
+import dataclasses
 import hashlib
 import math
 import resource
@@ -16,7 +19,7 @@ from .config import RunConfig
 from .gradprofile import gradient_profile
 from .progress import Progress
 from .provenance import provenance
-from .records import RunWriter, is_finished, read_summary, replace_dir
+from .records import RunWriter, claim, is_finished, load_checkpoint, read_summary, replace_dir
 
 EVAL_CHUNK = 256  # fixed so results never depend on how evaluation is batched
 
@@ -37,6 +40,29 @@ def make_optimizer(cfg, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum)
 
 
+class RunInterrupted(Exception):
+    """A stop was requested (SIGINT/SIGTERM); the run checkpointed at `step` and can resume."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted at step {step}; checkpoint saved")
+        self.step = step
+
+
+@dataclasses.dataclass
+class LoopState:
+    """What the training loop carries from step to step; checkpointed so a resumed run continues bitwise."""
+
+    step: int = 0
+    last_eval: dict = dataclasses.field(default_factory=dict)
+    solved_step: int | None = None
+    diverged_step: int | None = None
+    done: bool = False
+    intervals: list = dataclasses.field(default_factory=list)  # (tokens, seconds) of training steps, per row
+    losses: list = dataclasses.field(default_factory=list)  # 0-d tensors since the last row
+    norms: list = dataclasses.field(default_factory=list)
+    elapsed: float = 0.0  # seconds spent in earlier attempts
+
+
 class Trainer:
     """The live state of a run. `step()` is the whole training step (what the benchmark times)."""
 
@@ -54,6 +80,7 @@ class Trainer:
         self.profile_batch = self.task.sample(cfg.train.grad_profile_batch, self._generator("profile"), self.device)
         self.max_norm = cfg.train.clip if cfg.train.clip > 0 else math.inf
         self.tokens_per_step = cfg.train.batch_size * self.task.seq_len
+        self.stop = threading.Event()  # set by a signal handler: the loop checkpoints and stops after the step
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.dtype == "bfloat16"
                          else contextlib.nullcontext())
 
@@ -92,73 +119,112 @@ class Trainer:
     def profile(self, step: int) -> list[dict]:
         return gradient_profile(self.model, self.task, self.profile_batch, self.cfg.train.grad_profile_dtype, step)
 
-    def fit(self, writer: RunWriter, progress: Progress) -> dict:
-        """Train to the end (or divergence, or early stop), writing metrics and profiles as it goes."""
-        t, start = self.cfg.train, time.perf_counter()
-        writer.profiles(self.profile(0))
-        last_eval = {"step": 0, **self.evaluate()}
-        writer.metrics(last_eval)
-        solved_step = 0 if self.task.solved(last_eval) else None
-        diverged_step, step = None, 0
-        intervals: list[tuple[int, float]] = []  # (tokens, seconds) of training steps alone, per logged interval
-        losses, norms = [], []
+    # --- the loop ----------------------------------------------------------------------------------------------
+    def fit(self, writer, progress: Progress, state: LoopState | None = None) -> dict:
+        """Train to the end (or divergence, or early stop) from `state` (a checkpoint) or from scratch, writing
+        metrics and profiles as it goes. A stop request (SIGINT/SIGTERM) checkpoints and raises RunInterrupted."""
+        t, began = self.cfg.train, time.perf_counter()
+        if state is None:
+            state = self._begin(writer)
         tick = time.perf_counter()
-        for step in range(1, t.steps + 1):
+        while not state.done and state.step < t.steps:
+            state.step += 1
+            step = state.step
             is_eval = step == t.steps or (t.eval_every and step % t.eval_every == 0)
             is_row = is_eval or step % t.log_every == 0
             loss, norm, groups = self.step(group_norms=is_row)
-            losses.append(loss)
-            norms.append(norm)
-            if not is_row:
-                continue
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - tick
-            intervals.append((len(losses) * self.tokens_per_step, seconds))
-            values = torch.stack([torch.stack(losses).float(), torch.stack(norms).float()]).tolist()
-            bad = [i for i, (a, b) in enumerate(zip(*values)) if not (math.isfinite(a) and math.isfinite(b))]
-            if bad:
-                diverged_step = step - len(losses) + 1 + bad[0]
-            row = {"step": step, "train_loss": sum(values[0]) / len(losses), "grad_norm": values[1][-1],
-                   **{f"grad_norm.{k}": v for k, v in groups.items()}, "lr": self.opt.param_groups[0]["lr"],
-                   "tokens_per_s": intervals[-1][0] / seconds, "elapsed_s": time.perf_counter() - start}
-            if is_eval and not bad:
-                last_eval = {"step": step, **self.evaluate()}
-                row.update(last_eval)
-                if solved_step is None and self.task.solved(last_eval):
-                    solved_step = step
-            writer.metrics(row)
-            progress.update(step, row)
-            if bad:
-                step = diverged_step
-                break
-            if t.grad_profile_every and step % t.grad_profile_every == 0 and step != t.steps:
-                writer.profiles(self.profile(step))
-            if is_eval and t.early_stop and solved_step is not None:
-                break
-            losses, norms = [], []
-            tick = time.perf_counter()
-        if diverged_step is None:
-            writer.profiles(self.profile(step))
-        return self.summary(step, last_eval, solved_step, diverged_step, intervals, time.perf_counter() - start)
+            state.losses.append(loss)
+            state.norms.append(norm)
+            if is_row:
+                self._row(state, writer, progress, groups, is_eval, tick, began)
+                tick = time.perf_counter()
+            if self.stop.is_set() or (t.checkpoint_every and step % t.checkpoint_every == 0 and not state.done):
+                writer.checkpoint(self.state_dict(state, began))
+            if self.stop.is_set():
+                raise RunInterrupted(step)
+        if state.diverged_step is None:
+            writer.profiles(self.profile(state.step))
+        state.elapsed += time.perf_counter() - began
+        return self.summary(state)
 
-    def summary(self, step, last_eval, solved_step, diverged_step, intervals, wall_s) -> dict:
-        steady = intervals[1:] or intervals  # the first interval holds warm-up (allocation, caches, autotuning)
+    def _begin(self, writer) -> LoopState:
+        writer.profiles(self.profile(0))
+        state = LoopState(last_eval={"step": 0, **self.evaluate()})
+        writer.metrics(state.last_eval)
+        state.solved_step = 0 if self.task.solved(state.last_eval) else None
+        return state
+
+    def _row(self, state: LoopState, writer, progress, groups, is_eval, tick, began) -> None:
+        """Close a logging interval: check finiteness, evaluate if due, write the metrics row."""
+        t, step = self.cfg.train, state.step
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - tick
+        state.intervals.append((len(state.losses) * self.tokens_per_step, seconds))
+        losses, norms = torch.stack([torch.stack(state.losses).float(), torch.stack(state.norms).float()]).tolist()
+        bad = [i for i, (a, b) in enumerate(zip(losses, norms)) if not (math.isfinite(a) and math.isfinite(b))]
+        row = {"step": step, "train_loss": sum(losses) / len(losses), "grad_norm": norms[-1],
+               **{f"grad_norm.{k}": v for k, v in groups.items()}, "lr": self.opt.param_groups[0]["lr"],
+               "tokens_per_s": state.intervals[-1][0] / seconds,
+               "elapsed_s": state.elapsed + time.perf_counter() - began}
+        state.losses, state.norms = [], []
+        if bad:
+            state.diverged_step = step - len(losses) + 1 + bad[0]
+            state.step, state.done = state.diverged_step, True
+        elif is_eval:
+            state.last_eval = {"step": step, **self.evaluate()}
+            row.update(state.last_eval)
+            if state.solved_step is None and self.task.solved(state.last_eval):
+                state.solved_step = step
+            state.done = bool(t.early_stop and state.solved_step is not None)
+        writer.metrics(row)
+        progress.update(step, row)
+        if not state.done and t.grad_profile_every and step % t.grad_profile_every == 0 and step != t.steps:
+            writer.profiles(self.profile(step))
+
+    # --- checkpoints --------------------------------------------------------------------------------------------
+    def state_dict(self, state: LoopState, began: float) -> dict:
+        """Everything a resumed run needs to continue bitwise: weights, optimiser, every RNG, the loop's state."""
+        loop = dataclasses.asdict(state)
+        loop["losses"], loop["norms"] = _stack(state.losses), _stack(state.norms)
+        loop["elapsed"] = state.elapsed + time.perf_counter() - began
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "train_generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [], "loop": loop}
+
+    def load_state_dict(self, ckpt: dict) -> LoopState:
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.gen.set_state(ckpt["train_generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt["cuda_rng"]:
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        loop = dict(ckpt["loop"])
+        loop["losses"], loop["norms"] = list(loop["losses"].to(self.device)), list(loop["norms"].to(self.device))
+        loop["intervals"] = [tuple(i) for i in loop["intervals"]]
+        return LoopState(**loop)
+
+    def summary(self, state: LoopState) -> dict:
+        steady = state.intervals[1:] or state.intervals  # the first interval holds warm-up (allocation, caches)
         tokens, seconds = (sum(v) for v in zip(*steady)) if steady else (0, 0.0)
-        evals = {k: v for k, v in last_eval.items() if k != "step"}
+        evals = {k: v for k, v in state.last_eval.items() if k != "step"}
         return {
-            "status": "diverged" if diverged_step else "completed",
-            "steps_done": step,
-            "diverged_step": diverged_step,
-            "final": {k: None for k in evals} if diverged_step else evals,
-            "last_eval": last_eval,
-            "solved_step": solved_step,
+            "status": "diverged" if state.diverged_step else "completed",
+            "steps_done": state.step,
+            "diverged_step": state.diverged_step,
+            "final": {k: None for k in evals} if state.diverged_step else evals,
+            "last_eval": state.last_eval,
+            "solved_step": state.solved_step,
             "solved_criterion": self.task.solved_criterion,
             "tokens_per_s": tokens / seconds if seconds else None,
             "peak_mem_bytes": peak_memory(self.device),
             "peak_mem_kind": "cuda_max_allocated" if self.device.type == "cuda" else "process_max_rss",
-            "wall_s": wall_s,
+            "train_wall_s": state.elapsed,
         }
+
+
+def _stack(values: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(values).cpu() if values else torch.zeros(0)
 
 
 def peak_memory(device: torch.device) -> int:
@@ -167,31 +233,68 @@ def peak_memory(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: bool = False) -> tuple[dict, Path]:
-    """Run `cfg` into `out_dir/<run_id>/` and return (summary, run folder). A finished record is returned as it is
-    unless `force`, in which case the new run is staged beside it and replaces it only once it has finished."""
-    run_dir = Path(out_dir) / cfg.run_id
-    if is_finished(run_dir) and not force:
-        return {**read_summary(run_dir), "skipped": True}, run_dir
-    staged = run_dir.with_name(f".{cfg.run_id}.staging") if is_finished(run_dir) else run_dir
-    writer = RunWriter(staged)
-    writer.config(cfg.canonical())
+def run_record(cfg: RunConfig, writer, progress: bool | None = None, ckpt: dict | None = None,
+               stop: threading.Event | None = None) -> dict:
+    """Train `cfg` through `writer` (files, or memory on a Ray worker), from checkpoint `ckpt` if given, and return
+    the summary. An exception becomes status `failed` with its traceback; only RunInterrupted escapes."""
     head = {"run_id": cfg.run_id, "task": cfg.task.name, "model": cfg.model.name,
             "backend": getattr(cfg.model, "backend", "torch"), "seed": cfg.seed, "data_seed": cfg.data_seed}
     started = time.perf_counter()
     try:
         trainer = Trainer(cfg)
+        trainer.stop = stop or threading.Event()
         head.update(params=sum(p.numel() for p in trainer.params), baseline_loss=trainer.task.baseline_loss,
-                    kernel_path=trainer.model.kernel_path)
+                    kernel_path=trainer.model.kernel_path, resumed_from_step=ckpt["loop"]["step"] if ckpt else None)
+        state = trainer.load_state_dict(ckpt) if ckpt else None
         if cfg.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        with Progress(cfg.train.steps, cfg.run_id, enabled=progress) as bar:
-            body = trainer.fit(writer, bar)
+        with Progress(cfg.train.steps, cfg.run_id, enabled=progress, start=state.step if state else 0) as bar:
+            body = trainer.fit(writer, bar, state)
+    except RunInterrupted:
+        raise
     except Exception as e:  # recorded, never lost: the run is marked failed with its traceback
-        body = {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-                "wall_s": time.perf_counter() - started}
-    summary = {**head, **body, "config": cfg.canonical(), "provenance": provenance(cfg.device)}
-    writer.summary(summary)
-    if staged != run_dir:
-        replace_dir(staged, run_dir)
+        body = {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    body["wall_s"] = body.get("train_wall_s") or time.perf_counter() - started
+    return {**head, **body, "config": cfg.canonical(), "provenance": provenance(cfg.device)}
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turn SIGINT/SIGTERM into a stop request (checkpoint, then RunInterrupted) while the block runs."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: bool = False) -> tuple[dict, Path]:
+    """Run `cfg` into `out_dir/<run_id>/` and return (summary, run folder).
+
+    A finished record is returned as it is (with `skipped`) unless `force`, in which case the new run is staged beside
+    it and replaces it only once finished. An unfinished run resumes from its checkpoint. A run another process holds
+    is not touched (status `busy`). SIGINT/SIGTERM checkpoint the run and raise RunInterrupted.
+    """
+    run_dir = Path(out_dir) / cfg.run_id
+    with claim(run_dir) as mine:
+        if not mine:
+            return {"run_id": cfg.run_id, "status": "busy"}, run_dir
+        finished = is_finished(run_dir)
+        if finished and not force:
+            return {**read_summary(run_dir), "skipped": True}, run_dir
+        staged = run_dir.with_name(f".{cfg.run_id}.staging") if finished else run_dir
+        ckpt = None if force else load_checkpoint(run_dir)
+        writer = RunWriter(staged, resume=ckpt)
+        writer.config(cfg.canonical())
+        with stop_on_signals() as stop:
+            summary = run_record(cfg, writer, progress, ckpt, stop)
+        writer.summary(summary)
+        writer.drop_checkpoint()
+        if staged != run_dir:
+            replace_dir(staged, run_dir)
     return summary, run_dir
