@@ -1,8 +1,10 @@
-"""The `seqbench` command: `run` one configuration, `list` what can be configured."""
+"""The `seqbench` command: `run` one configuration, `sweep` many, `list` what can be configured."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -31,9 +33,15 @@ def _load_config_file(path: str) -> dict:
 def cmd_run(args) -> int:
     from .train import execute  # after validation, so bad input fails fast
 
+    from .train import RunInterrupted
+
     raw = _load_config_file(args.config) if args.config else {}
     cfg = resolve(merge(raw, parse_overrides(args.overrides)))
-    summary, run_dir = execute(cfg, Path(args.out), progress=not args.quiet, force=args.force)
+    try:
+        summary, run_dir = execute(cfg, Path(args.out), progress=not args.quiet, force=args.force)
+    except RunInterrupted as e:
+        print(f"run {cfg.run_id}: {e}; run the same command again to resume", file=sys.stderr)
+        return 130
     print(describe_summary(summary, run_dir))
     return 1 if summary["status"] == "failed" else 0
 
@@ -42,8 +50,8 @@ def describe_summary(s: dict, run_dir: Path) -> str:
     head = f"run {s['run_id']}: {s['model']} on {s['task']} - {s['status']}"
     if s.get("skipped"):
         head += " (already recorded; pass --force to run it again)"
-    if s["status"] == "failed":
-        return f"{head}: {s.get('error')}\n  record: {run_dir}"
+    if s["status"] in ("failed", "busy"):
+        return f"{head}: {s.get('error', 'held by another process')}\n  record: {run_dir}"
     final = s.get("final") or {}
     lines = [head, f"  steps {s['steps_done']}  params {s['params']:,}  wall {s['wall_s']:.1f}s"
                    + (f"  {s['tokens_per_s']:,.0f} tokens/s" if s.get("tokens_per_s") else "")]
@@ -56,6 +64,75 @@ def describe_summary(s: dict, run_dir: Path) -> str:
         lines.append(f"  solved ({s['solved_criterion']}): {solved}")
     lines.append(f"  record: {run_dir}")
     return "\n".join(lines)
+
+
+def cmd_sweep(args) -> int:
+    from .executors import default_workers, run_local, run_ray, threads_per_worker
+    from .progress import SweepProgress
+    from .records import is_finished, read_summary, wait_for_claim
+    from .sweep import describe_point, expand, load_spec, report_lines, run_state, write_runs_table, write_sweep_file
+
+    spec, source = load_spec(args.spec)
+    configs = expand(spec, source, parse_overrides(args.overrides))
+    sweep_dir = Path(args.out) / spec.name
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be >= 1")
+    if args.ray_address and args.executor != "ray":
+        raise ConfigError("--ray-address needs --executor ray")
+    if args.dry_run:
+        for cfg in configs:
+            print(f"{cfg.run_id}  {run_state(sweep_dir / cfg.run_id):<38} {describe_point(cfg, spec)}")
+        todo = sum(not is_finished(sweep_dir / c.run_id) for c in configs)
+        print(f"sweep {spec.name}: {len(configs)} runs, {todo} to run, {len(configs) - todo} already done "
+              f"-> {sweep_dir}")
+        return 0
+    workers = args.workers or default_workers(configs[0].device)
+    write_sweep_file(sweep_dir, spec, source, args.overrides, configs)
+    results = []
+    todo = [c for c in configs if not is_finished(sweep_dir / c.run_id)]
+    print(f"sweep {spec.name}: {len(configs)} runs ({len(configs) - len(todo)} already recorded), "
+          f"executor {args.executor}, {workers} workers -> {sweep_dir}", file=sys.stderr)
+    todo_ids = {c.run_id for c in todo}
+    try:
+        with SweepProgress(len(configs), spec.name) as bar, _sigterm_as_interrupt():
+            for cfg in configs:
+                if cfg.run_id not in todo_ids:
+                    results.append({**read_summary(sweep_dir / cfg.run_id), "skipped": True})
+                    bar.finished(results[-1])
+            while todo:
+                runs = (run_ray(todo, sweep_dir, threads_per_worker(workers), args.ray_address, bar.step)
+                        if args.executor == "ray" else run_local(todo, sweep_dir, workers, bar.step))
+                busy = []
+                for summary in runs:
+                    if summary["status"] == "busy":  # another sweep holds it: wait for it below, then look again
+                        busy.append(summary["run_id"])
+                        continue
+                    results.append(summary)
+                    bar.finished(summary)
+                todo = [c for c in todo if c.run_id in busy]
+                for cfg in todo:
+                    wait_for_claim(sweep_dir / cfg.run_id)
+    except KeyboardInterrupt:
+        write_runs_table(sweep_dir, [c.run_id for c in configs])
+        print(f"sweep {spec.name}: interrupted; runs in flight were checkpointed. Run the same command to resume.",
+              file=sys.stderr)
+        return 130
+    write_runs_table(sweep_dir, [c.run_id for c in configs])
+    print("\n".join(report_lines(spec.name, results, sweep_dir)))
+    return 1 if any(r["status"] in ("failed", "interrupted") for r in results) else 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """A scheduler's SIGTERM stops a sweep as Ctrl-C does: workers checkpoint, the driver exits cleanly."""
+    def handler(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_list(args) -> int:
@@ -86,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="run again even if this run_id is already recorded")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(func=cmd_run)
+    sw = sub.add_parser("sweep", help="run a sweep spec (YAML file or preset name), resumably")
+    sw.add_argument("spec", metavar="SPEC|PRESET")
+    sw.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to the sweep's base config")
+    sw.add_argument("--executor", choices=("local", "ray"), default="local")
+    sw.add_argument("--workers", type=int, help="parallel runs (default: one per GPU, else one per core up to 8)")
+    sw.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local one)")
+    sw.add_argument("--out", default="results", help="output folder; records go to OUT/<sweep name>/ (default: results)")
+    sw.add_argument("--dry-run", action="store_true", help="list the runs and what is already done; run nothing")
+    sw.set_defaults(func=cmd_sweep)
     lst = sub.add_parser("list", help="tasks, models, backends and every config key with its default")
     lst.set_defaults(func=cmd_list)
     return parser

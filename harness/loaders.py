@@ -36,7 +36,12 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def load_runs(root: Path) -> pd.DataFrame:
-    """One row per run: summary fields (`final.eval_loss`, ...) and the flattened config (`config.task.length`, ...)."""
+    """One row per run: summary fields (`final.eval_loss`, ...) and the flattened config (`config.task.length`, ...).
+
+    `root` is a results folder, or a sweep's consolidated `runs.parquet`.
+    """
+    if Path(root).suffix == ".parquet":
+        return pd.read_parquet(root)
     records = []
     for d in run_dirs(root):
         summary = read_summary(d)

@@ -13,9 +13,9 @@ def _fmt(row: dict) -> dict[str, str]:
 
 
 class Progress:
-    def __init__(self, total: int, label: str, enabled: bool | None = None, stream=None, start: int = 0):
-        self.stream = stream or sys.stderr
-        self.enabled = True if enabled is None else enabled
+    def __init__(self, total: int, label: str, enabled: bool | None = None, stream=None, start: int = 0, sink=None):
+        self.stream, self.sink = stream or sys.stderr, sink  # sink(step, total, row): progress for another process
+        self.enabled = (True if enabled is None else enabled) and sink is None
         self.tty = self.enabled and self.stream.isatty()
         self.total, self.label, self.bar, self.done = total, label, None, start
 
@@ -26,6 +26,8 @@ class Progress:
         return self
 
     def update(self, step: int, row: dict) -> None:
+        if self.sink is not None:
+            self.sink(step, self.total, row)
         if self.bar is not None:
             self.bar.update(step - self.done)
             self.bar.set_postfix(_fmt(row), refresh=False)
@@ -33,6 +35,53 @@ class Progress:
             fields = " ".join(f"{k} {v}" for k, v in _fmt(row).items())
             print(f"{self.label} step {step}/{self.total} {fields}", file=self.stream, flush=True)
         self.done = step
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class SweepProgress:
+    """A sweep's display: runs done/total, running, failed and ETA, with the latest step of each running run."""
+
+    def __init__(self, total: int, label: str, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.total, self.label, self.running, self.failed, self.done = total, label, {}, 0, 0
+        self.bar = None
+
+    def __enter__(self) -> SweepProgress:
+        if self.tty:
+            self.bar = tqdm(total=self.total, desc=self.label, unit="run", file=self.stream, dynamic_ncols=True)
+        return self
+
+    def step(self, event: tuple) -> None:
+        """(run_id, step, total, train_loss, eval_accuracy) from a worker."""
+        run_id, step, total, *_ = event
+        if step >= total:
+            self.running.pop(run_id, None)
+        else:
+            self.running[run_id] = f"{step}/{total}"
+        self._postfix()
+
+    def finished(self, summary: dict) -> None:
+        self.running.pop(summary["run_id"], None)
+        self.failed += summary["status"] == "failed"
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self._postfix()
+        else:
+            state = "skipped (already recorded)" if summary.get("skipped") else summary["status"]
+            final = (summary.get("final") or {}).get("eval_loss")
+            loss = f" eval_loss {final:.4g}" if isinstance(final, float) else ""
+            print(f"[{self.done}/{self.total}] {summary['run_id']} {summary.get('model', '')}/"
+                  f"{summary.get('task', '')} {state}{loss}", file=self.stream, flush=True)
+
+    def _postfix(self) -> None:
+        if self.bar is not None:
+            runs = " ".join(f"{k[:6]}:{v}" for k, v in list(self.running.items())[:4])
+            self.bar.set_postfix_str(f"running {len(self.running)} failed {self.failed} {runs}", refresh=True)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

@@ -125,13 +125,32 @@ class RunWriter(MemoryWriter):
     def summary(self, summary: dict) -> None:
         write_json(self.dir / "summary.json", summary)
 
-    def write_all(self, config: dict, memory: MemoryWriter, summary: dict) -> None:
+    def write_all(self, config: dict, rows: list[dict], profiles: list[dict], summary: dict) -> None:
         """Write a record collected elsewhere (a Ray worker's MemoryWriter) into this folder."""
         self.config(config)
-        for row in memory.rows:
-            self.metrics(row)
-        self.profiles(memory.profile_rows)
+        self.rows = list(rows)
+        atomic_write(self.dir / "metrics.jsonl", "".join(dumps(r) + "\n" for r in self.rows))
+        self.profiles(profiles)
         self.summary(summary)
+
+
+def write_failure(cfg, run_dir: Path, error: str) -> dict:
+    """A `failed` record for a run that never reached its own code's end (e.g. its worker process kept dying)."""
+    from .provenance import provenance
+
+    summary = {"run_id": cfg.run_id, "status": "failed", "task": cfg.task.name, "model": cfg.model.name,
+               "backend": getattr(cfg.model, "backend", "torch"), "seed": cfg.seed, "error": error,
+               "config": cfg.canonical(), "provenance": provenance(cfg.device)}
+    write_json(Path(run_dir) / "config.json", cfg.canonical())
+    write_json(Path(run_dir) / "summary.json", summary)
+    return summary
+
+
+def wait_for_claim(run_dir: Path) -> None:
+    """Block until no process holds the run's lock."""
+    with open(Path(run_dir) / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:

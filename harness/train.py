@@ -234,7 +234,7 @@ def peak_memory(device: torch.device) -> int:
 
 
 def run_record(cfg: RunConfig, writer, progress: bool | None = None, ckpt: dict | None = None,
-               stop: threading.Event | None = None) -> dict:
+               stop: threading.Event | None = None, sink=None) -> dict:
     """Train `cfg` through `writer` (files, or memory on a Ray worker), from checkpoint `ckpt` if given, and return
     the summary. An exception becomes status `failed` with its traceback; only RunInterrupted escapes."""
     head = {"run_id": cfg.run_id, "task": cfg.task.name, "model": cfg.model.name,
@@ -248,7 +248,8 @@ def run_record(cfg: RunConfig, writer, progress: bool | None = None, ckpt: dict 
         state = trainer.load_state_dict(ckpt) if ckpt else None
         if cfg.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        with Progress(cfg.train.steps, cfg.run_id, enabled=progress, start=state.step if state else 0) as bar:
+        with Progress(cfg.train.steps, cfg.run_id, enabled=progress, start=state.step if state else 0,
+                      sink=sink) as bar:
             body = trainer.fit(writer, bar, state)
     except RunInterrupted:
         raise
@@ -273,7 +274,8 @@ def stop_on_signals():
             signal.signal(sig, handler)
 
 
-def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: bool = False) -> tuple[dict, Path]:
+def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: bool = False,
+            sink=None) -> tuple[dict, Path]:
     """Run `cfg` into `out_dir/<run_id>/` and return (summary, run folder).
 
     A finished record is returned as it is (with `skipped`) unless `force`, in which case the new run is staged beside
@@ -283,7 +285,7 @@ def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: 
     run_dir = Path(out_dir) / cfg.run_id
     with claim(run_dir) as mine:
         if not mine:
-            return {"run_id": cfg.run_id, "status": "busy"}, run_dir
+            return {"run_id": cfg.run_id, "status": "busy", "task": cfg.task.name, "model": cfg.model.name}, run_dir
         finished = is_finished(run_dir)
         if finished and not force:
             return {**read_summary(run_dir), "skipped": True}, run_dir
@@ -292,7 +294,7 @@ def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: 
         writer = RunWriter(staged, resume=ckpt)
         writer.config(cfg.canonical())
         with stop_on_signals() as stop:
-            summary = run_record(cfg, writer, progress, ckpt, stop)
+            summary = run_record(cfg, writer, progress, ckpt, stop, sink)
         writer.summary(summary)
         writer.drop_checkpoint()
         if staged != run_dir:

@@ -1,0 +1,200 @@
+"""Sweeps: a YAML spec (a base config, a grid, zipped lists, seeds) expanded into runs and carried out by an executor.
+
+Records go to `OUT/<sweep name>/<run_id>/`, the same records `seqbench run` writes; a finished run is never run again,
+an unfinished one resumes from its checkpoint, and the sweep folder gets `sweep.json` and a consolidated `runs.parquet`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .config import ConfigError, RunConfig, merge, resolve, set_dotted
+from .loaders import load_runs
+from .provenance import git_state
+from .records import CHECKPOINT, atomic_write, read_summary, write_json
+
+STATUSES = ("completed", "diverged", "failed", "skipped", "busy")
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the sweep's folder name under --out")
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict, description="config keys, as for seqbench run")
+    grid: dict[str, list] = Field(default_factory=dict, description="key -> values: every combination runs")
+    zip: dict[str, list] | list[dict[str, list]] = Field(default_factory=list,
+                                                         description="key -> values varied together (equal lengths)")
+    seeds: int | list[int] = Field(1, description="a count (seeds 0..n-1) or an explicit list")
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty(cls, grid):
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"grid.{key}: empty list; give at least one value")
+        return grid
+
+    @field_validator("zip")
+    @classmethod
+    def _equal_lengths(cls, groups):
+        for group in [groups] if isinstance(groups, dict) else groups:
+            lengths = {key: len(values) for key, values in group.items()}
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"zip lists must have equal lengths, got {lengths}")
+            if 0 in lengths.values():
+                raise ValueError(f"zip.{next(iter(lengths))}: empty list")
+        return groups
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds):
+        if isinstance(seeds, int) and seeds < 1:
+            raise ValueError(f"seeds={seeds}: give a count >= 1 or a list of seeds")
+        if isinstance(seeds, list) and (not seeds or len(set(seeds)) != len(seeds)):
+            raise ValueError(f"seeds={seeds}: give a non-empty list of distinct seeds")
+        return seeds
+
+    def zip_groups(self) -> list[dict[str, list]]:
+        return [self.zip] if isinstance(self.zip, dict) else list(self.zip)
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+def presets() -> dict[str, Path]:
+    folder = resources.files("harness") / "sweeps"
+    return {p.name.removesuffix(".yaml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def load_spec(spec: str) -> tuple[SweepSpec, Path]:
+    """A sweep spec from a YAML file, or a preset shipped with seqbench by its name."""
+    path = Path(spec)
+    if not path.is_file():
+        known = presets()
+        if spec not in known:
+            raise ConfigError(f"sweep {spec!r}: no such file and no such preset; presets: {', '.join(sorted(known))}")
+        path = known[spec]
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with name, base, grid, zip, seeds")
+    try:
+        return SweepSpec.model_validate(data), path
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "spec"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key; allowed: {', '.join(SweepSpec.model_fields)}"
+        raise ConfigError(f"{path}: {key}: {msg}") from None
+
+
+def _nested(flat: dict) -> dict:
+    tree: dict = {}
+    for key, value in flat.items():
+        set_dotted(tree, str(key), value)
+    return tree
+
+
+def points(spec: SweepSpec) -> list[dict]:
+    """The sweep's points as {dotted key: value}: grid product x each zip group's rows x seeds."""
+    grid = [[(k, v) for v in values] for k, values in spec.grid.items()]
+    zips = [[tuple(zip(group, row)) for row in zip(*group.values())] for group in spec.zip_groups()]
+    out = []
+    for combo in itertools.product(*grid, *zips):
+        point: dict = {}
+        for part in combo:
+            point.update(dict(part) if isinstance(part[0], tuple) else dict([part]))
+        for seed in spec.seed_list():
+            out.append({**point, "seed": seed})
+    return out
+
+
+def expand(spec: SweepSpec, source: Path, overrides: dict) -> list[RunConfig]:
+    """Every run of the sweep as a resolved config (duplicates by run_id removed, order kept)."""
+    base = merge(_nested(spec.base), overrides)
+    configs: dict[str, RunConfig] = {}
+    for point in points(spec):
+        try:
+            cfg = resolve(merge(base, _nested(point)))
+        except ConfigError as e:
+            where = ", ".join(f"{k}={v}" for k, v in point.items())
+            raise ConfigError(f"{source}: at {where}: {e}") from None
+        configs.setdefault(cfg.run_id, cfg)
+    return list(configs.values())
+
+
+def run_state(run_dir: Path) -> str:
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return f"done ({summary['status']})"
+    if (run_dir / CHECKPOINT).exists():
+        return "partial (resumes from its checkpoint)"
+    return "to run"
+
+
+def describe_point(cfg: RunConfig, spec: SweepSpec) -> str:
+    """The values that vary across the sweep, for one run."""
+    keys = list(spec.grid) + [k for g in spec.zip_groups() for k in g] + ["seed"]
+    flat = _flatten(cfg.canonical())
+    return " ".join(f"{k}={flat.get(k if k not in ('task', 'model') else k + '.name')}" for k in keys)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def write_sweep_file(sweep_dir: Path, spec: SweepSpec, source: Path, overrides: list[str],
+                     configs: list[RunConfig]) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_json(sweep_dir / "sweep.json", {
+        "name": spec.name, "spec": spec.model_dump(mode="json"), "source": str(source), "overrides": overrides,
+        "run_ids": [c.run_id for c in configs], "command": " ".join(["seqbench", *sys.argv[1:]]), **git_state(),
+    })
+
+
+def write_runs_table(sweep_dir: Path, run_ids: list[str]) -> Path:
+    """The consolidated runs table of this sweep (Parquet), readable with `load_runs(path)` or pandas."""
+    runs = load_runs(sweep_dir)
+    runs = runs[runs.run_id.isin(run_ids)].reset_index(drop=True)
+    runs = runs.astype({c: "string" for c in runs.columns if runs[c].dtype == object})  # mixed None/str/number
+    path = sweep_dir / "runs.parquet"
+    tmp = path.with_name(f".runs.parquet.tmp-{os.getpid()}")
+    runs.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def tally(results: list[dict]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in results:
+        counts["skipped" if r.get("skipped") else r["status"]] += 1
+    return counts
+
+
+def report_lines(name: str, results: list[dict], sweep_dir: Path) -> list[str]:
+    counts = tally(results)
+    lines = [f"sweep {name}: {len(results)} runs - " + ", ".join(f"{k} {v}" for k, v in counts.items())]
+    lines += [f"  failed  {r['run_id']} {r.get('model')}/{r.get('task')}: {r.get('error')}"
+              for r in results if r["status"] == "failed" and not r.get("skipped")]
+    lines += [f"  busy    {r['run_id']}: held by another process; run the sweep again once it is done"
+              for r in results if r["status"] == "busy"]
+    lines.append(f"  records: {sweep_dir}  table: {sweep_dir / 'runs.parquet'}")
+    return lines
