@@ -54,7 +54,7 @@ def limit_threads(threads: int) -> None:
 _progress: mp.Queue | None = None
 
 
-def _init_worker(threads: int, parent: int, progress: mp.Queue, gpu_counter) -> None:
+def _init_worker(threads: int, progress: mp.Queue, gpu_counter) -> None:
     global _progress
     _progress = progress
     limit_threads(threads)
@@ -64,7 +64,11 @@ def _init_worker(threads: int, parent: int, progress: mp.Queue, gpu_counter) -> 
             torch.cuda.set_device(gpu_counter.value % torch.cuda.device_count())
             gpu_counter.value += 1
 
-    def watchdog():  # a worker outliving a killed driver would hold its run's lock and keep writing
+    # A worker outliving a killed driver would hold its run's lock and keep writing. Its parent is the driver
+    # (spawn) or the fork server, which exits with the driver: either way the parent changes when the driver dies.
+    parent = os.getppid()
+
+    def watchdog():
         while os.getppid() == parent:
             time.sleep(0.5)
         os._exit(1)
@@ -88,16 +92,26 @@ def _local_run(config: dict, out_dir: str) -> dict:
     return {k: v for k, v in summary.items() if k not in ("traceback", "config")}
 
 
+def _context() -> mp.context.BaseContext:
+    """Workers fork from a clean server process that imported torch and the harness once (the first optimiser
+    alone imports torch._dynamo, ~3 s here): no per-worker start-up, and no fork of a process with threads."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["harness._worker_preload"])
+    return ctx
+
+
 def run_local(configs: list[RunConfig], sweep_dir: Path, workers: int,
               on_progress: Callable[[tuple], None]) -> Iterator[dict]:
     """Run `configs` in `workers` processes; yields each run's summary as it finishes."""
-    ctx = mp.get_context("spawn")  # fork after torch has started threads is unsafe
+    ctx = _context()
     progress = ctx.Queue()
     gpu_counter = ctx.Value("i", 0) if configs and configs[0].device == "cuda" else None
     pending = list(configs)
     for attempt in range(POOL_RESTARTS + 1):
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(threads_per_worker(workers), os.getpid(), progress, gpu_counter))
+                                   initargs=(threads_per_worker(workers), progress, gpu_counter))
         stop = threading.Event()
         pump = threading.Thread(target=_pump, args=(progress, on_progress, stop), daemon=True)
         pump.start()

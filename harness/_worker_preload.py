@@ -1,0 +1,6 @@
+"""Imported once by the local executor's fork server, so every worker it forks starts warm."""
+
+import torch._dynamo  # noqa: F401  (torch.optim imports it on first use; seconds on a small CPU)
+
+import harness.executors  # noqa: F401
+import harness.train  # noqa: F401

@@ -1,0 +1,180 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.config import ConfigError, parse_overrides
+from harness.loaders import load_runs
+from harness.sweep import expand, load_spec, points, presets
+
+TINY_BASE = {"task": "adding", "task.length": 8, "model.hidden": 8, "device": "cpu", "train.steps": 6,
+             "train.batch_size": 4, "train.eval_every": 3, "train.log_every": 2, "train.eval_size": 16,
+             "train.grad_profile_batch": 4}
+
+
+def write_spec(tmp_path, name="t", **fields):
+    spec = {"name": name, "base": dict(TINY_BASE), **fields}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def untimed_metrics(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")} for r in rows]
+
+
+# --- specs ---------------------------------------------------------------------------------------------------------
+def test_grid_zip_and_seeds_expand_to_the_product(tmp_path):
+    path = write_spec(tmp_path, grid={"model": ["lstm", "gru"], "model.layers": [1, 2]},
+                      zip={"task.length": [8, 9, 10], "train.lr": [0.1, 0.01, 0.001]}, seeds=[3, 4])
+    spec, source = load_spec(str(path))
+    assert len(points(spec)) == 2 * 2 * 3 * 2
+    configs = expand(spec, source, parse_overrides(["train.steps=7"]))
+    assert len({c.run_id for c in configs}) == len(configs) == 24
+    assert {(c.task.length, c.train.lr) for c in configs} == {(8, 0.1), (9, 0.01), (10, 0.001)}
+    assert {c.seed for c in configs} == {3, 4} and {c.train.steps for c in configs} == {7}
+
+
+def test_duplicate_points_run_once(tmp_path):
+    path = write_spec(tmp_path, grid={"model.hidden": [8, 8]}, seeds=2)
+    assert len(expand(*load_spec(str(path)), {})) == 2
+
+
+def test_grid_entries_may_be_whole_model_sections(tmp_path):
+    path = write_spec(tmp_path, grid={"model": [{"name": "lstm", "hidden": 16},
+                                                {"name": "transformer", "d_model": 8, "heads": 2}]})
+    spec, source = load_spec(str(path))
+    spec.base.pop("model.hidden")
+    names = [(c.model.name, getattr(c.model, "hidden", None)) for c in expand(spec, source, {})]
+    assert names == [("lstm", 16), ("transformer", None)]
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ({"grdi": {"model": ["lstm"]}}, "grdi: unknown key"),
+    ({"grid": {"model": []}}, "grid.model: empty list"),
+    ({"zip": {"task.length": [8, 9], "train.lr": [0.1]}}, "zip lists must have equal lengths"),
+    ({"seeds": 0}, "seeds=0"),
+    ({"seeds": [1, 1]}, "distinct"),
+    ({"grid": {"model.hidden": [8, 0]}}, "model.hidden=0"),
+    ({"grid": {"model.frob": [1]}}, "model.frob: unknown key"),
+])
+def test_bad_specs_exit_2_naming_file_and_key(tmp_path, capsys, fields, needle):
+    path = write_spec(tmp_path, **fields)
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and str(path) in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_unknown_preset_lists_presets(capsys):
+    assert main(["sweep", "nonexistent"]) == 2
+    assert "presets: adding, copy, quick" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["quick", "adding", "copy"])
+def test_presets_are_valid(name):
+    assert name in presets()
+    configs = expand(*load_spec(name), {})
+    assert len(configs) >= 12
+    assert {c.model.name for c in configs} == {"rnn", "lstm", "gru", "transformer"}
+
+
+def test_quick_preset_covers_both_tasks_at_two_lengths_with_two_seeds():
+    configs = expand(*load_spec("quick"), {})
+    assert {(c.task.name, c.task.length) for c in configs} == {(t, n) for t in ("copy", "adding") for n in (10, 40)}
+    assert {c.seed for c in configs} == {0, 1} and {c.device for c in configs} == {"cpu"}
+
+
+# --- local execution -------------------------------------------------------------------------------------------------
+def test_local_sweep_records_resumes_and_skips(tmp_path, capsys):
+    path = write_spec(tmp_path, grid={"model": ["lstm", "gru"]}, seeds=2)
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "2", "--dry-run"]) == 0
+    assert "4 runs, 4 to run, 0 already done" in capsys.readouterr().out
+    assert not out.exists()  # a dry run writes nothing
+
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "2"]) == 0
+    report = capsys.readouterr().out
+    assert "4 runs - completed 4, diverged 0, failed 0, skipped 0" in report
+    sweep_dir = out / "t"
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert len(sweep["run_ids"]) == 4 and sweep["spec"]["name"] == "t"
+    table = load_runs(sweep_dir / "runs.parquet")
+    assert sorted(table.run_id) == sorted(sweep["run_ids"]) and set(table.status) == {"completed"}
+    mtimes = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/summary.json")}
+
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "2"]) == 0
+    assert "skipped 4" in capsys.readouterr().out
+    assert mtimes == {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/summary.json")}  # nothing ran again
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
+    # hidden=2,000,000 asks for a 64 TB recurrent matrix: a real allocation failure, raised inside the worker
+    path = write_spec(tmp_path, grid={"model.hidden": [8, 2_000_000]})
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "1"]) == 1
+    report = capsys.readouterr().out
+    assert "completed 1, diverged 0, failed 1" in report and "failed  " in report
+    runs = load_runs(out / "t").set_index("config.model.hidden")
+    assert runs.loc[2_000_000, "status"] == "failed" and "alloc" in runs.loc[2_000_000, "error"].lower()
+    assert runs.loc[8, "status"] == "completed"
+
+
+# --- crashes, kills and concurrency ------------------------------------------------------------------------------------
+KILL_BASE = {**TINY_BASE, "task.length": 30, "model.hidden": 32, "train.steps": 150, "train.checkpoint_every": 5,
+             "train.eval_every": 25, "train.log_every": 5}
+
+
+def sweep_cmd(path, out, workers=2):
+    return [sys.executable, "-m", "harness.cli", "sweep", str(path), "--out", str(out), "--workers", str(workers)]
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_moments_then_rerun_completes_every_run_exactly_once(tmp_path):
+    path = tmp_path / "k.yaml"
+    path.write_text(yaml.safe_dump({"name": "k", "base": KILL_BASE, "grid": {"model": ["lstm", "gru"]}, "seeds": 2}))
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    subprocess.run(sweep_cmd(path, ref), check=True, capture_output=True)
+
+    for delay in (3.0, 5.0, 7.0):  # workers starting, runs in flight, runs finishing
+        proc = subprocess.Popen(sweep_cmd(path, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(1.5)  # orphaned workers notice their driver is gone and exit (their watchdog)
+    done = subprocess.run(sweep_cmd(path, out), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+    runs = load_runs(out / "k")
+    assert len(runs) == 4 and set(runs.status) == {"completed"}
+    assert runs["resumed_from_step"].notna().any()  # the kills did interrupt runs that then resumed
+    for run_id in runs.run_id:
+        assert untimed_metrics(out / "k" / run_id) == untimed_metrics(ref / "k" / run_id)
+        steps = [r["step"] for r in untimed_metrics(out / "k" / run_id)]
+        assert steps == sorted(set(steps))  # no row twice
+    leftovers = [p for p in out.rglob("*") if ".tmp-" in p.name or p.name in ("checkpoint.pt",)]
+    assert leftovers == []
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_folder_share_the_work(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"name": "c", "base": {**KILL_BASE, "train.steps": 40},
+                                    "grid": {"model": ["lstm", "gru", "rnn"]}, "seeds": 2}))
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    subprocess.run(sweep_cmd(path, ref, workers=1), check=True, capture_output=True)
+    procs = [subprocess.Popen(sweep_cmd(path, out, workers=1), stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate()[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    runs = load_runs(out / "c")
+    assert len(runs) == 6 and set(runs.status) == {"completed"}
+    for run_id in runs.run_id:
+        assert untimed_metrics(out / "c" / run_id) == untimed_metrics(ref / "c" / run_id)
