@@ -54,7 +54,19 @@ def limit_threads(threads: int) -> None:
 _progress: mp.Queue | None = None
 
 
-def _init_worker(threads: int, progress: mp.Queue, gpu_counter) -> None:
+def _alive(pid: int) -> bool:
+    """Whether process `pid` is running (a zombie, dead but not yet reaped, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or no /proc (macOS): the signal test alone
+        return True
+
+
+def _init_worker(threads: int, driver: int, progress: mp.Queue, gpu_counter) -> None:
     global _progress
     _progress = progress
     limit_threads(threads)
@@ -64,12 +76,8 @@ def _init_worker(threads: int, progress: mp.Queue, gpu_counter) -> None:
             torch.cuda.set_device(gpu_counter.value % torch.cuda.device_count())
             gpu_counter.value += 1
 
-    # A worker outliving a killed driver would hold its run's lock and keep writing. Its parent is the driver
-    # (spawn) or the fork server, which exits with the driver: either way the parent changes when the driver dies.
-    parent = os.getppid()
-
-    def watchdog():
-        while os.getppid() == parent:
+    def watchdog():  # a worker outliving a killed driver would hold its run's lock and keep writing
+        while _alive(driver):
             time.sleep(0.5)
         os._exit(1)
 
@@ -111,7 +119,7 @@ def run_local(configs: list[RunConfig], sweep_dir: Path, workers: int,
     pending = list(configs)
     for attempt in range(POOL_RESTARTS + 1):
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(threads_per_worker(workers), progress, gpu_counter))
+                                   initargs=(threads_per_worker(workers), os.getpid(), progress, gpu_counter))
         stop = threading.Event()
         pump = threading.Thread(target=_pump, args=(progress, on_progress, stop), daemon=True)
         pump.start()

@@ -129,7 +129,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
 
 
 # --- crashes, kills and concurrency ------------------------------------------------------------------------------------
-KILL_BASE = {**TINY_BASE, "task.length": 30, "model.hidden": 32, "train.steps": 150, "train.checkpoint_every": 5,
+KILL_BASE = {**TINY_BASE, "task.length": 30, "model.hidden": 32, "train.steps": 300, "train.checkpoint_every": 5,
              "train.eval_every": 25, "train.log_every": 5}
 
 
@@ -144,9 +144,15 @@ def test_kill_9_at_several_moments_then_rerun_completes_every_run_exactly_once(t
     ref, out = tmp_path / "ref", tmp_path / "out"
     subprocess.run(sweep_cmd(path, ref), check=True, capture_output=True)
 
-    for delay in (3.0, 5.0, 7.0):  # workers starting, runs in flight, runs finishing
+    def first(pattern):
+        return lambda: next((out / "k").glob(pattern), None) if (out / "k").exists() else None
+
+    # kill -9 the driver: while it starts, once a run has checkpointed, once a run has finished (others in flight)
+    for moment in (lambda: True, first("*/checkpoint.pt"), first("*/summary.json")):
         proc = subprocess.Popen(sweep_cmd(path, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        deadline = time.monotonic() + 60
+        while not moment() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     time.sleep(1.5)  # orphaned workers notice their driver is gone and exit (their watchdog)
