@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
-from .records import RunWriter, claim, is_finished, read_summary, write_failure
+from .records import RunWriter, alive, claim, is_finished, read_summary, write_failure
 
 POOL_RESTARTS = 2  # a worker that dies (OOM, segfault) takes its pool down; retry the unfinished runs this often
 
@@ -54,18 +54,6 @@ def limit_threads(threads: int) -> None:
 _progress: mp.Queue | None = None
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` is running (a zombie, dead but not yet reaped, counts as dead)."""
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process, or no /proc (macOS): the signal test alone
-        return True
-
-
 def _init_worker(threads: int, driver: int, progress: mp.Queue, gpu_counter) -> None:
     global _progress
     _progress = progress
@@ -77,7 +65,7 @@ def _init_worker(threads: int, driver: int, progress: mp.Queue, gpu_counter) -> 
             gpu_counter.value += 1
 
     def watchdog():  # a worker outliving a killed driver would hold its run's lock and keep writing
-        while _alive(driver):
+        while alive(driver):
             time.sleep(0.5)
         os._exit(1)
 

@@ -36,6 +36,26 @@ def dumps(obj, **kw) -> str:
     return json.dumps(strict(obj), allow_nan=False, **kw)
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` is running (a zombie, dead but not yet reaped, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or no /proc (macOS): the signal test alone
+        return True
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete temp files (`.NAME.tmp-PID`) that a killed writer left behind; a live writer's are kept."""
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def atomic_write(path: Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -93,6 +113,7 @@ class RunWriter(MemoryWriter):
         super().__init__()
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.dir)
         (self.dir / "summary.json").unlink(missing_ok=True)
         if resume is None:
             self.drop_checkpoint()

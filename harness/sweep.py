@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .config import ConfigError, RunConfig, merge, resolve, set_dotted
 from .loaders import load_runs
 from .provenance import git_state
-from .records import CHECKPOINT, atomic_write, read_summary, write_json
+from .records import CHECKPOINT, read_summary, remove_stale_temps, write_json
 
 STATUSES = ("completed", "diverged", "failed", "skipped", "busy")
 
@@ -164,6 +164,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def write_sweep_file(sweep_dir: Path, spec: SweepSpec, source: Path, overrides: list[str],
                      configs: list[RunConfig]) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(sweep_dir)
     write_json(sweep_dir / "sweep.json", {
         "name": spec.name, "spec": spec.model_dump(mode="json"), "source": str(source), "overrides": overrides,
         "run_ids": [c.run_id for c in configs], "command": " ".join(["seqbench", *sys.argv[1:]]), **git_state(),

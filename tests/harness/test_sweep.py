@@ -166,8 +166,7 @@ def test_kill_9_at_several_moments_then_rerun_completes_every_run_exactly_once(t
         assert untimed_metrics(out / "k" / run_id) == untimed_metrics(ref / "k" / run_id)
         steps = [r["step"] for r in untimed_metrics(out / "k" / run_id)]
         assert steps == sorted(set(steps))  # no row twice
-    leftovers = [p for p in out.rglob("*") if ".tmp-" in p.name or p.name in ("checkpoint.pt",)]
-    assert leftovers == []
+    assert [p for p in out.rglob("*") if ".tmp-" in p.name] == []  # a killed writer's temp files are cleaned up
 
 
 @pytest.mark.slow
