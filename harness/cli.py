@@ -135,6 +135,27 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def cmd_reproduce(args) -> int:
+    from .reproduce import provenance_notes, reproduce
+
+    diffs, rtol, summary = reproduce(Path(args.run_dir), args.rtol, args.keep, progress=not args.quiet)
+    how = "bitwise" if rtol == 0 else f"within rtol {rtol:g}"
+    notes = provenance_notes(Path(args.run_dir), summary)
+    if not diffs:
+        print(f"reproduced {summary['run_id']}: metrics, gradient profiles and summary match {how}")
+        _print_lines(notes)
+        return 0
+    print(f"MISMATCH {summary['run_id']}: {len(diffs)} values differ (compared {how}):")
+    print("\n".join(f"  {d}" for d in diffs[:20]) + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else ""))
+    _print_lines(notes)
+    return 1
+
+
+def _print_lines(lines: list[str]) -> None:
+    if lines:
+        print("\n".join(lines))
+
+
 def cmd_list(args) -> int:
     from kernels import reference  # noqa: F401  (import check: the registries below are complete)
 
@@ -172,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="results", help="output folder; records go to OUT/<sweep name>/ (default: results)")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and what is already done; run nothing")
     sw.set_defaults(func=cmd_sweep)
+    rep = sub.add_parser("reproduce", help="rerun a recorded run from its config.json and compare the records")
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.add_argument("--rtol", type=float, help="relative tolerance (default: 0 = bitwise on CPU, 1e-3 on CUDA)")
+    rep.add_argument("--keep", help="write the rerun's record to this folder instead of a temporary one")
+    rep.add_argument("--quiet", action="store_true", help="no progress output")
+    rep.set_defaults(func=cmd_reproduce)
     lst = sub.add_parser("list", help="tasks, models, backends and every config key with its default")
     lst.set_defaults(func=cmd_list)
     return parser

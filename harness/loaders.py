@@ -19,7 +19,7 @@ def run_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("config.json") if not p.parent.name.startswith("."))
 
 
-def _jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     """Rows of a JSON-lines file; a truncated last line (a run killed mid-write) is skipped."""
     rows = []
     try:
@@ -60,7 +60,7 @@ def load_metrics(root: Path) -> pd.DataFrame:
     """Long format: run_id, step, metric, value (one row per recorded number)."""
     frames = []
     for d in run_dirs(root):
-        rows = _jsonl(d / "metrics.jsonl")
+        rows = read_jsonl(d / "metrics.jsonl")
         if rows:
             wide = pd.DataFrame(rows)
             long = wide.melt(id_vars="step", var_name="metric", value_name="value").dropna(subset=["value"])
@@ -74,7 +74,7 @@ def load_grad_profiles(root: Path) -> pd.DataFrame:
     """Long format: run_id, step, quantity (h|x), layer, t, distance (from the last position), norm, underflow."""
     frames = []
     for d in run_dirs(root):
-        for row in _jsonl(d / "grad_profile.jsonl"):
+        for row in read_jsonl(d / "grad_profile.jsonl"):
             norm = pd.Series(row["norm"], dtype="float64")
             n = len(norm)
             frames.append(pd.DataFrame({
