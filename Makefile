@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test,ray]"
 	touch $(STAMP)
 
+# The main job: the quick sweep on CPU (every model on copy and adding at T=10 and 40, 2 seeds) and its report.
 demo: $(STAMP)
-	$(VENV)/bin/seqbench run task=adding task.length=50 model=lstm model.hidden=32 \
-		train.steps=300 train.eval_every=50 train.eval_size=512 train.lr=1e-2 seed=0 --out results/demo
+	$(VENV)/bin/seqbench sweep quick --out results
+	$(VENV)/bin/seqbench report results/quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests --benchmark-disable

@@ -1,4 +1,5 @@
-"""The `seqbench` command: `run` one configuration, `sweep` many, `list` what can be configured."""
+"""The `seqbench` command: `run` one configuration, `sweep` many, `report` on results, `reproduce` a record,
+`list` what can be configured."""
 
 from __future__ import annotations
 
@@ -135,6 +136,20 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    results = Path(args.dir)
+    if not results.is_dir():
+        raise ConfigError(f"{results}: no such folder; give a results folder (e.g. results/quick)")
+    try:
+        index = build_report(results, Path(args.out) if args.out else None)
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    print(f"report: {index}  (and {index.with_suffix('.md').name}, figures/, tables/ beside it)")
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from .reproduce import provenance_notes, reproduce
 
@@ -193,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="results", help="output folder; records go to OUT/<sweep name>/ (default: results)")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and what is already done; run nothing")
     sw.set_defaults(func=cmd_sweep)
+    rpt = sub.add_parser("report", help="figures, tables and an HTML/Markdown page from any results folder")
+    rpt.add_argument("dir", metavar="DIR", help="a results folder: single runs or sweeps, nested")
+    rpt.add_argument("--out", help="output folder (default: DIR/report)")
+    rpt.set_defaults(func=cmd_report)
     rep = sub.add_parser("reproduce", help="rerun a recorded run from its config.json and compare the records")
     rep.add_argument("run_dir", metavar="RUN_DIR")
     rep.add_argument("--rtol", type=float, help="relative tolerance (default: 0 = bitwise on CPU, 1e-3 on CUDA)")
