@@ -218,7 +218,7 @@ class Trainer:
             "solved_criterion": self.task.solved_criterion,
             "tokens_per_s": tokens / seconds if seconds else None,
             "peak_mem_bytes": peak_memory(self.device),
-            "peak_mem_kind": "cuda_max_allocated" if self.device.type == "cuda" else "process_max_rss",
+            "peak_mem_kind": "cuda_max_allocated" if self.device.type == "cuda" else "process_peak_rss",
             "train_wall_s": state.elapsed,
         }
 
@@ -227,10 +227,28 @@ def _stack(values: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(values).cpu() if values else torch.zeros(0)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a fresh peak for this run: CUDA's allocator peak, or on Linux the process's peak RSS (VmHWM), which
+    a sweep worker would otherwise carry over from earlier runs."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    try:
+        with open("/proc/self/status") as f:
+            hwm = next(line for line in f if line.startswith("VmHWM:"))
+        return int(hwm.split()[1]) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def run_record(cfg: RunConfig, writer, progress: bool | None = None, ckpt: dict | None = None,
@@ -246,8 +264,7 @@ def run_record(cfg: RunConfig, writer, progress: bool | None = None, ckpt: dict 
         head.update(params=sum(p.numel() for p in trainer.params), baseline_loss=trainer.task.baseline_loss,
                     kernel_path=trainer.model.kernel_path, resumed_from_step=ckpt["loop"]["step"] if ckpt else None)
         state = trainer.load_state_dict(ckpt) if ckpt else None
-        if cfg.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        reset_peak_memory(trainer.device)
         with Progress(cfg.train.steps, cfg.run_id, enabled=progress, start=state.step if state else 0,
                       sink=sink) as bar:
             body = trainer.fit(writer, bar, state)
