@@ -1,0 +1,79 @@
+"""The fused kernels compiled on a CUDA GPU: long sequences (T = 1024) in float32, bfloat16 and float16 against the
+float64 reference loop on the same values, every gradient, bitwise-deterministic gradients over many batch tiles, and
+||dL/dh_t||. Skipped where CUDA is absent (the interpreter runs the same kernels in test_fused.py)."""
+
+import pytest
+import torch
+
+from kernels import as_reference
+
+from .test_fused import assert_all_close, build, cast, loss_of, make_inputs, run
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+T_LONG = 1024
+# Looser than the interpreter tests' 1e-5 / 1e-4: fp32 rounding of 1024 recurrent steps and of 20k-row gradient GEMMs.
+RTOL_OUT_LONG, RTOL_GRAD_LONG = 1e-4, 1e-3
+# Sizes at the fused limits and awkward ones below them; B = 20 spans two batch tiles.
+SIZES = [pytest.param("lstm", 64, id="lstm-H64"), pytest.param("lstm", 33, id="lstm-H33"),
+         pytest.param("gru", 64, id="gru-H64"), pytest.param("gru", 17, id="gru-H17"),
+         pytest.param("rnn-tanh", 128, id="rnn-tanh-H128"), pytest.param("rnn-relu", 33, id="rnn-relu-H33")]
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32_matmuls():
+    """The torch GEMMs beside the kernels follow torch's float32 matmul precision: keep them IEEE (no TF32)."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@pytest.mark.parametrize("arch,H", SIZES)
+def test_long_sequence_float32(arch, H):
+    module = build(arch, H, 2, device="cuda", batch_first=True)
+    x, hx = make_inputs(arch, 20, T_LONG, H, 2, batch_first=True, with_hx=True, device="cuda")
+    got = run(module, x, hx)
+    assert module.last_path == "fused-triton"
+    want = run(as_reference(module).double(), *cast(x, hx, torch.float64))
+    assert_all_close(want, got, RTOL_OUT_LONG, RTOL_GRAD_LONG, f"{arch} H={H} T={T_LONG} fp32")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("arch,H", SIZES)
+def test_long_sequence_half_precision(arch, H, dtype):
+    """Half-precision parameters and inputs: fp32 inside, so only the boundary roundings differ from float64."""
+    module = build(arch, H, 2, device="cuda", dtype=dtype)
+    x, hx = make_inputs(arch, 20, T_LONG, H, 2, with_hx=True, device="cuda", dtype=dtype)
+    got = run(module, x, hx)
+    assert module.last_path == "fused-triton"
+    assert all(t.dtype == dtype for t in got.values())
+    want = run(as_reference(module).double(), *cast(x, hx, torch.float64))
+    assert_all_close(want, got, 1e-2, 1e-2, f"{arch} H={H} T={T_LONG} {dtype}")
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-tanh"])
+def test_gradients_are_bitwise_deterministic(arch):
+    module = build(arch, 64, 2, device="cuda")
+    x, hx = make_inputs(arch, 300, 256, 64, 2, with_hx=True, device="cuda")  # 19 batch tiles
+    first, second = run(module, x, hx), run(module, x, hx)
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-relu"])
+def test_grad_norms_are_total_gradients(arch):
+    B, T, H, L = 5, 64, 33, 2
+    module = build(arch, H, L, device="cuda")
+    module.track_grad_norms = True
+    x, hx = make_inputs(arch, B, T, H, L, with_hx=True, device="cuda")
+    run(module, x, hx)
+    probes = {}
+
+    def hook(layer, t, h):
+        probes[layer, t] = torch.zeros_like(h, requires_grad=True)
+        return h + probes[layer, t]
+
+    loss_of(*as_reference(module).double()(*cast(x, hx, torch.float64), step_hook=hook)).backward()
+    want = torch.stack([torch.stack([probes[k, t].grad.norm(dim=-1) for t in range(T)]) for k in range(L)])
+    torch.testing.assert_close(module.grad_norms.double(), want, rtol=1e-4, atol=1e-6)
