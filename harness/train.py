@@ -220,6 +220,7 @@ class Trainer:
             "peak_mem_bytes": peak_memory(self.device),
             "peak_mem_kind": "cuda_max_allocated" if self.device.type == "cuda" else "process_peak_rss",
             "train_wall_s": state.elapsed,
+            "kernel_path": self.model.kernel_path,  # after training: the path the training steps took
         }
 
 

@@ -22,7 +22,7 @@ class SequenceModel(nn.Module):
     """Base class: subclasses set `self.encoder`, `self.head` and implement `body` and `group_of`."""
 
     #: which code computes the recurrence (or attention): recorded with every run
-    kernel_path: str = "torch"
+    kernel_path = "torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, L) token ids or (B, L, F) features -> (B, L, output_size)."""

@@ -8,6 +8,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+import kernels
 from kernels import as_reference, reference
 
 from .base import ModelConfigBase, SequenceModel, encoder
@@ -16,14 +17,15 @@ from .base import ModelConfigBase, SequenceModel, encoder
 BACKENDS: dict[str, dict[str, type[nn.Module]]] = {
     "torch": {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU},
     "reference": {"rnn": reference.RNN, "lstm": reference.LSTM, "gru": reference.GRU},
+    "triton": {"rnn": kernels.RNN, "lstm": kernels.LSTM, "gru": kernels.GRU},
 }
-Backend = Literal["torch", "reference"]
+Backend = Literal["torch", "reference", "triton"]
 
 
 class RecurrentConfig(ModelConfigBase):
     hidden: int = Field(64, ge=1, description="hidden units per layer")
     layers: int = Field(1, ge=1, description="stacked recurrent layers")
-    backend: Backend = Field("torch", description="torch (cuDNN/oneDNN) | reference (per-step loop)")
+    backend: Backend = Field("torch", description="torch (cuDNN/oneDNN) | reference (per-step loop) | triton (fused)")
     embed: int | None = Field(None, ge=1, description="width of the input embedding/linear input; default: hidden")
     init: Literal["default", "orthogonal"] = Field("default", description="recurrent-weight init")
 
@@ -40,7 +42,6 @@ class RecurrentConfig(ModelConfigBase):
         core = BACKENDS[self.backend][self.name](self.embed, self.hidden, num_layers=self.layers, batch_first=True,
                                                   **self.core_kwargs())
         model = RecurrentModel(encoder(task, self.embed), core, nn.Linear(self.hidden, task.output_size))
-        model.kernel_path = f"{type(core).__module__}.{type(core).__qualname__}"
         if self.init == "orthogonal":
             orthogonal_recurrent_(core)
         return model
@@ -73,6 +74,13 @@ class RecurrentModel(SequenceModel):
     def __init__(self, enc: nn.Module, core: nn.Module, head: nn.Module):
         super().__init__()
         self.encoder, self.core, self.head = enc, core, head
+
+    @property
+    def kernel_path(self) -> str:
+        """The core's class, and for fused cores the path the last forward took (fused, or a fallback and why)."""
+        name = f"{type(self.core).__module__}.{type(self.core).__qualname__}"
+        path = getattr(self.core, "last_path", None)
+        return f"{name}: {path}" if path else name
 
     def body(self, e: torch.Tensor, probes: list[torch.Tensor] | None = None) -> torch.Tensor:
         if probes is None:
