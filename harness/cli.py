@@ -150,6 +150,32 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _csv(kind, allowed=None):
+    def parse(text: str):
+        items = [kind(v) for v in text.split(",") if v]
+        bad = [v for v in items if (allowed is not None and v not in allowed) or (kind is int and v < 1)]
+        if not items or bad:
+            want = ", ".join(allowed) if allowed is not None else "positive integers"
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {want}")
+        return items
+    return parse
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from .bench import run_bench
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: torch.cuda.is_available() is False")
+    if "bfloat16" in args.dtype and device != "cuda":
+        raise ConfigError("--dtype bfloat16 needs --device cuda")
+    path = run_bench(args.cells, args.backends, args.batch, args.hidden, args.length, args.dtype, device, args.out)
+    print(f"bench results: {path}")
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from .reproduce import provenance_notes, reproduce
 
@@ -218,6 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--keep", help="write the rerun's record to this folder instead of a temporary one")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     rep.set_defaults(func=cmd_reproduce)
+    from .bench import DTYPES
+    from .models.recurrent import BACKENDS
+
+    bn = sub.add_parser("bench", help="time recurrent layers per backend (checked against the reference first)")
+    bn.add_argument("--cells", type=_csv(str, ("rnn", "lstm", "gru")), default=["rnn", "lstm", "gru"])
+    bn.add_argument("--backends", type=_csv(str, tuple(BACKENDS)), default=["torch", "triton"])
+    bn.add_argument("--batch", type=_csv(int), default=[64])
+    bn.add_argument("--hidden", type=_csv(int), default=[64, 128, 256, 512])
+    bn.add_argument("--length", type=_csv(int), default=[1024])
+    bn.add_argument("--dtype", type=_csv(str, tuple(DTYPES)), default=["float32"])
+    bn.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    bn.add_argument("--out", default="results/bench", help="folder; results go to OUT/<device>/bench-<time>.json")
+    bn.set_defaults(func=cmd_bench)
     lst = sub.add_parser("list", help="tasks, models, backends and every config key with its default")
     lst.set_defaults(func=cmd_list)
     return parser

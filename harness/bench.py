@@ -1,0 +1,143 @@
+"""`seqbench bench`: time recurrent layers per backend, forward and forward+backward, after checking each against the
+float64 reference (no number is reported for a wrong kernel). GPU timings use triton.testing.do_bench (CUDA events,
+warm-up, cache flush); CPU timings use the wall clock after a warm-up. Results go to `results/bench/<device>/`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from kernels import as_reference
+from kernels.testing import rel_err
+
+from .models.recurrent import BACKENDS
+from .provenance import git_state, provenance
+from .records import write_json
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+TOLERANCE = {"float32": 1e-3, "bfloat16": 3e-2}  # relative error vs float64, outputs and every gradient
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def make_inputs(cell: str, B: int, T: int, H: int, device, dtype, seed: int = 0):
+    """A layer with torch.nn's init, its input (B, T, H) and an output-gradient weight, all from one seed."""
+    torch.manual_seed(seed)
+    layer = BACKENDS["torch"][cell](H, H, batch_first=True).to(device)
+    x = torch.randn(B, T, H, device=device)
+    w = torch.randn(B, T, H, device=device)  # the loss is <output, w>: every output position gets a gradient
+    return layer.state_dict(), x, w
+
+
+def build(cell: str, backend: str, state: dict, H: int, device, dtype) -> torch.nn.Module:
+    module = BACKENDS[backend][cell](H, H, batch_first=True).to(device)
+    module.load_state_dict(state)
+    return module.to(dtype)
+
+
+def forward_backward(module, x, w):
+    """(output, grads of input and every parameter) for the loss <output, w>."""
+    x = x.detach().requires_grad_(True)
+    out = module(x)[0]
+    grads = torch.autograd.grad((out.float() * w).sum(), [x, *module.parameters()])
+    return out, grads
+
+
+def check(module, reference, x, w, dtype: str) -> float:
+    """Largest relative error of the output and every gradient against the float64 reference."""
+    out, grads = forward_backward(module, x.to(DTYPES[dtype]), w)
+    ref_out, ref_grads = forward_backward(reference, x.double(), w.double())
+    errors = [rel_err(ref_out, out.double())] + [rel_err(r, g.double()) for r, g in zip(ref_grads, grads)]
+    return max(errors)
+
+
+def timeit(fn, device: torch.device) -> tuple[float, float, float]:
+    """(median, p20, p80) seconds per call."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        ms = do_bench(fn, quantiles=[0.5, 0.2, 0.8])
+        return tuple(v / 1e3 for v in ms)
+    fn()  # warm-up: allocations, oneDNN primitive creation
+    times, start = [], time.perf_counter()
+    while len(times) < 5 or (time.perf_counter() - start < 1.0 and len(times) < 50):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    q = statistics.quantiles(times, n=10)
+    return statistics.median(times), q[1], q[7]
+
+
+def floor(cell: str, B: int, T: int, H: int, dtype: str) -> dict:
+    """Work per time step of one layer, forward: the recurrent matmul and the input projection (FLOPs), and the
+    bytes the step must move at least (read x-projection, write h; W_hh stays on chip)."""
+    G, size = GATES[cell], 2 if dtype == "bfloat16" else 4
+    return {"flops_per_step": 2 * B * H * G * H * 2, "bytes_per_step": B * G * H * 4 + B * H * size}
+
+
+def bench_one(cell, backend, B, T, H, dtype, device) -> dict:
+    state, x, w = make_inputs(cell, B, T, H, device, dtype)
+    module = build(cell, backend, state, H, device, DTYPES[dtype])
+    reference = as_reference(build(cell, "torch", state, H, device, torch.float32)).double()
+    row = {"cell": cell, "backend": backend, "batch": B, "hidden": H, "length": T, "dtype": dtype,
+           **floor(cell, B, T, H, dtype)}
+    err = check(module, reference, x, w, dtype)
+    row.update(max_rel_err=err, path=getattr(module, "last_path", None) or type(module).__module__)
+    if not err <= TOLERANCE[dtype]:
+        return {**row, "error": f"relative error {err:.2e} > {TOLERANCE[dtype]:g}: not timed"}
+    xd = x.to(DTYPES[dtype])
+    rows = []
+    for name, fn in (("fwd", lambda: module(xd)), ("fwd+bwd", lambda: forward_backward(module, xd, w))):
+        with torch.no_grad() if name == "fwd" else torch.enable_grad():
+            median, p20, p80 = timeit(fn, torch.device(device))
+        rows.append({**row, "pass": name, "median_us": median * 1e6, "p20_us": p20 * 1e6, "p80_us": p80 * 1e6,
+                     "us_per_step": median * 1e6 / T, "tokens_per_s": B * T / median})
+    return rows
+
+
+def device_slug(device: str) -> str:
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def machine(device: str) -> dict:
+    info = provenance(device)
+    if device == "cuda":
+        import subprocess
+
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.strip()
+        info["driver"] = driver or None
+    return info
+
+
+def run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: Path, say=print) -> Path:
+    results = []
+    for cell in cells:
+        for backend in backends:
+            for B in batches:
+                for H in hiddens:
+                    for T in lengths:
+                        for dtype in dtypes:
+                            rows = bench_one(cell, backend, B, T, H, dtype, device)
+                            for r in rows if isinstance(rows, list) else [rows]:
+                                results.append(r)
+                                say(_line(r))
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = Path(out) / device_slug(device) / f"bench-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"machine": machine(device), "commit": git_state()["commit"], "results": results})
+    return path
+
+
+def _line(r: dict) -> str:
+    head = f"{r['cell']:<5} {r['backend']:<9} B={r['batch']:<4} H={r['hidden']:<4} T={r['length']:<5} {r['dtype']:<8}"
+    if "error" in r:
+        return f"{head} ERROR {r['error']}"
+    return (f"{head} {r['pass']:<8} {r['median_us']:>12.1f} us  [{r['p20_us']:.1f}, {r['p80_us']:.1f}]  "
+            f"{r['us_per_step']:8.2f} us/step  {r['tokens_per_s']:>12,.0f} tok/s  ({r['path']})")

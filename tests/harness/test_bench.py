@@ -1,0 +1,31 @@
+import json
+
+import pytest
+
+from harness.bench import bench_one, run_bench
+from harness.cli import main
+
+
+def test_bench_checks_then_times_and_writes_machine_info(tmp_path):
+    path = run_bench(["gru"], ["torch", "reference"], [3], [5], [4], ["float32"], "cpu", tmp_path, say=lambda _: None)
+    data = json.loads(path.read_text())
+    assert path.parent.name == "cpu" and {"torch", "python", "cpu_model", "commit"} <= set(data["machine"])
+    rows = data["results"]
+    assert [(r["backend"], r["pass"]) for r in rows] == [("torch", "fwd"), ("torch", "fwd+bwd"),
+                                                         ("reference", "fwd"), ("reference", "fwd+bwd")]
+    for r in rows:
+        assert r["max_rel_err"] < 1e-5 and r["p20_us"] <= r["median_us"] <= r["p80_us"]
+        assert r["tokens_per_s"] == pytest.approx(3 * 4 / (r["median_us"] / 1e6))
+
+
+def test_a_wrong_kernel_gets_no_number(monkeypatch):
+    import harness.bench as bench
+
+    monkeypatch.setattr(bench, "check", lambda *a: 0.5)
+    row = bench_one("lstm", "torch", 2, 3, 4, "float32", "cpu")
+    assert "error" in row and "median_us" not in row
+
+
+def test_bad_bench_arguments_exit_2(capsys):
+    assert main(["bench", "--hidden", "0"]) == 2
+    assert "--hidden" in capsys.readouterr().err
