@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .records import read_json, read_summary
@@ -58,31 +59,31 @@ def load_runs(root: Path) -> pd.DataFrame:
 
 def load_metrics(root: Path) -> pd.DataFrame:
     """Long format: run_id, step, metric, value (one row per recorded number)."""
-    frames = []
-    for d in run_dirs(root):
-        rows = read_jsonl(d / "metrics.jsonl")
-        if rows:
-            wide = pd.DataFrame(rows)
-            long = wide.melt(id_vars="step", var_name="metric", value_name="value").dropna(subset=["value"])
-            frames.append(long.assign(run_id=d.name))
-    if not frames:
+    rows = [{**row, "run_id": d.name} for d in run_dirs(root) for row in read_jsonl(d / "metrics.jsonl")]
+    if not rows:
         return pd.DataFrame(columns=["run_id", "step", "metric", "value"])
-    return pd.concat(frames, ignore_index=True)[["run_id", "step", "metric", "value"]]
+    # one frame for every run, melted once: per-run frames cost ~10 ms each, far too slow for 1,000-run reports
+    long = pd.DataFrame(rows).melt(id_vars=["run_id", "step"], var_name="metric", value_name="value")
+    return long.dropna(subset=["value"]).reset_index(drop=True)[["run_id", "step", "metric", "value"]]
+
+
+PROFILE_COLUMNS = ["run_id", "step", "quantity", "layer", "dtype", "t", "distance", "norm", "underflow"]
 
 
 def load_grad_profiles(root: Path) -> pd.DataFrame:
     """Long format: run_id, step, quantity (h|x), layer, t, distance (from the last position), norm, underflow."""
-    frames = []
-    for d in run_dirs(root):
-        for row in read_jsonl(d / "grad_profile.jsonl"):
-            norm = pd.Series(row["norm"], dtype="float64")
-            n = len(norm)
-            frames.append(pd.DataFrame({
-                "run_id": d.name, "step": row["step"], "quantity": row["quantity"], "layer": row["layer"],
-                "dtype": row["dtype"], "t": range(n), "distance": range(n - 1, -1, -1), "norm": norm,
-                "underflow": norm == 0,
-            }))
-    if not frames:
-        return pd.DataFrame(columns=["run_id", "step", "quantity", "layer", "dtype", "t", "distance", "norm",
-                                     "underflow"])
-    return pd.concat(frames, ignore_index=True)
+    profiles = [(d.name, row) for d in run_dirs(root) for row in read_jsonl(d / "grad_profile.jsonl")]
+    if not profiles:
+        return pd.DataFrame(columns=PROFILE_COLUMNS)
+    lengths = np.array([len(row["norm"]) for _, row in profiles])
+    norm = np.array([np.nan if v is None else v for _, row in profiles for v in row["norm"]], dtype="float64")
+    t = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # position within each profile
+
+    def repeat(values):
+        return np.repeat(np.asarray(values, dtype=object), lengths)
+
+    return pd.DataFrame({
+        "run_id": repeat([run_id for run_id, _ in profiles]),
+        **{key: repeat([row[key] for _, row in profiles]) for key in ("step", "quantity", "layer", "dtype")},
+        "t": t, "distance": np.repeat(lengths, lengths) - 1 - t, "norm": norm, "underflow": norm == 0,
+    }).astype({"step": "int64", "layer": "int64", "quantity": str, "dtype": str, "run_id": str})

@@ -1,0 +1,384 @@
+"""The report's figures, drawn with seaborn from the aggregated long DataFrames of `data`, one colour per model.
+
+Each builder takes a `ReportData` and returns a matplotlib Figure, or None when its data is absent (the page then says
+the figure was skipped). `save` writes PNG (for the page) and PDF (for papers) and closes the figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import textwrap
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+
+from . import data as D  # noqa: E402
+
+DPI = 150
+LOSS_LABEL = {"copy": "eval cross-entropy (nats/position)", "adding": "eval MSE"}
+ACCURACY_LABEL = {"copy": "recall accuracy", "adding": "fraction with |error| < 0.04"}
+BASELINE = dict(color="black", linestyle="--", linewidth=1.2, zorder=5)  # above the curves that sit on it
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+GRAD_H, GRAD_X = "‖∂L/∂hₜ‖", "‖∂L/∂xₜ‖"  # Unicode, not mathtext: cheaper to draw and wraps by its real width
+
+
+@contextlib.contextmanager
+def style():
+    """Figures look the same wherever the report is built, without touching the caller's global rcParams."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.1):
+        yield
+
+
+def palette(labels) -> dict[str, tuple]:
+    """A fixed colour per model label: base models by MODEL_ORDER, variants (`rnn-relu`, `lstm-L2`) by a hash of their
+    label into the remaining colour-blind-safe colours, so a label keeps its colour from one report to the next."""
+    colours = sns.color_palette("colorblind", 10)
+    fixed = dict(zip(D.MODEL_ORDER, colours))
+    spare = colours[len(D.MODEL_ORDER):]
+    out, taken = {}, set()
+    for label in sorted(set(labels), key=D.label_order):
+        if label in fixed:
+            out[label] = fixed[label]
+            continue
+        i = int(hashlib.sha256(label.encode()).hexdigest(), 16) % len(spare)
+        while i in taken and len(taken) < len(spare):  # two variants on one colour: the later one moves on
+            i = (i + 1) % len(spare)
+        taken.add(i)
+        out[label] = spare[i]
+    return out
+
+
+def draw(d: D.ReportData, folder: Path) -> dict[str, Path | str]:
+    """Every figure of FIGURES: name -> its PNG (the PDF lies beside it), or the reason it was skipped."""
+    out = {}
+    for name, (build, _, absent) in FIGURES.items():
+        with style():
+            fig = build(d)
+        if fig is not None:
+            out[name] = save(fig, folder, name)[0]
+        else:  # no stale file from an earlier report may pass for this one
+            out[name] = absent
+            for ext in ("png", "pdf"):
+                (folder / f"{name}.{ext}").unlink(missing_ok=True)
+    return out
+
+
+def save(fig, folder: Path, name: str) -> tuple[Path, Path]:
+    """Write `name`.png and `name`.pdf under `folder`, then close the figure."""
+    folder.mkdir(parents=True, exist_ok=True)
+    png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
+    fig.savefig(png, dpi=DPI)
+    fig.savefig(pdf)
+    plt.close(fig)
+    return png, pdf
+
+
+# --- layout: a fixed grid in inches --------------------------------------------------------------------------------
+# Figures are laid out on fixed margins rather than by tight or constrained layout: their extra drawing passes were
+# most of the report's run time. LEFT holds tick and axis labels, RIGHT the legend, TOP the title.
+PANEL_W, PANEL_H = 3.3, 2.4
+LEFT, RIGHT, BOTTOM, TOP = 1.0, 1.9, 0.65, 0.85
+HGAP, WGAP, WGAP_SHARED = 0.95, 1.05, 0.3
+STRIP = 0.07  # below the panel, in axes fractions: where exact zeros (underflow) are marked
+
+
+def _facets(frame, row: str, col: str, title: str, row_order=None, col_order=None, sharey="row"):
+    """One panel per (row, col) value pair -> (figure, {(row value, col value): axes}); rows share y if "row"."""
+    rows = row_order or sorted(frame[row].unique())
+    cols = col_order or sorted(frame[col].unique())
+    wgap = WGAP_SHARED if sharey == "row" else WGAP
+    width = LEFT + len(cols) * PANEL_W + (len(cols) - 1) * wgap + RIGHT
+    height = TOP + len(rows) * PANEL_H + (len(rows) - 1) * HGAP + BOTTOM
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(width, height), squeeze=False, sharey=sharey,
+                             gridspec_kw=dict(left=LEFT / width, right=1 - RIGHT / width, bottom=BOTTOM / height,
+                                              top=1 - TOP / height, wspace=wgap / PANEL_W, hspace=HGAP / PANEL_H))
+    grid = {(r, c): axes[i, j] for i, r in enumerate(rows) for j, c in enumerate(cols)}
+    for (r, c), ax in grid.items():
+        ax.set_title(title.format(row=r, col=c))
+    return fig, grid
+
+
+def _map(frame, grid: dict, keys: list[str], plot, colours: dict) -> None:
+    """plot(axes, rows, colour) for the rows of each facet and model label."""
+    for key, facet in frame.groupby(keys, sort=False):
+        for label, rows in facet.groupby("label", sort=False):
+            plot(grid[key], rows, colours[label])
+
+
+def _pow10(x, _=None) -> str:
+    """10⁻³ in Unicode superscripts (no mathtext); other values as they are."""
+    e = round(math.log10(x)) if x > 0 else 0
+    return f"10{str(e).translate(SUPERSCRIPT)}" if x > 0 and math.isclose(x, 10.0**e) else f"{x:g}"
+
+
+def _short(x, _=None) -> str:
+    """0.3, 20, 50k, 2M: short tick labels for a log axis that spans few decades."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= max(scale, 1e4):  # 5000 stays 5000
+            return f"{x / scale:g}{suffix}"
+    return f"{x:g}"
+
+
+def _plain_log_labels(ax) -> None:
+    """Log y tick labels as plain text (10⁻³, or 0.2 0.5 1 2 on a short axis): the default mathtext labels made the
+    report several times slower. Minor ticks are dropped: invisible in this style, they cost as much as the rest."""
+    axis = ax.yaxis
+    if axis.get_scale() != "log":
+        return
+    lo, hi = axis.get_view_interval()
+    decades = math.log10(hi) - math.log10(lo) if 0 < lo < hi else math.inf
+    if decades < 2.5:  # too few decades to read: label 1-2-5 (or every) multiple instead
+        subs = (1, 2, 5) if decades > 1 else (1, 2, 3, 5) if decades > 0.5 else range(1, 10)
+        axis.set_major_locator(LogLocator(subs=subs))
+        axis.set_major_formatter(FuncFormatter(_short))
+    else:
+        axis.set_major_formatter(FuncFormatter(_pow10))
+    axis.set_minor_locator(NullLocator())
+
+
+def _legend_data(labels, colours, baseline=False) -> dict:
+    handles = {label: Line2D([], [], color=colours[label], linewidth=2) for label in labels}
+    if baseline:
+        handles["baseline"] = Line2D([], [], **BASELINE)
+    return handles
+
+
+def _finish(fig, grid: dict, handles: dict, title: str, xlabel: str, ylabel, legend_title="model"):
+    """Hide facets without data, label the axes (y once per row where rows share y), add legend and title."""
+    axes = [ax for ax in grid.values() if ax.has_data()]
+    for ax in grid.values():
+        ax.set_visible(ax in axes)
+    rows = {}
+    for key, ax in grid.items():
+        if ax in axes:
+            rows.setdefault(ax.get_subplotspec().rowspan.start, []).append((key, ax))
+    for panels in rows.values():
+        for i, (key, ax) in enumerate(panels):
+            _plain_log_labels(ax)
+            ax.set_xlabel(xlabel)
+            shared = ax.get_shared_y_axes().get_siblings(ax)
+            if i == 0 or len(shared) == 1:  # the first visible panel of a row carries the shared y labels
+                ax.set_ylabel(ylabel(key))
+                ax.yaxis.set_tick_params(labelleft=True)
+    width, height = fig.get_size_inches()
+    fig.legend(handles.values(), handles.keys(), title=legend_title, loc="center left",
+               bbox_to_anchor=(1 - (RIGHT - 0.15) / width, 0.5), frameon=False)
+    fig.suptitle(textwrap.fill(title, int(width / 0.11)), y=1 - 0.15 / height)  # narrow figures wrap their title
+    return fig
+
+
+def _baseline(ax, cells, task: str, length=None) -> None:
+    """The task's analytic baseline (the runs' recorded `baseline_loss`), dashed: a level at one length, or a line
+    over the lengths of `cells` (the copy baseline falls with T)."""
+    sel = cells[cells.task == task]
+    if length is not None:
+        sel = sel[sel.length == length]
+    base = sel.groupby("length").baseline_loss.median().dropna()
+    if base.empty:
+        return
+    if len(base) == 1:
+        ax.axhline(base.iloc[0], **BASELINE)
+    else:
+        ax.plot(base.index, base.values, **BASELINE)
+
+
+def _length_ticks(ax, lengths) -> None:
+    """Log x axis ticked at the lengths that were run."""
+    ax.set_xscale("log")
+    ax.set_xticks(lengths, [str(t) for t in lengths])
+    ax.minorticks_off()
+
+
+# --- 1, 4: curves over training ------------------------------------------------------------------------------------
+def _band(ax, rows, colour) -> None:
+    """Median line and min–max band over seeds (precomputed: no seaborn bootstrap)."""
+    ax.fill_between(rows.step, rows.lo, rows.hi, color=colour, alpha=0.2, linewidth=0)
+    ax.plot(rows.step, rows["median"], color=colour, linewidth=1.5)
+
+
+def _curves(d: D.ReportData, metric: str, ylabel, title: str, baseline: bool):
+    """`metric` vs step: rows = task, cols = length, one median line and min–max band per model, log y."""
+    bands = D.seed_bands(d.metrics, metric)
+    if bands.empty:
+        return None
+    fig, grid = _facets(bands, "task", "length", "{row}, T = {col}")
+    colours = palette(d.labels)
+    _map(bands, grid, ["task", "length"], _band, colours)
+    for (task, length), ax in grid.items():
+        ax.set_yscale("log")
+        if baseline and ax.has_data():
+            _baseline(ax, d.cells, task, length)
+    labels = [lab for lab in d.labels if lab in set(bands.label)]
+    return _finish(fig, grid, _legend_data(labels, colours, baseline), title, "training step",
+                   lambda key: ylabel(key[0]))
+
+
+def learning_curves(d: D.ReportData):
+    return _curves(d, "eval_loss", lambda task: LOSS_LABEL.get(task, "eval loss"),
+                   "Eval loss during training (median over seeds, band: min–max)", baseline=True)
+
+
+def grad_norm(d: D.ReportData):
+    return _curves(d, "grad_norm", lambda task: "global gradient norm",
+                   "Global gradient norm before clipping (median over seeds, band: min–max)", baseline=False)
+
+
+# --- 2: final metrics vs length ------------------------------------------------------------------------------------
+def _errorbars(ax, rows, colour) -> None:
+    ax.errorbar(rows.x, rows["mean"], yerr=rows.ci.fillna(0), color=colour, marker="o", markersize=4, capsize=3,
+                linewidth=1.5)
+
+
+def final_vs_length(d: D.ReportData):
+    """Final eval loss (top row) and accuracy (bottom row) vs T per task, mean ± 95% CI over seeds."""
+    c = d.cells.dropna(subset=["loss_mean"])
+    if c.empty:
+        return None
+    labels = [lab for lab in d.labels if lab in set(c.label)]
+    dodge = {lab: 1.03 ** (i - (len(labels) - 1) / 2) for i, lab in enumerate(labels)}  # side by side on log x
+    frame = pd.concat([c.assign(metric=m, mean=c[f"{m}_mean"], ci=c[f"{m}_ci"], x=c.length * c.label.map(dodge))
+                       for m in ("loss", "accuracy")], ignore_index=True).dropna(subset=["mean"])
+    fig, grid = _facets(frame, "metric", "task", "{col}", row_order=["loss", "accuracy"], sharey=False)
+    colours = palette(d.labels)
+    _map(frame, grid, ["metric", "task"], _errorbars, colours)
+    for (metric, task), ax in grid.items():
+        _length_ticks(ax, sorted(c.length[c.task == task].unique()))
+        if metric == "loss":
+            _baseline(ax, d.cells, task)
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(-0.02, 1.02)
+
+    def ylabel(key):
+        metric, task = key
+        return "final " + (LOSS_LABEL.get(task, "eval loss") if metric == "loss"
+                           else ACCURACY_LABEL.get(task, "eval accuracy"))
+
+    return _finish(fig, grid, _legend_data(labels, colours, baseline=True),
+                   "Final eval loss and accuracy vs length (mean ± 95% t-interval over seeds)", "length T", ylabel)
+
+
+# --- 3: gradient through time --------------------------------------------------------------------------------------
+def _longest(frame, per_task: int):
+    """Rows of the `per_task` longest lengths of each task: the long-range behaviour is what these figures are for."""
+    return frame[frame.groupby("task").length.rank(method="dense", ascending=False) <= per_task]
+
+
+def _profile_line(ax, rows, colour) -> None:
+    ax.plot(rows.distance, rows.positive, color=colour, linewidth=1.5)  # NaN (underflow) breaks the line
+
+
+def _underflow_strip(ax, zeros, colours) -> None:
+    """Exact zeros cannot sit on a log axis (nor below its smallest float): mark them on a strip just under the panel,
+    labelled like a tick on the panels that carry the y tick labels."""
+    ax.scatter(zeros.distance, [-STRIP] * len(zeros), c=[colours[lab] for lab in zeros.label], marker="v", s=12,
+               linewidths=0, clip_on=False, transform=blended_transform_factory(ax.transData, ax.transAxes))
+    ax.tick_params(axis="x", pad=16)  # the x tick labels make way for the strip
+    if ax.get_subplotspec().is_first_col():
+        ax.text(-0.02, -STRIP, "0 (underflow)", transform=ax.transAxes, fontsize=7, ha="right", va="center")
+
+
+def _profile_figure(d: D.ReportData, quantity: str, symbol: str, what: str):
+    """‖∂L/∂q_t‖ vs distance from the loss: rows = task and length, cols = initialisation / end, log y."""
+    med = D.profile_medians(d.profiles, quantity)
+    if med.empty:
+        return None
+    med = _longest(med, per_task=2).sort_values(["task", "length", "distance"])
+    med = med.assign(panel=med.task + ", T = " + med.length.astype(str), positive=med.norm.where(med.norm > 0))
+    fig, grid = _facets(med, "panel", "phase", "{row}: {col}", row_order=list(dict.fromkeys(med.panel)),
+                        col_order=[D.INIT, D.END])
+    colours = palette(d.labels)
+    _map(med, grid, ["panel", "phase"], _profile_line, colours)
+    for (panel, phase), ax in grid.items():
+        ax.set_yscale("log")
+        zeros = med[(med.panel == panel) & (med.phase == phase) & (med.norm == 0)]
+        if len(zeros):
+            _underflow_strip(ax, zeros, colours)
+    labels = [lab for lab in d.labels if lab in set(med.label)]
+    return _finish(fig, grid, _legend_data(labels, colours), f"Gradient through time: {symbol} {what} "
+                   "(median over seeds)", "distance from the loss (steps)", lambda key: symbol)
+
+
+def grad_through_time(d: D.ReportData):
+    return _profile_figure(d, "h", GRAD_H, "of the top recurrent layer")
+
+
+def input_grad_through_time(d: D.ReportData):
+    return _profile_figure(d, "x", GRAD_X, "at the embedded input, every model")
+
+
+# --- 5: throughput -------------------------------------------------------------------------------------------------
+def _bench_setting(bench):
+    """Kernel results at their most common (batch, hidden, dtype): one comparable set of curves."""
+    batch, hidden, dtype = bench.groupby(["batch", "hidden", "dtype"]).size().idxmax()
+    sel = bench[(bench.batch == batch) & (bench.hidden == hidden) & (bench.dtype == dtype)]
+    return sel.rename(columns={"cell": "label"}), f"B = {batch}, H = {hidden}, {dtype}"
+
+
+def throughput(d: D.ReportData):
+    """Training tokens/s vs T per task (style = backend), plus kernel benchmark panels (one per pass) when present."""
+    runs = d.cells.dropna(subset=["tokens_per_s"]).assign(panel=lambda f: "training runs: " + f.task)
+    bench, setting = _bench_setting(d.bench) if len(d.bench) else (d.bench, "")
+    bench = bench.assign(panel=lambda f: "kernels: " + f["pass"].astype(str) + f" pass\n{setting}")
+    frame = pd.concat([runs, bench], ignore_index=True).assign(one="")
+    if frame.empty:
+        return None
+    fig, grid = _facets(frame, "one", "panel", "{col}", col_order=list(dict.fromkeys(frame.panel)), sharey=False)
+    colours = palette(d.labels)
+    backends = sorted(frame.backend.unique(), key=lambda b: (b != "torch", b))  # the usual one drawn solid
+    markers = dict(zip(backends, "osD^vPX*"))
+    dashes = dict(zip(backends, [(), (4, 1.5), (1, 1), (3, 1, 1, 1)] * 4))
+    for (_, panel), ax in grid.items():
+        rows = frame[frame.panel == panel]
+        sns.lineplot(rows, x="length", y="tokens_per_s", hue="label", style="backend", palette=colours,
+                     hue_order=[lab for lab in d.labels if lab in set(rows.label)], style_order=backends,
+                     markers=markers, dashes=dashes, errorbar=None, legend=False, ax=ax)
+        _length_ticks(ax, sorted(rows.length.unique()))
+        ax.set_yscale("log")
+    handles = _legend_data([lab for lab in d.labels if lab in set(frame.label)], colours)
+    handles.update({f"backend: {b}": Line2D([], [], color="0.3", marker=markers[b], dashes=dashes[b] or (None, None))
+                    for b in backends})
+    return _finish(fig, grid, handles, "Throughput (training runs: steady-state tokens/s, mean over seeds)",
+                   "length T", lambda key: "tokens/s", legend_title=None)
+
+
+class Spec(NamedTuple):
+    build: Callable  # ReportData -> Figure, or None without data
+    caption: str
+    absent: str  # what the page says when the figure is skipped
+
+
+#: every figure, in the order of the page
+FIGURES = {
+    "learning_curves": Spec(
+        learning_curves, "Eval loss vs training step; dashed: the task's analytic baseline.",
+        "no eval_loss in the metrics of completed runs"),
+    "final_vs_length": Spec(
+        final_vs_length, "Final eval loss and accuracy (copy: recall accuracy, chance 1/8 with 8 symbols; "
+        "adding: fraction of sequences with |error| < 0.04) vs length; bars: 95% t-intervals over seeds; dashed: "
+        "the analytic baseline.", "no completed run with a final eval loss"),
+    "grad_through_time": Spec(
+        grad_through_time, "‖∂L/∂h_t‖ of the top recurrent layer vs distance from the loss, at initialisation "
+        "and after training (two longest lengths per task); exact zeros (underflow) are marked on a strip under "
+        "the panel.", "no gradient profiles of a recurrent layer"),
+    "input_grad_through_time": Spec(
+        input_grad_through_time, "‖∂L/∂x_t‖ at the embedded input vs distance from the loss (every model, incl. "
+        "the Transformer).", "no gradient profiles"),
+    "grad_norm": Spec(
+        grad_norm, "Global gradient norm (before clipping) vs training step.",
+        "no grad_norm in the metrics of completed runs"),
+    "throughput": Spec(
+        throughput, "Training throughput vs length (style: backend); kernel benchmark panels when results exist "
+        "under bench/.", "no tokens_per_s recorded and no kernel benchmark results"),
+}

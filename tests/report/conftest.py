@@ -1,0 +1,85 @@
+"""A small results folder made by real tiny runs, and the report built from it once for every test here.
+
+`sweep/`: lstm and transformer on adding and copy at T = 8 and 12, seeds 0 and 1 (16 completed runs) and a sweep.json;
+`extra/` (loose runs, nested): in the lstm / adding / T=12 cell, a failed run (seed 2), a diverged one (seed 3) and an
+unfinished one (seed 4: metrics cut mid-line, no summary).
+"""
+
+import json
+import math
+import shutil
+
+import pytest
+
+from harness.report import build_report, data
+from harness.train import Trainer, execute
+from tests.harness.conftest import tiny
+
+MODELS, TASKS, LENGTHS, SEEDS = ["lstm", "transformer"], ["adding", "copy"], [8, 12], [0, 1]
+SWEEP_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def config(model, task, length, seed):
+    extra = ["model.layers=2"] if model == "transformer" else []  # the Transformer's default depth: label "transformer"
+    return tiny(f"model={model}", f"task={task}", f"task.length={length}", f"seed={seed}", *extra)
+
+
+def failing_step(self, group_norms=False):
+    raise RuntimeError("kaboom")
+
+
+def diverging_step(original):
+    """`original` (Trainer.step) with a NaN loss on its third call (as tests/harness/test_train.py does)."""
+    calls = {"n": 0}
+
+    def step(self, group_norms=False):
+        loss, norm, groups = original(self, group_norms)
+        calls["n"] += 1
+        return (loss * math.nan if calls["n"] == 3 else loss), norm, groups
+
+    return step
+
+
+@pytest.fixture(scope="session")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    ids = [execute(config(m, t, n, s), root / "sweep", progress=False)[0]["run_id"]
+           for m in MODELS for t in TASKS for n in LENGTHS for s in SEEDS]
+    (root / "sweep" / "sweep.json").write_text(json.dumps({
+        "name": "fixture", "source": "fixture.yaml", "overrides": [], "run_ids": ids,
+        "command": "seqbench sweep fixture.yaml", "commit": SWEEP_COMMIT, "dirty": False}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "step", diverging_step(Trainer.step))
+        execute(config("lstm", "adding", 12, 3), root / "extra", progress=False)
+        mp.setattr(Trainer, "step", failing_step)
+        execute(config("lstm", "adding", 12, 2), root / "extra", progress=False)
+    _, done = execute(config("lstm", "adding", 12, 4), root / "extra", progress=False)
+    (done / "summary.json").unlink()  # killed before its summary: the metrics' last line cut mid-write
+    lines = (done / "metrics.jsonl").read_text().splitlines()
+    (done / "metrics.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
+    return root
+
+
+@pytest.fixture(scope="session")
+def report(results, tmp_path_factory):
+    """The report's folder (index.html inside)."""
+    out = tmp_path_factory.mktemp("report")
+    assert build_report(results, out) == out / "index.html"
+    return out
+
+
+@pytest.fixture
+def copy_runs(results, tmp_path):
+    """copy_runs(predicate) -> a fresh results folder holding the fixture's runs whose summary matches."""
+    def make(keep):
+        for summary in sorted((results / "sweep").glob("*/summary.json")):
+            if keep(json.loads(summary.read_text())):
+                shutil.copytree(summary.parent, tmp_path / "results" / summary.parent.name)
+        return tmp_path / "results"
+    return make
+
+
+@pytest.fixture(scope="session")
+def report_data(results):
+    """The fixture folder read once (`harness.report.data.load`); tests that change it work on a copy."""
+    return data.load(results)

@@ -1,0 +1,72 @@
+import dataclasses
+import json
+import math
+
+import matplotlib.pyplot as plt
+import pytest
+import seaborn as sns
+
+from harness.report import data as D
+from harness.report import figures as F
+
+from .test_data import BENCH
+
+
+def test_each_model_has_a_fixed_colour_and_variants_a_stable_one():
+    cb = sns.color_palette("colorblind", 10)
+    few, many = F.palette(["transformer", "rnn"]), F.palette(["gru", "lstm-L2", "rnn", "lstm", "transformer"])
+    assert few["rnn"] == many["rnn"] == cb[0] and few["transformer"] == many["transformer"] == cb[3]
+    assert many["lstm-L2"] == F.palette(["lstm-L2"])["lstm-L2"] and many["lstm-L2"] not in cb[:4]
+    variants = F.palette(["rnn-relu", "lstm-L2", "gru-L3", "rnn-L2"])
+    assert len(set(variants.values())) == 4
+
+
+def visible(fig):
+    return [ax for ax in fig.axes if ax.get_visible()]
+
+
+def test_learning_curves_have_a_panel_per_cell_the_baseline_and_one_colour_per_model(report_data):
+    fig = F.learning_curves(report_data)
+    colours = F.palette(report_data.labels)
+    axes = {ax.get_title(): ax for ax in visible(fig)}
+    assert sorted(axes) == ["adding, T = 12", "adding, T = 8", "copy, T = 12", "copy, T = 8"]
+    for title, ax in axes.items():
+        dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+        length = int(title.split("= ")[1])
+        expected = 1 / 6 if title.startswith("adding") else 10 * math.log(8) / (length + 20)
+        assert len(dashed) == 1 and dashed[0].get_ydata()[0] == pytest.approx(expected)
+        assert {line.get_color() for line in ax.lines} - {"black"} <= set(colours.values())
+        assert ax.get_yscale() == "log"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lstm", "transformer", "baseline"]
+    plt.close(fig)
+
+
+def test_underflow_is_marked_on_a_strip_never_dropped(report_data):
+    profiles = report_data.profiles.copy()
+    profiles.loc[(profiles.quantity == "h") & (profiles.distance >= 5), "norm"] = 0.0
+    d = dataclasses.replace(report_data, profiles=profiles)
+    fig = F.grad_through_time(d)
+    zeros = D.profile_medians(profiles, "h").query("norm == 0")
+    marked = sum(len(c.get_offsets()) for ax in fig.axes for c in ax.collections)
+    assert len(zeros) > 0 and marked == len(zeros)
+    assert "0 (underflow)" in [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "top recurrent layer" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_kernel_benchmarks_add_throughput_panels(copy_runs):
+    root = copy_runs(lambda s: s["model"] == "lstm")
+    (root / "bench").mkdir()
+    (root / "bench" / "h100.json").write_text(json.dumps(BENCH))
+    fig = F.throughput(D.load(root))
+    titles = [ax.get_title() for ax in visible(fig)]
+    setting = "B = 32, H = 64, float32"
+    assert titles == ["training runs: adding", "training runs: copy", f"kernels: forward pass\n{setting}",
+                      f"kernels: backward pass\n{setting}"]  # passes in the order the file lists them
+    assert len(visible(fig)[2].lines) == 4  # lstm and gru, each on two backends
+    plt.close(fig)
+
+
+def test_a_figure_without_data_is_skipped(report_data):
+    no_profiles = dataclasses.replace(report_data, profiles=report_data.profiles.iloc[:0])
+    assert F.grad_through_time(no_profiles) is None and F.input_grad_through_time(no_profiles) is None

@@ -1,0 +1,118 @@
+import json
+import re
+import statistics
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.report import build_report
+
+from .conftest import SWEEP_COMMIT
+
+FIGURES = ["learning_curves", "final_vs_length", "grad_through_time", "input_grad_through_time", "grad_norm",
+           "throughput"]
+
+
+def test_every_figure_as_png_and_pdf(report):
+    for name in FIGURES:
+        png, pdf = (report / "figures" / f"{name}.png").read_bytes(), (report / "figures" / f"{name}.pdf").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 20_000, name
+        assert pdf.startswith(b"%PDF"), name
+
+
+def test_every_table_as_markdown_csv_and_latex(report):
+    for name in ("summary", "status", "problems"):
+        md = (report / "tables" / f"{name}.md").read_text()
+        tex = (report / "tables" / f"{name}.tex").read_text()
+        assert md.startswith("| ") and r"\toprule" in tex and r"\bottomrule" in tex
+        assert len(pd.read_csv(report / "tables" / f"{name}.csv")) == md.count("\n") - 2
+
+
+def recorded_losses(results):
+    """Final eval losses of completed runs per (model, task, T), read straight from the summaries."""
+    out = {}
+    for path in results.rglob("summary.json"):
+        s = json.loads(path.read_text())
+        if s["status"] == "completed":
+            out.setdefault((s["model"], s["task"], s["config"]["task"]["length"]), []).append(s["final"]["eval_loss"])
+    return out
+
+
+def test_summary_rows_hold_the_recorded_values(report, results):
+    table = pd.read_csv(report / "tables" / "summary.csv")
+    losses = recorded_losses(results)
+    assert sorted(zip(table.label, table.task, table.length)) == sorted(losses)
+    for row in table.itertuples():
+        values = losses[row.label, row.task, row.length]
+        assert row.n == len(values) == 2
+        assert row.loss_mean == pytest.approx(statistics.mean(values))
+        assert row.loss_ci == pytest.approx(12.7062 * statistics.stdev(values) / 2 ** 0.5, rel=1e-4)
+    cell = table.set_index(["label", "task", "length"]).loc[("lstm", "adding", 12)]
+    assert (cell.completed, cell.diverged, cell.failed, cell.incomplete) == (2, 1, 1, 1)
+    assert table.drop(columns=["completed", "n"]).query("label != 'lstm' or length != 12 or task != 'adding'")[
+        ["diverged", "failed", "incomplete"]].eq(0).all().all()
+    shown = (report / "tables" / "summary.md").read_text()
+    assert "| diverged | failed | incomplete |" in shown
+
+
+def test_runs_by_status_with_ids_and_what_went_wrong(report, results):
+    status = pd.read_csv(report / "tables" / "status.csv").set_index("status")
+    assert status.runs.to_dict() == {"completed": 16, "diverged": 1, "failed": 1, "incomplete": 1}
+    by_status = {}
+    for d in (results / "extra").iterdir():
+        s = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {"status": "incomplete"}
+        by_status[s["status"]] = d.name
+    problems = pd.read_csv(report / "tables" / "problems.csv").set_index("status")
+    assert problems.run_id.to_dict() == by_status
+    assert status.run_ids["failed"] == by_status["failed"]
+    assert problems.detail["failed"] == "RuntimeError: kaboom"
+    assert problems.detail["diverged"] == "non-finite loss or gradient at step 3"
+    assert problems.detail["incomplete"] == "no summary; metrics logged up to step 3"  # the cut 4th line is skipped
+
+
+def test_summary_runs_maps_every_run_to_its_cell(report, results):
+    runs = pd.read_csv(report / "tables" / "summary_runs.csv")
+    assert sorted(runs.run_id) == sorted(p.parent.name for p in results.rglob("config.json"))
+    cell = runs[(runs.label == "lstm") & (runs.task == "adding") & (runs.length == 12)]
+    assert sorted(cell.seed) == [0, 1, 2, 3, 4]
+
+
+def test_html_is_self_contained_and_embeds_every_figure(report):
+    html = (report / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html and 'src="file' not in html
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', html)
+    assert len(sources) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert html.count("<table") == 3 and "RuntimeError: kaboom" in html
+
+
+def test_page_has_provenance_and_commands_to_reproduce(report, results):
+    md = (report / "index.md").read_text()
+    assert f"git checkout {SWEEP_COMMIT}\nseqbench sweep fixture.yaml" in md
+    for run in (results / "extra").iterdir():
+        assert f"seqbench run --config {run}/config.json" in md
+    assert f"- torch: {torch.__version__}" in md and "- dates (UTC): 20" in md
+    assert all(f"![{name}](figures/{name}.png)" in md for name in FIGURES)
+
+
+def test_missing_data_skips_figures_and_says_so(copy_runs):
+    root = copy_runs(lambda s: s["model"] == "transformer" and s["task"] == "adding" and s["seed"] == 0)
+    for path in root.glob("*/grad_profile.jsonl"):
+        path.unlink()
+    index = build_report(root)  # into root/report by default
+    assert index == root / "report" / "index.html"
+    figures = root / "report" / "figures"
+    assert sorted(p.name for p in figures.iterdir()) == sorted(
+        f"{name}.{ext}" for name in ["learning_curves", "final_vs_length", "grad_norm", "throughput"]
+        for ext in ("png", "pdf"))
+    html = index.read_text()
+    assert "Skipped: no gradient profiles of a recurrent layer." in html and "Skipped: no gradient profiles." in html
+
+
+def test_a_folder_without_runs_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=f"no runs under {tmp_path}"):
+        build_report(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a run")
+    with pytest.raises(ValueError, match="no runs under"):
+        build_report(tmp_path / "missing")
+    assert not (tmp_path / "report").exists()
