@@ -24,7 +24,8 @@ def git_state() -> dict:
         return subprocess.run(["git", "-C", str(SOURCE), *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+        # results/ holds records, not code: new records there must not mark the runs writing them as dirty
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", ".", ":!results"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
