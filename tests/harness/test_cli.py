@@ -49,3 +49,15 @@ def test_console_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "train.steps=0", "--out", str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "train.steps=0" in r.stderr
+
+
+def test_report_command(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2  # a folder without runs
+    assert "no runs under" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
+    assert main(["run", *TINY, "model.hidden=8", "device=cpu", "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+    assert main(["report", str(tmp_path / "runs")]) == 0
+    assert f"report: {tmp_path / 'runs' / 'report' / 'index.html'}" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "report" / "tables" / "summary.tex").exists()
