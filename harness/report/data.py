@@ -191,7 +191,10 @@ def load_bench(root: Path) -> pd.DataFrame:
     frames = []
     for path in sorted((Path(root) / "bench").rglob("*.json")):
         doc = json.loads(path.read_text())
-        results = pd.DataFrame(doc.get("results", []))
+        # a kernel that failed its correctness check has no timing (`error` instead): nothing to plot
+        results = pd.DataFrame([r for r in doc.get("results", []) if "error" not in r])
+        if results.empty:
+            continue
         missing = set(BENCH_COLUMNS) - set(results.columns)
         if missing:
             raise ValueError(f"{path}: kernel benchmark results lack {sorted(missing)}")

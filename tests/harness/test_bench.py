@@ -29,3 +29,18 @@ def test_a_wrong_kernel_gets_no_number(monkeypatch):
 def test_bad_bench_arguments_exit_2(capsys):
     assert main(["bench", "--hidden", "0"]) == 2
     assert "--hidden" in capsys.readouterr().err
+
+
+def test_report_reads_bench_results(tmp_path):
+    from harness.report import build_report
+    from harness.report.data import load_bench
+    from harness.train import execute
+
+    from .conftest import tiny
+
+    execute(tiny(), tmp_path, progress=False)
+    run_bench(["gru"], ["torch"], [3], [5], [4, 8], ["float32"], "cpu", tmp_path / "bench", say=lambda _: None)
+    bench = load_bench(tmp_path)
+    assert sorted(zip(bench.length, bench["pass"])) == [(4, "fwd"), (4, "fwd+bwd"), (8, "fwd"), (8, "fwd+bwd")]
+    index = build_report(tmp_path)
+    assert (index.parent / "figures" / "throughput.png").exists()
