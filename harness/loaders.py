@@ -48,8 +48,9 @@ def load_runs(root: Path) -> pd.DataFrame:
         summary = read_summary(d)
         if summary is None:
             config = read_json(d / "config.json")
+            started = read_json(d / "started.json") if (d / "started.json").exists() else {}
             summary = {"run_id": d.name, "status": "incomplete", "task": config["task"]["name"],
-                       "model": config["model"]["name"], "seed": config["seed"], "config": config}
+                       "model": config["model"]["name"], "seed": config["seed"], "config": config, **started}
         summary = {k: v for k, v in summary.items() if k != "traceback"}
         records.append({**summary, "path": str(d)})
     if not records:

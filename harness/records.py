@@ -124,6 +124,10 @@ class RunWriter(MemoryWriter):
     def config(self, config: dict) -> None:
         write_json(self.dir / "config.json", config)
 
+    def started(self, provenance: dict) -> None:
+        """Where and with what the run was started, so an unfinished run can still be traced to its commit."""
+        write_json(self.dir / "started.json", {"provenance": provenance})
+
     def metrics(self, row: dict) -> None:
         super().metrics(row)
         with open(self.dir / "metrics.jsonl", "a") as f:

@@ -311,6 +311,7 @@ def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: 
         ckpt = None if force else load_checkpoint(run_dir)
         writer = RunWriter(staged, resume=ckpt)
         writer.config(cfg.canonical())
+        writer.started(provenance(cfg.device))
         with stop_on_signals() as stop:
             summary = run_record(cfg, writer, progress, ckpt, stop, sink)
         writer.summary(summary)

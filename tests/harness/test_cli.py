@@ -14,8 +14,8 @@ def test_run_writes_a_record_and_prints_a_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     (run_dir,) = tmp_path.iterdir()
     assert f"run {run_dir.name}: lstm on adding - completed" in out
-    assert {p.name for p in run_dir.iterdir() if not p.name.startswith(".")} == {"config.json", "metrics.jsonl", "grad_profile.jsonl",
-                                                     "summary.json"}
+    files = {p.name for p in run_dir.iterdir() if not p.name.startswith(".")}
+    assert files == {"config.json", "started.json", "metrics.jsonl", "grad_profile.jsonl", "summary.json"}
     # the record's config reproduces the run id
     assert main(["run", "--config", str(run_dir / "config.json"), "--out", str(tmp_path), "--quiet"]) == 0
     assert "already recorded" in capsys.readouterr().out

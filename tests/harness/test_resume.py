@@ -3,6 +3,8 @@ import json
 import pytest
 import torch
 
+from harness.loaders import load_runs
+from harness.provenance import git_state
 from harness.records import CHECKPOINT, claim
 from harness.train import RunInterrupted, Trainer, execute
 
@@ -39,6 +41,8 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, monkeypatch, mod
             execute(cfg, tmp_path / "run", progress=False)
     run_dir = tmp_path / "run" / cfg.run_id
     assert (run_dir / CHECKPOINT).exists() and not (run_dir / "summary.json").exists()
+    unfinished = load_runs(tmp_path / "run").iloc[0]
+    assert unfinished["status"] == "incomplete" and unfinished["provenance.commit"] == git_state()["commit"]
     summary, _ = execute(cfg, tmp_path / "run", progress=False)
 
     assert summary["status"] == "completed" and summary["resumed_from_step"] == k
