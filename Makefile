@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench bench-gpu venv clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest -q tests/benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds
+
+# The kernel benchmark of issue 5 on a GPU machine (H100): torch.nn (cuDNN) vs the fused Triton kernels vs the
+# reference loop, B=64, T=1024, H=64..512, float32 and bfloat16; JSON under results/bench/<gpu>/.
+bench-gpu: $(STAMP)
+	$(VENV)/bin/seqbench bench --device cuda --cells rnn,lstm,gru --backends torch,triton,reference \
+		--batch 64 --hidden 64,128,256,512 --length 1024 --dtype float32,bfloat16
+	$(PY) -m pytest -q tests/kernels/test_fused_gpu.py tests/benchmarks/test_kernels.py --benchmark-only
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks
