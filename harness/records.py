@@ -159,13 +159,18 @@ class RunWriter(MemoryWriter):
         self.summary(summary)
 
 
+def record_head(cfg) -> dict:
+    """The fields that identify a run in its summary, whatever its status."""
+    return {"run_id": cfg.run_id, "task": cfg.task.name, "model": cfg.model.name,
+            "backend": getattr(cfg.model, "backend", "torch"), "seed": cfg.seed, "data_seed": cfg.data_seed}
+
+
 def write_failure(cfg, run_dir: Path, error: str) -> dict:
     """A `failed` record for a run that never reached its own code's end (e.g. its worker process kept dying)."""
     from .provenance import provenance
 
-    summary = {"run_id": cfg.run_id, "status": "failed", "task": cfg.task.name, "model": cfg.model.name,
-               "backend": getattr(cfg.model, "backend", "torch"), "seed": cfg.seed, "error": error,
-               "config": cfg.canonical(), "provenance": provenance(cfg.device)}
+    summary = {**record_head(cfg), "status": "failed", "error": error, "config": cfg.canonical(),
+               "provenance": provenance(cfg.device)}
     write_json(Path(run_dir) / "config.json", cfg.canonical())
     write_json(Path(run_dir) / "summary.json", summary)
     return summary

@@ -19,7 +19,7 @@ from .config import RunConfig
 from .gradprofile import gradient_profile
 from .progress import Progress
 from .provenance import provenance
-from .records import RunWriter, claim, is_finished, load_checkpoint, read_summary, replace_dir
+from .records import RunWriter, claim, record_head, is_finished, load_checkpoint, read_summary, replace_dir
 
 EVAL_CHUNK = 256  # fixed so results never depend on how evaluation is batched
 
@@ -256,8 +256,7 @@ def run_record(cfg: RunConfig, writer, progress: bool | None = None, ckpt: dict 
                stop: threading.Event | None = None, sink=None) -> dict:
     """Train `cfg` through `writer` (files, or memory on a Ray worker), from checkpoint `ckpt` if given, and return
     the summary. An exception becomes status `failed` with its traceback; only RunInterrupted escapes."""
-    head = {"run_id": cfg.run_id, "task": cfg.task.name, "model": cfg.model.name,
-            "backend": getattr(cfg.model, "backend", "torch"), "seed": cfg.seed, "data_seed": cfg.data_seed}
+    head = record_head(cfg)
     started = time.perf_counter()
     try:
         trainer = Trainer(cfg)

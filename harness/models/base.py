@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -50,8 +51,6 @@ class SequenceModel(nn.Module):
 
     def for_diagnostics(self, dtype: torch.dtype) -> SequenceModel:
         """A copy in `dtype` whose `probed_forward` works (recurrent models swap in the reference step loop)."""
-        import copy
-
         return copy.deepcopy(self).to(dtype)
 
     def group_of(self, name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -93,7 +94,7 @@ class RecurrentModel(SequenceModel):
 
     def for_diagnostics(self, dtype: torch.dtype) -> RecurrentModel:
         # The step loop exposes every h_t of every layer; fused/cuDNN cores do not, and share its parameters exactly.
-        return RecurrentModel(_copy(self.encoder), as_reference(self.core), _copy(self.head)).to(dtype)
+        return RecurrentModel(copy.deepcopy(self.encoder), as_reference(self.core), copy.deepcopy(self.head)).to(dtype)
 
     def group_of(self, name: str) -> str:
         if name.startswith("encoder."):
@@ -102,11 +103,6 @@ class RecurrentModel(SequenceModel):
             return "head"
         return {"weight_ih": "input", "weight_hh": "recurrent"}.get(name.split(".")[-1].rsplit("_", 1)[0], "bias")
 
-
-def _copy(module: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(module)
 
 
 @torch.no_grad()
