@@ -242,11 +242,11 @@ def no_interpreter(monkeypatch):
 
 # Each reason is checked after the ones before it (step_hook, triton, device, dtype, size), so most need triton.
 @pytest.mark.parametrize("arch,H,setup,dtype,hooked,why", [
-    pytest.param("lstm", 65, None, torch.float32, False, "hidden_size=65 is above the fused limit 64", id="lstm-H65",
-                 marks=needs_kernels),
-    pytest.param("gru", 65, None, torch.float32, False, "hidden_size=65 is above the fused limit 64", id="gru-H65",
-                 marks=needs_kernels),
-    pytest.param("rnn-tanh", 129, None, torch.float32, False, "above the fused limit 128", id="rnn-H129",
+    pytest.param("lstm", 513, None, torch.float32, False, "hidden_size=513 is above the split kernels' limit 512",
+                 id="lstm-H513", marks=needs_kernels),
+    pytest.param("gru", 513, None, torch.float32, False, "hidden_size=513 is above the split kernels' limit 512",
+                 id="gru-H513", marks=needs_kernels),
+    pytest.param("rnn-tanh", 1025, None, torch.float32, False, "above the split kernels' limit 1024", id="rnn-H1025",
                  marks=needs_kernels),
     pytest.param("gru", 4, no_triton, torch.float32, False, "triton is not importable", id="no-triton"),
     pytest.param("lstm", 4, no_interpreter, torch.float32, False, "TRITON_INTERPRET", id="cpu-no-interpreter"),
@@ -271,11 +271,11 @@ def test_fallback_runs_reference_and_records_why(monkeypatch, arch, H, setup, dt
 @needs_kernels
 def test_warns_once_per_reason(monkeypatch):
     monkeypatch.setattr(fused, "_warned", set())
-    module = build("gru", 65, 1)
-    x, _ = make_inputs("gru", 2, 2, 65, 1)
+    module = build("gru", 5, 1, dtype=torch.float64)
+    x, _ = make_inputs("gru", 2, 2, 5, 1, dtype=torch.float64)
     with pytest.warns(RuntimeWarning):
         module(x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         module(x)  # same reason: recorded in last_path, not warned again
-    assert module.last_path.startswith("fallback-reference: hidden_size=65")
+    assert module.last_path.startswith("fallback-reference: dtype torch.float64")
