@@ -73,19 +73,52 @@ def timeit(fn, device: torch.device) -> tuple[float, float, float]:
     return statistics.median(times), q[1], q[7]
 
 
-def floor(cell: str, B: int, T: int, H: int, dtype: str) -> dict:
-    """Work per time step of one layer, forward: the recurrent matmul and the input projection (FLOPs), and the
-    bytes the step must move at least (read x-projection, write h; W_hh stays on chip)."""
-    G, size = GATES[cell], 2 if dtype == "bfloat16" else 4
-    return {"flops_per_step": 2 * B * H * G * H * 2, "bytes_per_step": B * G * H * 4 + B * H * size}
+# Device ceilings from the vendors' datasheets (dense, no sparsity): FLOP/s by arithmetic and memory bytes/s. The
+# recurrent kernels here compute in IEEE fp32 (CUDA cores) whatever the storage dtype; cuDNN uses TF32 tensor cores in
+# float32 when torch.backends.cudnn.allow_tf32 is set (torch's default) and bf16 tensor cores in bfloat16.
+CEILINGS = {  # matched in order against the lower-cased GPU name
+    "h200": {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "bytes": 4.8e12},
+    "h100 pcie": {"fp32": 51.2e12, "tf32": 378e12, "bf16": 756e12, "bytes": 2.0e12},
+    "h100": {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "bytes": 3.35e12},  # SXM5 ("H100 80GB HBM3")
+    "a100": {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "bytes": 2.0e12},
+}
+
+
+def ceilings(device_name: str) -> dict | None:
+    name = device_name.lower()
+    return next((dict(v, matched=k) for k, v in CEILINGS.items() if k in name), None)
+
+
+def floor(cell: str, B: int, T: int, H: int, dtype: str, passes: str = "fwd") -> dict:
+    """The least work a time step of one layer (input size H) must do, whatever the implementation.
+
+    FLOPs: the input projection and the recurrent matmul, 2*B*G*H*(I + H); backward does twice that again (the
+    gradients of the inputs/states and of the weights), so fwd+bwd is 3x. Bytes: read x_t and write h_t in the storage
+    dtype (weights stay on chip, state in registers); fwd+bwd also reads dout_t and writes dx_t, and must read x_t and
+    h_t again for the weight gradients: 3x.
+    """
+    G, size, scale = GATES[cell], 2 if dtype == "bfloat16" else 4, 3 if passes == "fwd+bwd" else 1
+    return {"flops_per_step": scale * 2 * B * G * H * (H + H), "bytes_per_step": scale * (B * H + B * H) * size}
+
+
+def floor_time(row: dict, ceiling: dict | None) -> dict:
+    """Floor time per step over the device's ceilings (fp32 CUDA-core FLOP/s for float32 rows, bf16 tensor-core for
+    bfloat16 rows: the fastest arithmetic the dtype allows) and how far the measured time is from it."""
+    if not ceiling:
+        return {}
+    flops = ceiling["bf16" if row["dtype"] == "bfloat16" else "fp32"]
+    compute, memory = row["flops_per_step"] / flops, row["bytes_per_step"] / ceiling["bytes"]
+    out = {"floor_us_per_step": max(compute, memory) * 1e6, "floor_bound": "compute" if compute >= memory else "memory"}
+    if "us_per_step" in row:
+        out["x_floor"] = row["us_per_step"] / out["floor_us_per_step"]
+    return out
 
 
 def bench_one(cell, backend, B, T, H, dtype, device) -> dict:
     state, x, w = make_inputs(cell, B, T, H, device, dtype)
     module = build(cell, backend, state, H, device, DTYPES[dtype])
     reference = as_reference(build(cell, "torch", state, H, device, torch.float32)).double()
-    row = {"cell": cell, "backend": backend, "batch": B, "hidden": H, "length": T, "dtype": dtype,
-           **floor(cell, B, T, H, dtype)}
+    row = {"cell": cell, "backend": backend, "batch": B, "hidden": H, "length": T, "dtype": dtype}
     err = check(module, reference, x, w, dtype)
     row.update(max_rel_err=err, path=getattr(module, "last_path", None) or type(module).__module__)
     if not err <= TOLERANCE[dtype]:
@@ -95,14 +128,19 @@ def bench_one(cell, backend, B, T, H, dtype, device) -> dict:
     for name, fn in (("fwd", lambda: module(xd)), ("fwd+bwd", lambda: forward_backward(module, xd, w))):
         with torch.no_grad() if name == "fwd" else torch.enable_grad():
             median, p20, p80 = timeit(fn, torch.device(device))
-        rows.append({**row, "pass": name, "median_us": median * 1e6, "p20_us": p20 * 1e6, "p80_us": p80 * 1e6,
-                     "us_per_step": median * 1e6 / T, "tokens_per_s": B * T / median})
+        timed = {**row, **floor(cell, B, T, H, dtype, name), "pass": name, "median_us": median * 1e6,
+                 "p20_us": p20 * 1e6, "p80_us": p80 * 1e6, "us_per_step": median * 1e6 / T,
+                 "tokens_per_s": B * T / median}
+        rows.append({**timed, **floor_time(timed, ceilings(device_name(device)))})
     return rows
 
 
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if torch.device(device).type == "cuda" else "cpu"
+
+
 def device_slug(device: str) -> str:
-    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
 def machine(device: str) -> dict:
@@ -113,6 +151,10 @@ def machine(device: str) -> dict:
         driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                 capture_output=True, text=True).stdout.strip()
         info["driver"] = driver or None
+        info["ceilings"] = ceilings(device_name(device))
+    # float32 rows: cuDNN uses TF32 tensor cores when allowed (torch's default); the fused kernels never do
+    info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+    info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
     return info
 
 
@@ -139,5 +181,6 @@ def _line(r: dict) -> str:
     head = f"{r['cell']:<5} {r['backend']:<9} B={r['batch']:<4} H={r['hidden']:<4} T={r['length']:<5} {r['dtype']:<8}"
     if "error" in r:
         return f"{head} ERROR {r['error']}"
+    floor = f"  {r['x_floor']:.1f}x floor" if "x_floor" in r else ""
     return (f"{head} {r['pass']:<8} {r['median_us']:>12.1f} us  [{r['p20_us']:.1f}, {r['p80_us']:.1f}]  "
-            f"{r['us_per_step']:8.2f} us/step  {r['tokens_per_s']:>12,.0f} tok/s  ({r['path']})")
+            f"{r['us_per_step']:8.2f} us/step  {r['tokens_per_s']:>12,.0f} tok/s{floor}  ({r['path']})")

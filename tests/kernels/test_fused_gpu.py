@@ -1,6 +1,8 @@
 """The fused kernels compiled on a CUDA GPU: long sequences (T = 1024) in float32, bfloat16 and float16 against the
 float64 reference loop on the same values, every gradient, bitwise-deterministic gradients over many batch tiles, and
-||dL/dh_t||. Skipped where CUDA is absent (the interpreter runs the same kernels in test_fused.py)."""
+||dL/dh_t||; the split kernels' persistent mode (programs meeting at a barrier every step, which the interpreter cannot
+run) at sizes up to their limits, and against their stepwise mode. Skipped where CUDA is absent (the interpreter runs
+the same kernels in test_fused.py and test_split.py)."""
 
 import pytest
 import torch
@@ -68,6 +70,78 @@ def test_grad_norms_are_total_gradients(arch):
     module.track_grad_norms = True
     x, hx = make_inputs(arch, B, T, H, L, with_hx=True, device="cuda")
     run(module, x, hx)
+    probes = {}
+
+    def hook(layer, t, h):
+        probes[layer, t] = torch.zeros_like(h, requires_grad=True)
+        return h + probes[layer, t]
+
+    loss_of(*as_reference(module).double()(*cast(x, hx, torch.float64), step_hook=hook)).backward()
+    want = torch.stack([torch.stack([probes[k, t].grad.norm(dim=-1) for t in range(T)]) for k in range(L)])
+    torch.testing.assert_close(module.grad_norms.double(), want, rtol=1e-4, atol=1e-6)
+
+
+# ---- split kernels (hidden sizes above the one-program limits) ------------------------------------------------------
+
+SPLIT_SIZES = [pytest.param("lstm", 512, id="lstm-H512"), pytest.param("lstm", 100, id="lstm-H100"),
+               pytest.param("gru", 512, id="gru-H512"), pytest.param("gru", 257, id="gru-H257"),
+               pytest.param("rnn-tanh", 1024, id="rnn-tanh-H1024"), pytest.param("rnn-relu", 200, id="rnn-relu-H200")]
+
+
+@pytest.fixture
+def split_mode(monkeypatch):
+    from kernels import fused
+
+    def set_mode(mode):
+        monkeypatch.setattr(fused, "SPLIT_MODE", mode)
+    return set_mode
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("arch,H", SPLIT_SIZES)
+def test_split_long_sequence(arch, H, dtype):
+    """B = 64 at these sizes fits the H100/H200 multiprocessors at once, so the auto mode runs persistent."""
+    module = build(arch, H, 2, device="cuda", dtype=dtype)
+    x, hx = make_inputs(arch, 64, T_LONG, H, 2, with_hx=True, device="cuda", dtype=dtype)
+    got = run(module, x, hx)
+    assert module.last_path == "fused-triton-split-persistent"
+    want = run(as_reference(module).double(), *cast(x, hx, torch.float64))
+    rtol_out, rtol_grad = (RTOL_OUT_LONG, RTOL_GRAD_LONG) if dtype == torch.float32 else (1e-2, 1e-2)
+    assert_all_close(want, got, rtol_out, rtol_grad, f"{arch} H={H} T={T_LONG} {dtype}")
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-tanh"])
+def test_split_persistent_equals_stepwise(split_mode, arch):
+    """The two launch modes run the same step body on the same tiles: the same numbers."""
+    module = build(arch, 256, 2, device="cuda")
+    x, hx = make_inputs(arch, 64, 128, 256, 2, with_hx=True, device="cuda")
+    results = {}
+    for mode in ("persistent", "stepwise"):
+        split_mode(mode)
+        results[mode] = run(module, x, hx)
+        assert module.last_path == f"fused-triton-split-{mode}"
+    for name, value in results["persistent"].items():
+        torch.testing.assert_close(value, results["stepwise"][name], rtol=1e-6, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-relu"])
+def test_split_gradients_are_bitwise_deterministic(arch):
+    module = build(arch, 512, 1, device="cuda")
+    x, hx = make_inputs(arch, 256, 256, 512, 1, with_hx=True, device="cuda")  # 4 batch tiles of 64 x 32 blocks
+    first, second = run(module, x, hx), run(module, x, hx)
+    assert module.last_path == "fused-triton-split-persistent"
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-tanh"])
+def test_split_grad_norms_are_total_gradients(arch):
+    B, T, H, L = 5, 64, 200, 2
+    module = build(arch, H, L, device="cuda")
+    module.track_grad_norms = True
+    x, hx = make_inputs(arch, B, T, H, L, with_hx=True, device="cuda")
+    run(module, x, hx)
+    assert module.last_path.startswith("fused-triton-split-")
     probes = {}
 
     def hook(layer, t, h):
