@@ -3,10 +3,15 @@
 Per layer: the input projection of all steps is one GEMM (x W_ih^T + b), one kernel launch runs the whole time loop
 with W_hh held on chip and fp32 state, and backward runs one reverse-time launch that yields every step's
 pre-activation gradients, from which the weight and input gradients are single large GEMMs over all T*B rows (the
-split kernels' stepwise mode, below, launches once per step instead). No atomics on data (the split kernels' barrier
-counters are the only atomics), so the same inputs give bitwise the same gradients. bf16/fp16 inputs and parameters are cast to
-fp32 at the boundary: every GEMM, the state and all accumulation are fp32; outputs and gradients come back in the
-caller's dtype. The torch GEMMs follow torch's float32 matmul precision (IEEE unless TF32 has been enabled).
+split kernels' stepwise mode, below, launches once per step instead). No atomics on data (the split kernels'
+barrier counters are the only atomics), so the same inputs give bitwise the same gradients.
+
+Precision: the state (h, c), the saved activations and every accumulation are fp32 in every mode. In float32 the
+recurrent products are IEEE fp32 (never TF32). For bfloat16/float16 modules the recurrent tl.dot operands (W_hh and
+h_{t-1}, or the gate gradients in backward) are rounded to that dtype, as cuDNN does, so the products run on tensor
+cores with fp32 accumulation; the big GEMMs (input projection, weight and input gradients) run in fp32 on fp32 copies,
+following torch's float32 matmul precision (IEEE unless TF32 has been enabled). Outputs and gradients come back in the
+caller's dtype.
 
 Which path runs is recorded on every forward in `module.last_path`:
 - "fused-triton": the one-program kernels (kernels.triton_rnn): hidden_size at most the class's `max_fused_hidden`
@@ -103,6 +108,11 @@ def _fp32(t):
     return t.float().contiguous()
 
 
+def _lowp(dtype):
+    """The kernels' LOWP code for a caller dtype: recurrent tl.dot operands in fp32 (0), bfloat16 (1) or float16 (2)."""
+    return {torch.bfloat16: 1, torch.float16: 2}.get(dtype, 0)
+
+
 def _project(x, w_ih, bias):
     """Input projections of every step as one GEMM: x (T, B, I) -> x W_ih^T + bias, (T, B, G*H) fp32."""
     T, B, I = x.shape
@@ -140,11 +150,11 @@ class RNNLayer(torch.autograd.Function):
         hs = _states(x.shape[0], h0)  # (T+1, B, H)
         xp = _project(x, w_ih, _combined_bias(b_ih, b_hh))
         if split:
-            _split().rnn_forward(xp, _fp32(w_hh), hs, relu, split)
+            _split().rnn_forward(xp, _fp32(w_hh), hs, relu, split, _lowp(x.dtype))
         else:
-            triton_rnn.rnn_forward(xp, _fp32(w_hh), hs, relu)
+            triton_rnn.rnn_forward(xp, _fp32(w_hh), hs, relu, _lowp(x.dtype))
         ctx.save_for_backward(x, w_ih, w_hh, hs)
-        ctx.norms, ctx.relu, ctx.state_dtype, ctx.split = norms, relu, h0.dtype, split
+        ctx.norms, ctx.relu, ctx.state_dtype, ctx.split, ctx.lowp = norms, relu, h0.dtype, split, _lowp(x.dtype)
         return hs[1:].to(x.dtype)
 
     @staticmethod
@@ -155,12 +165,12 @@ class RNNLayer(torch.autograd.Function):
         T, B, H = dout.shape
         if ctx.split:
             dg, sq = _split_backward_prep(T, B, H, 1, ctx.norms, dout)
-            _split().rnn_backward(_fp32(dout), _fp32(w_hh), hs, dg, sq, ctx.relu, ctx.split)
+            _split().rnn_backward(_fp32(dout), _fp32(w_hh), hs, dg, sq, ctx.relu, ctx.split, ctx.lowp)
             _finish_norms(ctx.norms, sq)
             dh0, dg = dg[0] @ _fp32(w_hh), dg[:T]
         else:
             dg, dh0 = _buffer(T, B, H, like=dout), _buffer(B, H, like=dout)
-            triton_rnn.rnn_backward(_fp32(dout), _fp32(w_hh), hs, dg, dh0, ctx.norms, ctx.relu)
+            triton_rnn.rnn_backward(_fp32(dout), _fp32(w_hh), hs, dg, dh0, ctx.norms, ctx.relu, ctx.lowp)
         dg = dg.reshape(T * B, H)
         needs = ctx.needs_input_grad
         grads = _input_and_weight_grads((needs[0], *needs[2:6]), dg, dg, x, hs[:-1].view(T * B, H), w_ih, w_hh)
@@ -179,11 +189,11 @@ class LSTMLayer(torch.autograd.Function):
         act = _buffer(T, B, w_hh.shape[0], like=x)  # (T, B, 4H): i, f, g, o after their nonlinearities
         xp = _project(x, w_ih, _combined_bias(b_ih, b_hh))
         if split:
-            _split().lstm_forward(xp, _fp32(w_hh), hs, cs, act, split)
+            _split().lstm_forward(xp, _fp32(w_hh), hs, cs, act, split, _lowp(x.dtype))
         else:
-            triton_rnn.lstm_forward(xp, _fp32(w_hh), hs, cs, act)
+            triton_rnn.lstm_forward(xp, _fp32(w_hh), hs, cs, act, _lowp(x.dtype))
         ctx.save_for_backward(x, w_ih, w_hh, hs, cs, act)
-        ctx.norms, ctx.state_dtype, ctx.split = norms, h0.dtype, split
+        ctx.norms, ctx.state_dtype, ctx.split, ctx.lowp = norms, h0.dtype, split, _lowp(x.dtype)
         return hs[1:].to(x.dtype), cs[-1].to(c0.dtype)
 
     @staticmethod
@@ -195,13 +205,14 @@ class LSTMLayer(torch.autograd.Function):
         if ctx.split:
             dg, sq = _split_backward_prep(T, B, H, 4, ctx.norms, dout)
             dc0 = _fp32(dcn).clone()  # carry: dL/dc_T in, dL/dc_0 out
-            _split().lstm_backward(_fp32(dout), _fp32(w_hh), cs, act, dg, dc0, sq, ctx.split)
+            _split().lstm_backward(_fp32(dout), _fp32(w_hh), cs, act, dg, dc0, sq, ctx.split, ctx.lowp)
             _finish_norms(ctx.norms, sq)
             dh0, dg = dg[0] @ _fp32(w_hh), dg[:T]
         else:
             dg = _buffer(T, B, 4 * H, like=dout)
             dh0, dc0 = _buffer(B, H, like=dout), _buffer(B, H, like=dout)
-            triton_rnn.lstm_backward(_fp32(dout), _fp32(dcn), _fp32(w_hh), cs, act, dg, dh0, dc0, ctx.norms)
+            triton_rnn.lstm_backward(_fp32(dout), _fp32(dcn), _fp32(w_hh), cs, act, dg, dh0, dc0, ctx.norms,
+                                     ctx.lowp)
         dg = dg.reshape(T * B, 4 * H)
         needs = ctx.needs_input_grad
         grads = _input_and_weight_grads((needs[0], *needs[3:7]), dg, dg, x, hs[:-1].view(T * B, H), w_ih, w_hh)
@@ -223,11 +234,11 @@ class GRULayer(torch.autograd.Function):
         hs = _states(T, h0)  # (T+1, B, H)
         act = _buffer(T, B, 4 * H, like=x)  # (T, B, 4H): r, z, n, W_hn h + b_hn
         if split:
-            _split().gru_forward(_project(x, w_ih, bias), _fp32(w_hh), b_hn, hs, act, split)
+            _split().gru_forward(_project(x, w_ih, bias), _fp32(w_hh), b_hn, hs, act, split, _lowp(x.dtype))
         else:
-            triton_rnn.gru_forward(_project(x, w_ih, bias), _fp32(w_hh), b_hn, hs, act)
+            triton_rnn.gru_forward(_project(x, w_ih, bias), _fp32(w_hh), b_hn, hs, act, _lowp(x.dtype))
         ctx.save_for_backward(x, w_ih, w_hh, hs, act)
-        ctx.norms, ctx.state_dtype, ctx.split = norms, h0.dtype, split
+        ctx.norms, ctx.state_dtype, ctx.split, ctx.lowp = norms, h0.dtype, split, _lowp(x.dtype)
         return hs[1:].to(x.dtype)
 
     @staticmethod
@@ -239,13 +250,13 @@ class GRULayer(torch.autograd.Function):
         if ctx.split:
             dg, sq = _split_backward_prep(T, B, H, 4, ctx.norms, dout)
             carry = torch.zeros(B, H, dtype=torch.float32, device=dout.device)  # the dh * z part of dL/dh_0 out
-            _split().gru_backward(_fp32(dout), _fp32(w_hh), hs, act, dg, carry, sq, ctx.split)
+            _split().gru_backward(_fp32(dout), _fp32(w_hh), hs, act, dg, carry, sq, ctx.split, ctx.lowp)
             _finish_norms(ctx.norms, sq)
             dh0 = torch.addmm(carry, torch.cat((dg[0, :, :2 * H], dg[0, :, 3 * H:]), dim=1), _fp32(w_hh))
             dg = dg[:T]
         else:
             dg, dh0 = _buffer(T, B, 4 * H, like=dout), _buffer(B, H, like=dout)
-            triton_rnn.gru_backward(_fp32(dout), _fp32(w_hh), hs, act, dg, dh0, ctx.norms)
+            triton_rnn.gru_backward(_fp32(dout), _fp32(w_hh), hs, act, dg, dh0, ctx.norms, ctx.lowp)
         dg = dg.reshape(T * B, 4 * H)  # (dr, dz, dn) of the input side, then d(W_hn h + b_hn)
         dgx = dg[:, :3 * H]
         dgh = torch.cat((dg[:, :2 * H], dg[:, 3 * H:]), dim=1)

@@ -35,6 +35,36 @@ else:  # pragma: no cover - older triton
         return tl.dot(a, b, allow_tf32=False)
 
 
+# The interpreter's tl.dot gives garbage for bfloat16 operands (triton 3.9: it multiplies the raw bits), so there a
+# bfloat16 operand is rounded to bfloat16 and carried in fp32: the same products, exact in fp32, the same fp32 sums.
+_EMULATE_BF16 = tl.constexpr(INTERPRET)
+
+
+@triton.jit
+def _operand(x, LOWP: tl.constexpr):
+    """x as a tl.dot operand: fp32 (LOWP 0), bfloat16 (1) or float16 (2)."""
+    if LOWP == 1:
+        x = x.to(tl.bfloat16)
+        if _EMULATE_BF16:
+            x = x.to(tl.float32)
+    elif LOWP == 2:
+        x = x.to(tl.float16)
+    return x
+
+
+@triton.jit
+def _dot(a, b, LOWP: tl.constexpr):
+    """a @ b accumulated in fp32: IEEE fp32 products (LOWP 0), or, for bfloat16/float16 callers, a rounded to that
+    dtype times b already in it (tensor cores; the state itself stays fp32)."""
+    if LOWP == 0:
+        out = _mm(a, b)
+    elif LOWP == 1 and _EMULATE_BF16:
+        out = _mm(_operand(a, LOWP), b)
+    else:
+        out = tl.dot(_operand(a, LOWP), b)
+    return out
+
+
 @triton.jit
 def _sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
@@ -64,7 +94,7 @@ def _gate_offsets(B, H, G: tl.constexpr, HP: tl.constexpr, BB: tl.constexpr):
 
 
 @triton.jit
-def _weight_tile(w_ptr, gate, H, HP: tl.constexpr, TRANSPOSED: tl.constexpr):
+def _weight_tile(w_ptr, gate, H, HP: tl.constexpr, TRANSPOSED: tl.constexpr, LOWP: tl.constexpr):
     """Gate `gate`'s (H, H) block of W_hh (G*H, H), zero-padded to (HP, HP).
 
     TRANSPOSED: tile[k, j] = W[gate*H + j, k], the right operand of h @ W^T (forward). Otherwise tile[j, k] =
@@ -77,7 +107,7 @@ def _weight_tile(w_ptr, gate, H, HP: tl.constexpr, TRANSPOSED: tl.constexpr):
         ptrs = w_ptr + (gate * H + b) * H + a
     else:
         ptrs = w_ptr + (gate * H + a) * H + b
-    return tl.load(ptrs, mask=mask, other=0.0)
+    return _operand(tl.load(ptrs, mask=mask, other=0.0), LOWP)
 
 
 @triton.jit
@@ -91,13 +121,14 @@ def _store_norm(norm_ptr, dh, rows, B, TRACK: tl.constexpr):
 
 
 @triton.jit
-def rnn_forward_kernel(xp_ptr, w_ptr, hs_ptr, T, B, H, RELU: tl.constexpr, HP: tl.constexpr, BB: tl.constexpr):
+def rnn_forward_kernel(xp_ptr, w_ptr, hs_ptr, T, B, H, RELU: tl.constexpr, LOWP: tl.constexpr, HP: tl.constexpr,
+                       BB: tl.constexpr):
     """h_t = act(xp_t + h_{t-1} W^T) for t = 1..T; reads hs[0], writes hs[1..T]."""
     rows, mask, off = _tile(B, H, HP, BB)
-    w = _weight_tile(w_ptr, 0, H, HP, True)
+    w = _weight_tile(w_ptr, 0, H, HP, True, LOWP)
     h = tl.load(hs_ptr + off, mask=mask, other=0.0)
     for _ in range(T):
-        pre = tl.load(xp_ptr + off, mask=mask, other=0.0) + _mm(h, w)
+        pre = tl.load(xp_ptr + off, mask=mask, other=0.0) + _dot(h, w, LOWP)
         h = tl.maximum(pre, 0.0) if RELU else _tanh(pre)
         hs_ptr += B * H
         tl.store(hs_ptr + off, h, mask=mask)
@@ -106,13 +137,13 @@ def rnn_forward_kernel(xp_ptr, w_ptr, hs_ptr, T, B, H, RELU: tl.constexpr, HP: t
 
 @triton.jit
 def rnn_backward_kernel(dout_ptr, w_ptr, hs_ptr, dg_ptr, dh0_ptr, norm_ptr, T, B, H, RELU: tl.constexpr,
-                        TRACK: tl.constexpr, HP: tl.constexpr, BB: tl.constexpr):
+                        TRACK: tl.constexpr, LOWP: tl.constexpr, HP: tl.constexpr, BB: tl.constexpr):
     """Reverse time: dG_t = (dout_t + dh_rec) * act'(pre_t) into dg[t]; dh_rec = dG_t W; finally dh0 = dh_rec.
 
     dout_ptr, hs_ptr (at h_t) and dg_ptr, norm_ptr are passed pointing at step T-1 and walk backwards.
     """
     rows, mask, off = _tile(B, H, HP, BB)
-    w = _weight_tile(w_ptr, 0, H, HP, False)
+    w = _weight_tile(w_ptr, 0, H, HP, False, LOWP)
     dh = tl.zeros((BB, HP), dtype=tl.float32)
     for _ in range(T):
         dh += tl.load(dout_ptr + off, mask=mask, other=0.0)
@@ -120,7 +151,7 @@ def rnn_backward_kernel(dout_ptr, w_ptr, hs_ptr, dg_ptr, dh0_ptr, norm_ptr, T, B
         h = tl.load(hs_ptr + off, mask=mask, other=0.0)
         dpre = tl.where(h > 0, dh, 0.0) if RELU else dh * (1.0 - h * h)
         tl.store(dg_ptr + off, dpre, mask=mask)
-        dh = _mm(dpre, w)
+        dh = _dot(dpre, w, LOWP)
         dout_ptr -= B * H
         hs_ptr -= B * H
         dg_ptr -= B * H
@@ -132,21 +163,22 @@ def rnn_backward_kernel(dout_ptr, w_ptr, hs_ptr, dg_ptr, dh0_ptr, norm_ptr, T, B
 
 
 @triton.jit
-def lstm_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, T, B, H, HP: tl.constexpr, BB: tl.constexpr):
+def lstm_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, T, B, H, LOWP: tl.constexpr, HP: tl.constexpr,
+                        BB: tl.constexpr):
     """Gates (i, f, g, o); reads hs[0], cs[0], writes hs/cs[1..T] and the activations (i, f, g, o) to act (T, B, 4H)."""
     rows, mask, off = _tile(B, H, HP, BB)
     goff = _gate_offsets(B, H, 4, HP, BB)
-    w_i = _weight_tile(w_ptr, 0, H, HP, True)
-    w_f = _weight_tile(w_ptr, 1, H, HP, True)
-    w_g = _weight_tile(w_ptr, 2, H, HP, True)
-    w_o = _weight_tile(w_ptr, 3, H, HP, True)
+    w_i = _weight_tile(w_ptr, 0, H, HP, True, LOWP)
+    w_f = _weight_tile(w_ptr, 1, H, HP, True, LOWP)
+    w_g = _weight_tile(w_ptr, 2, H, HP, True, LOWP)
+    w_o = _weight_tile(w_ptr, 3, H, HP, True, LOWP)
     h = tl.load(hs_ptr + off, mask=mask, other=0.0)
     c = tl.load(cs_ptr + off, mask=mask, other=0.0)
     for _ in range(T):
-        i = _sigmoid(tl.load(xp_ptr + goff, mask=mask, other=0.0) + _mm(h, w_i))
-        f = _sigmoid(tl.load(xp_ptr + goff + H, mask=mask, other=0.0) + _mm(h, w_f))
-        g = _tanh(tl.load(xp_ptr + goff + 2 * H, mask=mask, other=0.0) + _mm(h, w_g))
-        o = _sigmoid(tl.load(xp_ptr + goff + 3 * H, mask=mask, other=0.0) + _mm(h, w_o))
+        i = _sigmoid(tl.load(xp_ptr + goff, mask=mask, other=0.0) + _dot(h, w_i, LOWP))
+        f = _sigmoid(tl.load(xp_ptr + goff + H, mask=mask, other=0.0) + _dot(h, w_f, LOWP))
+        g = _tanh(tl.load(xp_ptr + goff + 2 * H, mask=mask, other=0.0) + _dot(h, w_g, LOWP))
+        o = _sigmoid(tl.load(xp_ptr + goff + 3 * H, mask=mask, other=0.0) + _dot(h, w_o, LOWP))
         c = f * c + i * g
         h = o * _tanh(c)
         hs_ptr += B * H
@@ -163,17 +195,17 @@ def lstm_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, T, B, H, HP: tl.
 
 @triton.jit
 def lstm_backward_kernel(dout_ptr, dcn_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, dh0_ptr, dc0_ptr, norm_ptr, T, B, H,
-                         TRACK: tl.constexpr, HP: tl.constexpr, BB: tl.constexpr):
+                         TRACK: tl.constexpr, LOWP: tl.constexpr, HP: tl.constexpr, BB: tl.constexpr):
     """Reverse time: pre-activation gradients (di, df, dg, do) into dg[t] (T, B, 4H); dh0, dc0 at the end.
 
     dout_ptr, act_ptr, dg_ptr, norm_ptr and cs_ptr (at c_t, so c_{t-1} is one slab back) point at step T-1.
     """
     rows, mask, off = _tile(B, H, HP, BB)
     goff = _gate_offsets(B, H, 4, HP, BB)
-    w_i = _weight_tile(w_ptr, 0, H, HP, False)
-    w_f = _weight_tile(w_ptr, 1, H, HP, False)
-    w_g = _weight_tile(w_ptr, 2, H, HP, False)
-    w_o = _weight_tile(w_ptr, 3, H, HP, False)
+    w_i = _weight_tile(w_ptr, 0, H, HP, False, LOWP)
+    w_f = _weight_tile(w_ptr, 1, H, HP, False, LOWP)
+    w_g = _weight_tile(w_ptr, 2, H, HP, False, LOWP)
+    w_o = _weight_tile(w_ptr, 3, H, HP, False, LOWP)
     dh = tl.zeros((BB, HP), dtype=tl.float32)
     dc = tl.load(dcn_ptr + off, mask=mask, other=0.0)
     for _ in range(T):
@@ -195,7 +227,7 @@ def lstm_backward_kernel(dout_ptr, dcn_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, dh0_
         tl.store(dg_ptr + goff + 2 * H, d_g, mask=mask)
         tl.store(dg_ptr + goff + 3 * H, d_o, mask=mask)
         dc = dc * f
-        dh = _mm(d_i, w_i) + _mm(d_f, w_f) + _mm(d_g, w_g) + _mm(d_o, w_o)
+        dh = _dot(d_i, w_i, LOWP) + _dot(d_f, w_f, LOWP) + _dot(d_g, w_g, LOWP) + _dot(d_o, w_o, LOWP)
         dout_ptr -= B * H
         cs_ptr -= B * H
         act_ptr -= 4 * B * H
@@ -209,22 +241,23 @@ def lstm_backward_kernel(dout_ptr, dcn_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, dh0_
 
 
 @triton.jit
-def gru_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, T, B, H, HP: tl.constexpr, BB: tl.constexpr):
+def gru_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, T, B, H, LOWP: tl.constexpr, HP: tl.constexpr,
+                       BB: tl.constexpr):
     """Gates (r, z, n), r scaling (W_hn h + b_hn); xp holds x W_ih^T + b_ih (+ b_hr, b_hz). Reads hs[0], writes
     hs[1..T] and (r, z, n, W_hn h + b_hn) to act (T, B, 4H)."""
     rows, mask, off = _tile(B, H, HP, BB)
     xoff = _gate_offsets(B, H, 3, HP, BB)
     aoff = _gate_offsets(B, H, 4, HP, BB)
-    w_r = _weight_tile(w_ptr, 0, H, HP, True)
-    w_z = _weight_tile(w_ptr, 1, H, HP, True)
-    w_n = _weight_tile(w_ptr, 2, H, HP, True)
+    w_r = _weight_tile(w_ptr, 0, H, HP, True, LOWP)
+    w_z = _weight_tile(w_ptr, 1, H, HP, True, LOWP)
+    w_n = _weight_tile(w_ptr, 2, H, HP, True, LOWP)
     cols = tl.arange(0, HP)
     b_hn = tl.load(bhn_ptr + cols, mask=cols < H, other=0.0)[None, :]
     h = tl.load(hs_ptr + off, mask=mask, other=0.0)
     for _ in range(T):
-        r = _sigmoid(tl.load(xp_ptr + xoff, mask=mask, other=0.0) + _mm(h, w_r))
-        z = _sigmoid(tl.load(xp_ptr + xoff + H, mask=mask, other=0.0) + _mm(h, w_z))
-        hn = _mm(h, w_n) + b_hn
+        r = _sigmoid(tl.load(xp_ptr + xoff, mask=mask, other=0.0) + _dot(h, w_r, LOWP))
+        z = _sigmoid(tl.load(xp_ptr + xoff + H, mask=mask, other=0.0) + _dot(h, w_z, LOWP))
+        hn = _dot(h, w_n, LOWP) + b_hn
         n = _tanh(tl.load(xp_ptr + xoff + 2 * H, mask=mask, other=0.0) + r * hn)
         h = (1.0 - z) * n + z * h
         hs_ptr += B * H
@@ -239,7 +272,7 @@ def gru_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, T, B, H, HP: tl.
 
 @triton.jit
 def gru_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, dh0_ptr, norm_ptr, T, B, H,
-                        TRACK: tl.constexpr, HP: tl.constexpr, BB: tl.constexpr):
+                        TRACK: tl.constexpr, LOWP: tl.constexpr, HP: tl.constexpr, BB: tl.constexpr):
     """Reverse time: dg[t] (T, B, 4H) = (dr, dz, dn) pre-activation gradients of the input side, then d(W_hn h + b_hn);
     the recurrent side's gradients are (dr, dz, d(W_hn h + b_hn)). dh0 at the end.
 
@@ -247,9 +280,9 @@ def gru_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, dh0_ptr, norm_
     """
     rows, mask, off = _tile(B, H, HP, BB)
     goff = _gate_offsets(B, H, 4, HP, BB)
-    w_r = _weight_tile(w_ptr, 0, H, HP, False)
-    w_z = _weight_tile(w_ptr, 1, H, HP, False)
-    w_n = _weight_tile(w_ptr, 2, H, HP, False)
+    w_r = _weight_tile(w_ptr, 0, H, HP, False, LOWP)
+    w_z = _weight_tile(w_ptr, 1, H, HP, False, LOWP)
+    w_n = _weight_tile(w_ptr, 2, H, HP, False, LOWP)
     dh = tl.zeros((BB, HP), dtype=tl.float32)
     for _ in range(T):
         dh += tl.load(dout_ptr + off, mask=mask, other=0.0)
@@ -267,7 +300,7 @@ def gru_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, dh0_ptr, norm_
         tl.store(dg_ptr + goff + H, d_z, mask=mask)
         tl.store(dg_ptr + goff + 2 * H, d_n, mask=mask)
         tl.store(dg_ptr + goff + 3 * H, d_hn, mask=mask)
-        dh = dh * z + _mm(d_r, w_r) + _mm(d_z, w_z) + _mm(d_hn, w_n)
+        dh = dh * z + _dot(d_r, w_r, LOWP) + _dot(d_z, w_z, LOWP) + _dot(d_hn, w_n, LOWP)
         dout_ptr -= B * H
         hs_ptr -= B * H
         act_ptr -= 4 * B * H
@@ -299,50 +332,50 @@ def _last(t):
     return t[-1]
 
 
-def rnn_forward(xp, w_hh, hs, relu):
+def rnn_forward(xp, w_hh, hs, relu, lowp=0):
     """xp (T, B, H), w_hh (H, H), hs (T+1, B, H) with hs[0] = h0; fills hs[1:]."""
     T, B, H = xp.shape
     grid, cfg = _config(B, H, xp, w_hh, hs)
-    rnn_forward_kernel[grid](xp, w_hh, hs, T, B, H, RELU=relu, **cfg)
+    rnn_forward_kernel[grid](xp, w_hh, hs, T, B, H, RELU=relu, LOWP=lowp, **cfg)
 
 
-def rnn_backward(dout, w_hh, hs, dg, dh0, norms, relu):
+def rnn_backward(dout, w_hh, hs, dg, dh0, norms, relu, lowp=0):
     """dout (T, B, H), hs (T+1, B, H) -> dg (T, B, H), dh0 (B, H); norms (T, B) or None."""
     T, B, H = dout.shape
     grid, cfg = _config(B, H, dout, w_hh, hs, dg, dh0, norms)
     track = norms is not None
     rnn_backward_kernel[grid](_last(dout), w_hh, _last(hs), _last(dg), dh0, _last(norms if track else dg), T, B, H,
-                              RELU=relu, TRACK=track, **cfg)
+                              RELU=relu, TRACK=track, LOWP=lowp, **cfg)
 
 
-def lstm_forward(xp, w_hh, hs, cs, act):
+def lstm_forward(xp, w_hh, hs, cs, act, lowp=0):
     """xp (T, B, 4H), w_hh (4H, H), hs and cs (T+1, B, H) with row 0 set; fills hs[1:], cs[1:], act (T, B, 4H)."""
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     grid, cfg = _config(B, H, xp, w_hh, hs, cs, act)
-    lstm_forward_kernel[grid](xp, w_hh, hs, cs, act, T, B, H, **cfg)
+    lstm_forward_kernel[grid](xp, w_hh, hs, cs, act, T, B, H, LOWP=lowp, **cfg)
 
 
-def lstm_backward(dout, dcn, w_hh, cs, act, dg, dh0, dc0, norms):
+def lstm_backward(dout, dcn, w_hh, cs, act, dg, dh0, dc0, norms, lowp=0):
     """dout (T, B, H), dcn (B, H), cs (T+1, B, H), act (T, B, 4H) -> dg (T, B, 4H), dh0, dc0 (B, H)."""
     T, B, H = dout.shape
     grid, cfg = _config(B, H, dout, dcn, w_hh, cs, act, dg, dh0, dc0, norms)
     track = norms is not None
     lstm_backward_kernel[grid](_last(dout), dcn, w_hh, _last(cs), _last(act), _last(dg), dh0, dc0,
-                               _last(norms if track else dg), T, B, H, TRACK=track, **cfg)
+                               _last(norms if track else dg), T, B, H, TRACK=track, LOWP=lowp, **cfg)
 
 
-def gru_forward(xp, w_hh, b_hn, hs, act):
+def gru_forward(xp, w_hh, b_hn, hs, act, lowp=0):
     """xp (T, B, 3H), w_hh (3H, H), b_hn (H,), hs (T+1, B, H) with hs[0] set; fills hs[1:] and act (T, B, 4H)."""
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     grid, cfg = _config(B, H, xp, w_hh, b_hn, hs, act)
-    gru_forward_kernel[grid](xp, w_hh, b_hn, hs, act, T, B, H, **cfg)
+    gru_forward_kernel[grid](xp, w_hh, b_hn, hs, act, T, B, H, LOWP=lowp, **cfg)
 
 
-def gru_backward(dout, w_hh, hs, act, dg, dh0, norms):
+def gru_backward(dout, w_hh, hs, act, dg, dh0, norms, lowp=0):
     """dout (T, B, H), hs (T+1, B, H), act (T, B, 4H) -> dg (T, B, 4H), dh0 (B, H)."""
     T, B, H = dout.shape
     grid, cfg = _config(B, H, dout, w_hh, hs, act, dg, dh0, norms)
     track = norms is not None
     # hs[T-1] is h_{t-1} for t = T-1
     gru_backward_kernel[grid](_last(dout), w_hh, hs[-2], _last(act), _last(dg), dh0,
-                              _last(norms if track else dg), T, B, H, TRACK=track, **cfg)
+                              _last(norms if track else dg), T, B, H, TRACK=track, LOWP=lowp, **cfg)

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_rnn import _mm, _sigmoid, _tanh
+from .triton_rnn import _dot, _operand, _sigmoid, _tanh
 
 HIDDEN_BLOCK = 16  # hidden units per program: the smallest N tl.dot takes, so the most programs for a given H
 MAX_SPINS = tl.constexpr(1 << 24)  # barrier polls (each an L2 round trip, ~1 us) before giving up: seconds, not forever
@@ -67,7 +67,7 @@ def _split_tile(B, H, KP: tl.constexpr, HB: tl.constexpr, BB: tl.constexpr):
 
 
 @triton.jit
-def _weight_slice(w_ptr, gate, H, units, ks, FORWARD: tl.constexpr):
+def _weight_slice(w_ptr, gate, H, units, ks, FORWARD: tl.constexpr, LOWP: tl.constexpr):
     """Gate `gate`'s (KP, HB) slice of W_hh (G*H, H), zero-padded.
 
     FORWARD: tile[k, u] = W[gate*H + u, k], so h (BB, KP) @ tile gives this program's pre-activations. Otherwise
@@ -78,7 +78,7 @@ def _weight_slice(w_ptr, gate, H, units, ks, FORWARD: tl.constexpr):
         ptrs = w_ptr + (gate * H + units[None, :]) * H + ks[:, None]
     else:
         ptrs = w_ptr + (gate * H + ks[:, None]) * H + units[None, :]
-    return tl.load(ptrs, mask=mask, other=0.0)
+    return _operand(tl.load(ptrs, mask=mask, other=0.0), LOWP)
 
 
 @triton.jit
@@ -99,14 +99,15 @@ def _store_sq_norm(norm_ptr, dh, rows, B, TRACK: tl.constexpr):
 
 @triton.jit
 def rnn_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, sync_ptr, nsteps, B, H, NB, RELU: tl.constexpr,
-                             PERSISTENT: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr, BB: tl.constexpr):
-    """Steps t0 .. t0+nsteps-1 with xp_ptr and hs_ptr at slab t0: reads hs[t], writes this program's block of hs[t+1]."""
+                             PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr,
+                             BB: tl.constexpr):
+    """Steps t0 .. t0+nsteps-1, xp_ptr and hs_ptr at slab t0: reads hs[t], writes this program's block of hs[t+1]."""
     rows, units, ks, own, full = _split_tile(B, H, KP, HB, BB)
     own_off = rows[:, None] * H + units[None, :]
     full_off = rows[:, None] * H + ks[None, :]
-    w = _weight_slice(w_ptr, 0, H, units, ks, True)
+    w = _weight_slice(w_ptr, 0, H, units, ks, True, LOWP)
     for s in range(nsteps):
-        pre = tl.load(xp_ptr + own_off, mask=own, other=0.0) + _mm(_load_shared(hs_ptr + full_off, full), w)
+        pre = tl.load(xp_ptr + own_off, mask=own, other=0.0) + _dot(_load_shared(hs_ptr + full_off, full), w, LOWP)
         hs_ptr += B * H
         tl.store(hs_ptr + own_off, tl.maximum(pre, 0.0) if RELU else _tanh(pre), mask=own)
         xp_ptr += B * H
@@ -114,16 +115,17 @@ def rnn_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, sync_ptr, nsteps, B, H, NB, 
 
 
 @triton.jit
-def rnn_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, dg_ptr, norm_ptr, sync_ptr, nsteps, B, H, NB,
-                              RELU: tl.constexpr, TRACK: tl.constexpr, PERSISTENT: tl.constexpr, KP: tl.constexpr,
+def rnn_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, dg_ptr, norm_ptr, sync_ptr, nsteps, B, H, NB, RELU: tl.constexpr,
+                              TRACK: tl.constexpr, PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr,
                               HB: tl.constexpr, BB: tl.constexpr):
     """Steps t0, t0-1, ... with dout, dg, norm at step t0 and hs at h_{t0+1}: dh_t = dout_t + dg[t+1] W; dg[t]."""
     rows, units, ks, own, full = _split_tile(B, H, KP, HB, BB)
     own_off = rows[:, None] * H + units[None, :]
     full_off = rows[:, None] * H + ks[None, :]
-    w = _weight_slice(w_ptr, 0, H, units, ks, False)
+    w = _weight_slice(w_ptr, 0, H, units, ks, False, LOWP)
     for s in range(nsteps):
-        dh = tl.load(dout_ptr + own_off, mask=own, other=0.0) + _mm(_load_shared(dg_ptr + B * H + full_off, full), w)
+        dg_next = _load_shared(dg_ptr + B * H + full_off, full)
+        dh = tl.load(dout_ptr + own_off, mask=own, other=0.0) + _dot(dg_next, w, LOWP)
         _store_sq_norm(norm_ptr, dh, rows, B, TRACK)
         h = tl.load(hs_ptr + own_off, mask=own, other=0.0)
         tl.store(dg_ptr + own_off, tl.where(h > 0, dh, 0.0) if RELU else dh * (1.0 - h * h), mask=own)
@@ -139,23 +141,24 @@ def rnn_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, dg_ptr, norm_ptr, sync_pt
 
 @triton.jit
 def lstm_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, sync_ptr, nsteps, B, H, NB,
-                              PERSISTENT: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr, BB: tl.constexpr):
+                              PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr,
+                              BB: tl.constexpr):
     """Gates (i, f, g, o); xp, act at step t0, hs and cs at slab t0 (read), this program's block of slab t+1 written."""
     rows, units, ks, own, full = _split_tile(B, H, KP, HB, BB)
     own_off = rows[:, None] * H + units[None, :]
     full_off = rows[:, None] * H + ks[None, :]
     gate_off = rows[:, None] * (4 * H) + units[None, :]
-    w_i = _weight_slice(w_ptr, 0, H, units, ks, True)
-    w_f = _weight_slice(w_ptr, 1, H, units, ks, True)
-    w_g = _weight_slice(w_ptr, 2, H, units, ks, True)
-    w_o = _weight_slice(w_ptr, 3, H, units, ks, True)
+    w_i = _weight_slice(w_ptr, 0, H, units, ks, True, LOWP)
+    w_f = _weight_slice(w_ptr, 1, H, units, ks, True, LOWP)
+    w_g = _weight_slice(w_ptr, 2, H, units, ks, True, LOWP)
+    w_o = _weight_slice(w_ptr, 3, H, units, ks, True, LOWP)
     c = tl.load(cs_ptr + own_off, mask=own, other=0.0)
     for s in range(nsteps):
         h = _load_shared(hs_ptr + full_off, full)
-        i = _sigmoid(tl.load(xp_ptr + gate_off, mask=own, other=0.0) + _mm(h, w_i))
-        f = _sigmoid(tl.load(xp_ptr + gate_off + H, mask=own, other=0.0) + _mm(h, w_f))
-        g = _tanh(tl.load(xp_ptr + gate_off + 2 * H, mask=own, other=0.0) + _mm(h, w_g))
-        o = _sigmoid(tl.load(xp_ptr + gate_off + 3 * H, mask=own, other=0.0) + _mm(h, w_o))
+        i = _sigmoid(tl.load(xp_ptr + gate_off, mask=own, other=0.0) + _dot(h, w_i, LOWP))
+        f = _sigmoid(tl.load(xp_ptr + gate_off + H, mask=own, other=0.0) + _dot(h, w_f, LOWP))
+        g = _tanh(tl.load(xp_ptr + gate_off + 2 * H, mask=own, other=0.0) + _dot(h, w_g, LOWP))
+        o = _sigmoid(tl.load(xp_ptr + gate_off + 3 * H, mask=own, other=0.0) + _dot(h, w_o, LOWP))
         c = f * c + i * g
         hs_ptr += B * H
         cs_ptr += B * H
@@ -172,24 +175,25 @@ def lstm_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, sync_ptr, 
 
 @triton.jit
 def lstm_split_backward_kernel(dout_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, carry_ptr, norm_ptr, sync_ptr, nsteps, B, H,
-                               NB, TRACK: tl.constexpr, PERSISTENT: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr,
-                               BB: tl.constexpr):
+                               NB, TRACK: tl.constexpr, PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr,
+                               HB: tl.constexpr, BB: tl.constexpr):
     """Steps t0, t0-1, ...: dout, act, dg, norm at step t0, cs at c_{t0+1}; carry holds dL/dc_{t0+1} (in) and
     dL/dc of the last step's input state (out)."""
     rows, units, ks, own, full = _split_tile(B, H, KP, HB, BB)
     own_off = rows[:, None] * H + units[None, :]
     gate_off = rows[:, None] * (4 * H) + units[None, :]
     next_off = rows[:, None] * (4 * H) + ks[None, :] + 4 * B * H  # gate 0 of dg[t+1], full width
-    w_i = _weight_slice(w_ptr, 0, H, units, ks, False)
-    w_f = _weight_slice(w_ptr, 1, H, units, ks, False)
-    w_g = _weight_slice(w_ptr, 2, H, units, ks, False)
-    w_o = _weight_slice(w_ptr, 3, H, units, ks, False)
+    w_i = _weight_slice(w_ptr, 0, H, units, ks, False, LOWP)
+    w_f = _weight_slice(w_ptr, 1, H, units, ks, False, LOWP)
+    w_g = _weight_slice(w_ptr, 2, H, units, ks, False, LOWP)
+    w_o = _weight_slice(w_ptr, 3, H, units, ks, False, LOWP)
     dc = tl.load(carry_ptr + own_off, mask=own, other=0.0)
     for s in range(nsteps):
         dh = tl.load(dout_ptr + own_off, mask=own, other=0.0)
-        dh += (_mm(_load_shared(dg_ptr + next_off, full), w_i) + _mm(_load_shared(dg_ptr + next_off + H, full), w_f)
-               + _mm(_load_shared(dg_ptr + next_off + 2 * H, full), w_g)
-               + _mm(_load_shared(dg_ptr + next_off + 3 * H, full), w_o))
+        dh += (_dot(_load_shared(dg_ptr + next_off, full), w_i, LOWP)
+               + _dot(_load_shared(dg_ptr + next_off + H, full), w_f, LOWP)
+               + _dot(_load_shared(dg_ptr + next_off + 2 * H, full), w_g, LOWP)
+               + _dot(_load_shared(dg_ptr + next_off + 3 * H, full), w_o, LOWP))
         _store_sq_norm(norm_ptr, dh, rows, B, TRACK)
         i = tl.load(act_ptr + gate_off, mask=own, other=0.0)
         f = tl.load(act_ptr + gate_off + H, mask=own, other=0.0)
@@ -217,7 +221,8 @@ def lstm_split_backward_kernel(dout_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, carry_p
 
 @triton.jit
 def gru_split_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, sync_ptr, nsteps, B, H, NB,
-                             PERSISTENT: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr, BB: tl.constexpr):
+                             PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr,
+                             BB: tl.constexpr):
     """Gates (r, z, n), r scaling (W_hn h + b_hn); xp (x W_ih^T + b_ih + b_hr, b_hz) and act at step t0, hs at slab
     t0: reads hs[t], writes this program's block of hs[t+1] and of act (r, z, n, W_hn h + b_hn)."""
     rows, units, ks, own, full = _split_tile(B, H, KP, HB, BB)
@@ -225,16 +230,16 @@ def gru_split_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, sync_ptr, 
     full_off = rows[:, None] * H + ks[None, :]
     x_off = rows[:, None] * (3 * H) + units[None, :]
     a_off = rows[:, None] * (4 * H) + units[None, :]
-    w_r = _weight_slice(w_ptr, 0, H, units, ks, True)
-    w_z = _weight_slice(w_ptr, 1, H, units, ks, True)
-    w_n = _weight_slice(w_ptr, 2, H, units, ks, True)
+    w_r = _weight_slice(w_ptr, 0, H, units, ks, True, LOWP)
+    w_z = _weight_slice(w_ptr, 1, H, units, ks, True, LOWP)
+    w_n = _weight_slice(w_ptr, 2, H, units, ks, True, LOWP)
     b_hn = tl.load(bhn_ptr + units, mask=units < H, other=0.0)[None, :]
     for s in range(nsteps):
         h = _load_shared(hs_ptr + full_off, full)
         h_own = tl.load(hs_ptr + own_off, mask=own, other=0.0)
-        r = _sigmoid(tl.load(xp_ptr + x_off, mask=own, other=0.0) + _mm(h, w_r))
-        z = _sigmoid(tl.load(xp_ptr + x_off + H, mask=own, other=0.0) + _mm(h, w_z))
-        hn = _mm(h, w_n) + b_hn
+        r = _sigmoid(tl.load(xp_ptr + x_off, mask=own, other=0.0) + _dot(h, w_r, LOWP))
+        z = _sigmoid(tl.load(xp_ptr + x_off + H, mask=own, other=0.0) + _dot(h, w_z, LOWP))
+        hn = _dot(h, w_n, LOWP) + b_hn
         n = _tanh(tl.load(xp_ptr + x_off + 2 * H, mask=own, other=0.0) + r * hn)
         hs_ptr += B * H
         tl.store(hs_ptr + own_off, (1.0 - z) * n + z * h_own, mask=own)
@@ -248,9 +253,9 @@ def gru_split_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, sync_ptr, 
 
 
 @triton.jit
-def gru_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, carry_ptr, norm_ptr, sync_ptr, nsteps, B, H,
-                              NB, TRACK: tl.constexpr, PERSISTENT: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr,
-                              BB: tl.constexpr):
+def gru_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, carry_ptr, norm_ptr, sync_ptr, nsteps, B, H, NB,
+                              TRACK: tl.constexpr, PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr,
+                              HB: tl.constexpr, BB: tl.constexpr):
     """Steps t0, t0-1, ...: dout, act, dg, norm at step t0, hs at h_{t0} (the step's input state); carry holds the
     pointwise part dh * z of dL/dh passed back from step t0+1 (in) and from the last step (out). dg[t] is
     (dr, dz, dn, d(W_hn h + b_hn)); the recurrent side uses columns of r, z and W_hn h."""
@@ -258,14 +263,15 @@ def gru_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, carry_pt
     own_off = rows[:, None] * H + units[None, :]
     gate_off = rows[:, None] * (4 * H) + units[None, :]
     next_off = rows[:, None] * (4 * H) + ks[None, :] + 4 * B * H
-    w_r = _weight_slice(w_ptr, 0, H, units, ks, False)
-    w_z = _weight_slice(w_ptr, 1, H, units, ks, False)
-    w_n = _weight_slice(w_ptr, 2, H, units, ks, False)
+    w_r = _weight_slice(w_ptr, 0, H, units, ks, False, LOWP)
+    w_z = _weight_slice(w_ptr, 1, H, units, ks, False, LOWP)
+    w_n = _weight_slice(w_ptr, 2, H, units, ks, False, LOWP)
     carry = tl.load(carry_ptr + own_off, mask=own, other=0.0)
     for s in range(nsteps):
         dh = tl.load(dout_ptr + own_off, mask=own, other=0.0) + carry
-        dh += (_mm(_load_shared(dg_ptr + next_off, full), w_r) + _mm(_load_shared(dg_ptr + next_off + H, full), w_z)
-               + _mm(_load_shared(dg_ptr + next_off + 3 * H, full), w_n))
+        dh += (_dot(_load_shared(dg_ptr + next_off, full), w_r, LOWP)
+               + _dot(_load_shared(dg_ptr + next_off + H, full), w_z, LOWP)
+               + _dot(_load_shared(dg_ptr + next_off + 3 * H, full), w_n, LOWP))
         _store_sq_norm(norm_ptr, dh, rows, B, TRACK)
         r = tl.load(act_ptr + gate_off, mask=own, other=0.0)
         z = tl.load(act_ptr + gate_off + H, mask=own, other=0.0)
@@ -299,7 +305,7 @@ class BarrierTimeout(RuntimeError):
     """A persistent split kernel's programs were not all resident (another kernel or process holding SMs?)."""
 
 
-def plan(B, H, G, device):
+def plan(B, H, G, device, lowp=0):
     """(mode, grid, constexprs) for a split launch: "persistent" when the grid fits the GPU's multiprocessors at once,
     else "stepwise". The batch tile grows (16 .. 64 rows) until the grid fits, if it can."""
     KP, HB = max(16, triton.next_power_of_2(H)), HIDDEN_BLOCK
@@ -311,9 +317,10 @@ def plan(B, H, G, device):
     fits = NH * triton.cdiv(B, BB) <= slots
     if not fits:
         BB = 16  # stepwise: the most programs
-    # Compiled offline for sm_90 (triton 3.9), every split kernel keeps its weight slices in shared memory and runs
-    # without register spills at these warp counts for KP <= 512 (and the RNN's KP = 1024).
-    num_warps = 4 if KP <= 32 else 8 if KP <= 64 else 16
+    # Compiled offline for sm_90 (triton 3.9) at these warp counts, every split kernel keeps its weight slices in
+    # shared memory and runs without register spills for KP <= 512 (the RNN's to 1024); with bf16/fp16 operands the
+    # LSTM/GRU kernels spill less at 8 warps than at 16 (none up to KP = 256, <= 40 bytes a thread at 512).
+    num_warps = 4 if KP <= 32 else 8 if KP <= 64 or (lowp and G > 1) else 16
     mode = "persistent" if fits else "stepwise"
     return mode, (NH, triton.cdiv(B, BB)), dict(KP=KP, HB=HB, BB=BB, num_warps=num_warps)
 
@@ -343,60 +350,63 @@ def _check(*tensors):
             raise ValueError(f"split kernels need contiguous float32 tensors, got {t.dtype} with strides {t.stride()}")
 
 
-def rnn_forward(xp, w_hh, hs, relu, mode):
+def rnn_forward(xp, w_hh, hs, relu, mode, lowp=0):
     """xp (T, B, H), w_hh (H, H), hs (T+1, B, H) with hs[0] = h0; fills hs[1:]."""
     T, B, H = xp.shape
     _check(xp, w_hh, hs)
-    _, grid, cfg = plan(B, H, 1, xp.device)
-    _run(rnn_split_forward_kernel, mode, grid, cfg, T, lambda t: (xp[t], w_hh, hs[t]), sizes=(B, H), RELU=relu)
+    _, grid, cfg = plan(B, H, 1, xp.device, lowp)
+    _run(rnn_split_forward_kernel, mode, grid, cfg, T, lambda t: (xp[t], w_hh, hs[t]), sizes=(B, H), LOWP=lowp,
+         RELU=relu)
 
 
-def rnn_backward(dout, w_hh, hs, dg, norms, relu, mode):
+def rnn_backward(dout, w_hh, hs, dg, norms, relu, mode, lowp=0):
     """dout (T, B, H), hs (T+1, B, H), dg (T+1, B, H) with dg[T] = 0 -> dg[:T]; norms (T, NH, B) squared or None."""
     T, B, H = dout.shape
     _check(dout, w_hh, hs, dg, norms)
-    _, grid, cfg = plan(B, H, 1, dout.device)
+    _, grid, cfg = plan(B, H, 1, dout.device, lowp)
     track = norms is not None
     _run(rnn_split_backward_kernel, mode, grid, cfg, T,
          lambda t: (dout[t], w_hh, hs[t + 1], dg[t], norms[t] if track else dg[t]), walk_back=True, sizes=(B, H),
-         RELU=relu, TRACK=track)
+         LOWP=lowp, RELU=relu, TRACK=track)
 
 
-def lstm_forward(xp, w_hh, hs, cs, act, mode):
+def lstm_forward(xp, w_hh, hs, cs, act, mode, lowp=0):
     """xp (T, B, 4H), hs and cs (T+1, B, H) with row 0 set; fills hs[1:], cs[1:] and act (T, B, 4H)."""
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     _check(xp, w_hh, hs, cs, act)
-    _, grid, cfg = plan(B, H, 4, xp.device)
-    _run(lstm_split_forward_kernel, mode, grid, cfg, T, lambda t: (xp[t], w_hh, hs[t], cs[t], act[t]), sizes=(B, H))
+    _, grid, cfg = plan(B, H, 4, xp.device, lowp)
+    _run(lstm_split_forward_kernel, mode, grid, cfg, T, lambda t: (xp[t], w_hh, hs[t], cs[t], act[t]), sizes=(B, H),
+         LOWP=lowp)
 
 
-def lstm_backward(dout, w_hh, cs, act, dg, carry, norms, mode):
+def lstm_backward(dout, w_hh, cs, act, dg, carry, norms, mode, lowp=0):
     """dout (T, B, H), cs (T+1, B, H), act (T, B, 4H), dg (T+1, B, 4H) with dg[T] = 0, carry (B, H) = dL/dc_T ->
     dg[:T] and carry = dL/dc_0."""
     T, B, H = dout.shape
     _check(dout, w_hh, cs, act, dg, carry, norms)
-    _, grid, cfg = plan(B, H, 4, dout.device)
+    _, grid, cfg = plan(B, H, 4, dout.device, lowp)
     track = norms is not None
     _run(lstm_split_backward_kernel, mode, grid, cfg, T,
          lambda t: (dout[t], w_hh, cs[t + 1], act[t], dg[t], carry, norms[t] if track else dg[t]), walk_back=True,
-         sizes=(B, H), TRACK=track)
+         sizes=(B, H), LOWP=lowp, TRACK=track)
 
 
-def gru_forward(xp, w_hh, b_hn, hs, act, mode):
+def gru_forward(xp, w_hh, b_hn, hs, act, mode, lowp=0):
     """xp (T, B, 3H), b_hn (H,), hs (T+1, B, H) with hs[0] set; fills hs[1:] and act (T, B, 4H)."""
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     _check(xp, w_hh, b_hn, hs, act)
-    _, grid, cfg = plan(B, H, 3, xp.device)
-    _run(gru_split_forward_kernel, mode, grid, cfg, T, lambda t: (xp[t], w_hh, b_hn, hs[t], act[t]), sizes=(B, H))
+    _, grid, cfg = plan(B, H, 3, xp.device, lowp)
+    _run(gru_split_forward_kernel, mode, grid, cfg, T, lambda t: (xp[t], w_hh, b_hn, hs[t], act[t]), sizes=(B, H),
+         LOWP=lowp)
 
 
-def gru_backward(dout, w_hh, hs, act, dg, carry, norms, mode):
+def gru_backward(dout, w_hh, hs, act, dg, carry, norms, mode, lowp=0):
     """dout (T, B, H), hs (T+1, B, H), act (T, B, 4H), dg (T+1, B, 4H) with dg[T] = 0, carry (B, H) zero ->
     dg[:T] and carry = the pointwise part of dL/dh_0."""
     T, B, H = dout.shape
     _check(dout, w_hh, hs, act, dg, carry, norms)
-    _, grid, cfg = plan(B, H, 3, dout.device)
+    _, grid, cfg = plan(B, H, 3, dout.device, lowp)
     track = norms is not None
     _run(gru_split_backward_kernel, mode, grid, cfg, T,
          lambda t: (dout[t], w_hh, hs[t], act[t], dg[t], carry, norms[t] if track else dg[t]), walk_back=True,
-         sizes=(B, H), TRACK=track)
+         sizes=(B, H), LOWP=lowp, TRACK=track)

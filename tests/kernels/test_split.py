@@ -145,3 +145,15 @@ def test_split_grad_norms_are_total_gradients(split_mode, arch):
     want = torch.stack([torch.stack([probes[k, t].grad.norm(dim=-1) for t in range(T)]) for k in range(L)])
     assert module.grad_norms.shape == (L, T, B)
     torch.testing.assert_close(module.grad_norms.double(), want, rtol=RTOL_GRAD, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-tanh"])
+def test_split_bfloat16_in_bfloat16_out(split_mode, arch):
+    """bf16 modules: recurrent products from bf16-rounded operands, fp32 state and sums, bf16 results."""
+    split_mode("stepwise")
+    module = split_module(arch, 20, 2, dtype=torch.bfloat16)
+    x, hx = make_inputs(arch, 3, 4, 20, 2, with_hx=True, dtype=torch.bfloat16)
+    got = run(module, x, hx)
+    assert all(t.dtype == torch.bfloat16 for t in got.values())
+    want = run(as_reference(module).double(), *cast(x, hx, torch.float64))
+    assert_all_close(want, got, 1e-2, 1e-2, "split bf16 vs float64 reference")
