@@ -32,11 +32,14 @@ bench: $(STAMP)
 	$(PY) -m pytest -q tests/benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds
 
 # The kernel benchmark of issue 5 on a GPU machine (H100): torch.nn (cuDNN) vs the fused Triton kernels vs the
-# reference loop, B=64, T=1024, H=64..512, float32 and bfloat16; JSON under results/bench/<gpu>/. On a fresh GPU
-# machine pick a CUDA build of torch: make bench-gpu TORCH_SPEC=torch
+# reference loop, B=64, T=1024, H=64..512, float32 and bfloat16 with torch's default TF32 settings, then float32 with
+# TF32 off everywhere; JSON under results/bench/<gpu>/; then the compiled-kernel tests and the pytest-benchmark suite.
+# On a fresh GPU machine pick a CUDA build of torch: make bench-gpu TORCH_SPEC=torch
 bench-gpu: $(STAMP)
 	$(VENV)/bin/seqbench bench --device cuda --cells rnn,lstm,gru --backends torch,triton,reference \
 		--batch 64 --hidden 64,128,256,512 --length 1024 --dtype float32,bfloat16
+	$(VENV)/bin/seqbench bench --device cuda --cells rnn,lstm,gru --backends torch,triton \
+		--batch 64 --hidden 64,128,256,512 --length 1024 --dtype float32 --no-tf32
 	$(PY) -m pytest -q tests/kernels/test_fused_gpu.py
 	$(PY) -m pytest -q tests/benchmarks/test_kernels.py --benchmark-only
 

@@ -118,7 +118,9 @@ def bench_one(cell, backend, B, T, H, dtype, device) -> dict:
     state, x, w = make_inputs(cell, B, T, H, device, dtype)
     module = build(cell, backend, state, H, device, DTYPES[dtype])
     reference = as_reference(build(cell, "torch", state, H, device, torch.float32)).double()
-    row = {"cell": cell, "backend": backend, "batch": B, "hidden": H, "length": T, "dtype": dtype}
+    row = {"cell": cell, "backend": backend, "batch": B, "hidden": H, "length": T, "dtype": dtype,
+           # float32 on a GPU: whether cuDNN/cuBLAS were allowed TF32 (torch's flags) for this row; else None
+           "tf32_allowed": torch.backends.cudnn.allow_tf32 if dtype == "float32" and device != "cpu" else None}
     err = check(module, reference, x, w, dtype)
     row.update(max_rel_err=err, path=getattr(module, "last_path", None) or type(module).__module__)
     if not err <= TOLERANCE[dtype]:
@@ -158,7 +160,19 @@ def machine(device: str) -> dict:
     return info
 
 
-def run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: Path, say=print) -> Path:
+def run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: Path, say=print, tf32=True) -> Path:
+    """Every combination, checked then timed; JSON to out/<device>/. tf32=False turns TF32 off in cuDNN and cuBLAS for
+    the run (torch's settings are restored after), so float32 rows compare IEEE products on every backend."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if not tf32:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return _run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, Path(out), say)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def _run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: Path, say) -> Path:
     results = []
     for cell in cells:
         for backend in backends:
@@ -171,8 +185,11 @@ def run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: P
                                 results.append(r)
                                 say(_line(r))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = Path(out) / device_slug(device) / f"bench-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(out) / device_slug(device)
+    folder.mkdir(parents=True, exist_ok=True)
+    path, n = folder / f"bench-{stamp}.json", 1
+    while path.exists():  # two runs in one second: never overwrite a result
+        path, n = folder / f"bench-{stamp}-{n}.json", n + 1
     write_json(path, {"machine": machine(device), "commit": git_state()["commit"], "results": results})
     return path
 

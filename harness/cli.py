@@ -171,7 +171,8 @@ def cmd_bench(args) -> int:
         raise ConfigError("--device cuda: torch.cuda.is_available() is False")
     if "bfloat16" in args.dtype and device != "cuda":
         raise ConfigError("--dtype bfloat16 needs --device cuda")
-    path = run_bench(args.cells, args.backends, args.batch, args.hidden, args.length, args.dtype, device, args.out)
+    path = run_bench(args.cells, args.backends, args.batch, args.hidden, args.length, args.dtype, device, args.out,
+                     tf32=not args.no_tf32)
     print(f"bench results: {path}")
     return 0
 
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--length", type=_csv(int), default=[1024])
     bn.add_argument("--dtype", type=_csv(str, tuple(DTYPES)), default=["float32"])
     bn.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    bn.add_argument("--no-tf32", action="store_true",
+                    help="float32 with IEEE products everywhere: no TF32 in cuDNN or cuBLAS (the fused kernels never "
+                         "use it); by default torch's settings apply (cuDNN may use TF32)")
     bn.add_argument("--out", default="results/bench", help="folder; results go to OUT/<device>/bench-<time>.json")
     bn.set_defaults(func=cmd_bench)
     lst = sub.add_parser("list", help="tasks, models, backends and every config key with its default")

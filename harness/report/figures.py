@@ -353,6 +353,51 @@ def throughput(d: D.ReportData):
                    "length T", lambda key: "tokens/s", legend_title=None)
 
 
+# --- 6: kernel benchmarks ------------------------------------------------------------------------------------------
+def kernels(d: D.ReportData):
+    """Kernel benchmark time per step vs hidden size, one panel per (pass, precision), at the most common (batch,
+    length); colour = cell, style = backend; dotted, in the cell's colour: the floor over the device's ceilings."""
+    if d.bench.empty:
+        return None
+    bench = d.bench.assign(us_per_step=lambda f: f.median_us / f.length)
+    batch, length = bench.groupby(["batch", "length"]).size().idxmax()
+    sel = bench[(bench.batch == batch) & (bench.length == length)].rename(columns={"cell": "label"})
+    tf32_off = sel["tf32_allowed"].eq(False) if "tf32_allowed" in sel else pd.Series(False, index=sel.index)
+    sel = sel.assign(precision=sel.dtype + tf32_off.map({True: ", TF32 off", False: ""}))
+    fig, grid = _facets(sel, "pass", "precision", "{row}, {col}", row_order=list(dict.fromkeys(sel["pass"])),
+                        col_order=list(dict.fromkeys(sel.precision)))
+    colours = palette(d.labels)
+    labels = [lab for lab in d.labels if lab in set(sel.label)]
+    backends = sorted(sel.backend.unique(), key=lambda b: (b != "torch", b))
+    markers = dict(zip(backends, "osD^vPX*"))
+    dashes = dict(zip(backends, [(), (4, 1.5), (1, 1), (3, 1, 1, 1)] * 4))
+    has_floor = "floor_us_per_step" in sel and sel.floor_us_per_step.notna().any()
+    for (pass_, precision), ax in grid.items():
+        rows = sel[(sel["pass"] == pass_) & (sel.precision == precision)]
+        if rows.empty:
+            continue
+        sns.lineplot(rows, x="hidden", y="us_per_step", hue="label", style="backend", palette=colours,
+                     hue_order=[lab for lab in labels if lab in set(rows.label)], style_order=backends,
+                     markers=markers, dashes=dashes, errorbar=None, legend=False, ax=ax)
+        if has_floor:
+            for label, cell in rows.dropna(subset=["floor_us_per_step"]).groupby("label"):
+                floor = cell.groupby("hidden").floor_us_per_step.first()
+                ax.plot(floor.index, floor.values, ":", color=colours[label], lw=1.2)
+        hidden = sorted(rows.hidden.unique())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(hidden, [str(h) for h in hidden])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_yscale("log")
+    handles = _legend_data(labels, colours)
+    handles.update({f"backend: {b}": Line2D([], [], color="0.3", marker=markers[b], dashes=dashes[b] or (None, None))
+                    for b in backends})
+    if has_floor:
+        handles["floor"] = Line2D([], [], color="0.3", ls=":")
+    machines = ", ".join(sorted(set(sel.machine) - {""})) or "unnamed device"
+    return _finish(fig, grid, handles, f"Recurrent layer kernels: time per step, B = {batch}, T = {length} "
+                   f"({machines})", "hidden size H", lambda key: "µs per step", legend_title=None)
+
+
 class Spec(NamedTuple):
     build: Callable  # ReportData -> Figure, or None without data
     caption: str
@@ -381,4 +426,8 @@ FIGURES = {
     "throughput": Spec(
         throughput, "Training throughput vs length (style: backend); kernel benchmark panels when results exist "
         "under bench/.", "no tokens_per_s recorded and no kernel benchmark results"),
+    "kernels": Spec(
+        kernels, "Kernel benchmarks (`seqbench bench`): median time per step of one layer vs hidden size, per pass and "
+        "precision (colour: cell; style: backend); dotted: the floor, FLOPs and bytes per step over the device's "
+        "datasheet ceilings.", "no kernel benchmark results under bench/"),
 }

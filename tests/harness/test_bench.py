@@ -61,3 +61,13 @@ def test_floor_over_device_ceilings():
     tiny = floor_time({"dtype": "bfloat16", **both}, ceilings("NVIDIA H100 80GB HBM3"))
     assert tiny["floor_bound"] == "memory" and "x_floor" not in tiny
     assert floor_time(row, ceilings("cpu")) == {}
+
+
+def test_no_tf32_is_recorded_and_restored(tmp_path):
+    import torch
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    path = run_bench(["rnn"], ["torch"], [2], [3], [2], ["float32"], "cpu", tmp_path, say=lambda _: None, tf32=False)
+    machine = json.loads(path.read_text())["machine"]
+    assert machine["cudnn_allow_tf32"] is False and machine["matmul_allow_tf32"] is False
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before

@@ -70,3 +70,30 @@ def test_kernel_benchmarks_add_throughput_panels(copy_runs):
 def test_a_figure_without_data_is_skipped(report_data):
     no_profiles = dataclasses.replace(report_data, profiles=report_data.profiles.iloc[:0])
     assert F.grad_through_time(no_profiles) is None and F.input_grad_through_time(no_profiles) is None
+
+
+KERNEL_BENCH = {"machine": {"device_name": "NVIDIA H100 80GB HBM3"}, "results": [
+    {"cell": cell, "backend": backend, "batch": 64, "hidden": hidden, "length": 1024, "dtype": dtype, "pass": p,
+     "median_us": 1024.0 * hidden / (2 if backend == "triton" else 1), "p20_us": 1.0, "p80_us": 2.0,
+     "tokens_per_s": 1.0, "floor_us_per_step": hidden / 100, "tf32_allowed": tf32}
+    for cell in ("lstm", "gru") for backend in ("torch", "triton") for hidden in (64, 128, 256)
+    for dtype, tf32 in (("float32", True), ("float32", False), ("bfloat16", None)) for p in ("fwd", "fwd+bwd")]}
+
+
+def test_kernel_figure_panels_per_pass_and_precision(copy_runs):
+    root = copy_runs(lambda s: s["model"] == "lstm")
+    (root / "bench").mkdir()
+    (root / "bench" / "h100.json").write_text(json.dumps(KERNEL_BENCH))
+    fig = F.kernels(D.load(root))
+    titles = [ax.get_title() for ax in visible(fig)]
+    assert titles == [f"{p}, {d}" for p in ("fwd", "fwd+bwd") for d in ("float32", "float32, TF32 off", "bfloat16")]
+    ax = visible(fig)[0]
+    assert len(ax.lines) == 2 * 2 + 2  # (lstm, gru) x (torch, triton), and each cell's dotted floor
+    floors = [line for line in ax.lines if line.get_linestyle() == ":"]
+    assert [list(line.get_ydata()) for line in floors] == [[0.64, 1.28, 2.56]] * 2
+    assert "B = 64, T = 1024 (NVIDIA H100 80GB HBM3)" in fig._suptitle.get_text().replace("\n", " ")
+    plt.close(fig)
+
+
+def test_no_kernel_results_no_kernel_figure(report_data):
+    assert F.kernels(report_data) is None
