@@ -204,7 +204,7 @@ def describe_keys() -> list[tuple[str, str, str]]:
     """Every config key as (key, default, help): for `seqbench list`."""
     rows = [("task", DEFAULT_TASK, "task name: " + ", ".join(sorted(TASK_CONFIGS)))]
     for name, model in sorted(TASK_CONFIGS.items()):
-        rows += _rows(f"task.", model, f"[{name}] ")
+        rows += _rows("task.", model, f"[{name}] ")
     rows.append(("model", DEFAULT_MODEL, "model name: " + ", ".join(sorted(MODELS))))
     for name, model in sorted(MODELS.items()):
         rows += _rows("model.", model, f"[{name}] ")

@@ -78,6 +78,59 @@ def _tanh(x):
 
 
 @triton.jit
+def _load4(ptr, H, mask):
+    """The four (rows, units) gate tiles at ptr, ptr + H, ptr + 2H, ptr + 3H."""
+    return (tl.load(ptr, mask=mask, other=0.0), tl.load(ptr + H, mask=mask, other=0.0),
+            tl.load(ptr + 2 * H, mask=mask, other=0.0), tl.load(ptr + 3 * H, mask=mask, other=0.0))
+
+
+@triton.jit
+def _store4(ptr, H, a, b, c, d, mask):
+    tl.store(ptr, a, mask=mask)
+    tl.store(ptr + H, b, mask=mask)
+    tl.store(ptr + 2 * H, c, mask=mask)
+    tl.store(ptr + 3 * H, d, mask=mask)
+
+
+# The cells' pointwise math, shared by the one-program kernels here and the split kernels (kernels.triton_split).
+
+
+@triton.jit
+def _lstm_cell(pre_i, pre_f, pre_g, pre_o, c):
+    """One LSTM step from the gate pre-activations and c_{t-1}: (i, f, g, o, c_t, h_t)."""
+    i = _sigmoid(pre_i)
+    f = _sigmoid(pre_f)
+    g = _tanh(pre_g)
+    o = _sigmoid(pre_o)
+    c = f * c + i * g
+    return i, f, g, o, c, o * _tanh(c)
+
+
+@triton.jit
+def _lstm_cell_backward(dh, dc, i, f, g, o, c, c_prev):
+    """dL/dh_t (dh) and dL/dc_t from later steps (dc) -> gate pre-activation gradients and dL/dc_{t-1}."""
+    tc = _tanh(c)
+    dc += dh * o * (1.0 - tc * tc)
+    return dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o), dc * f
+
+
+@triton.jit
+def _gru_cell(pre_r, pre_z, x_n, hn, h):
+    """One GRU step from the r, z pre-activations, n's input side, hn = W_hn h + b_hn and h_{t-1}: (r, z, n, h_t)."""
+    r = _sigmoid(pre_r)
+    z = _sigmoid(pre_z)
+    n = _tanh(x_n + r * hn)
+    return r, z, n, (1.0 - z) * n + z * h
+
+
+@triton.jit
+def _gru_cell_backward(dh, r, z, n, hn, h_prev):
+    """dL/dh_t -> (dr, dz, dn) pre-activation gradients and d(W_hn h + b_hn); dh * z is dL/dh_{t-1}'s direct part."""
+    d_n = dh * (1.0 - z) * (1.0 - n * n)
+    return d_n * hn * r * (1.0 - r), dh * (h_prev - n) * z * (1.0 - z), d_n, d_n * r
+
+
+@triton.jit
 def _tile(B, H, HP: tl.constexpr, BB: tl.constexpr):
     """This program's batch rows (BB,), the (BB, HP) validity mask, and the tile's offsets in a (B, H) slab."""
     rows = tl.program_id(0) * BB + tl.arange(0, BB)
@@ -175,20 +228,14 @@ def lstm_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, T, B, H, LOWP: t
     h = tl.load(hs_ptr + off, mask=mask, other=0.0)
     c = tl.load(cs_ptr + off, mask=mask, other=0.0)
     for _ in range(T):
-        i = _sigmoid(tl.load(xp_ptr + goff, mask=mask, other=0.0) + _dot(h, w_i, LOWP))
-        f = _sigmoid(tl.load(xp_ptr + goff + H, mask=mask, other=0.0) + _dot(h, w_f, LOWP))
-        g = _tanh(tl.load(xp_ptr + goff + 2 * H, mask=mask, other=0.0) + _dot(h, w_g, LOWP))
-        o = _sigmoid(tl.load(xp_ptr + goff + 3 * H, mask=mask, other=0.0) + _dot(h, w_o, LOWP))
-        c = f * c + i * g
-        h = o * _tanh(c)
+        x_i, x_f, x_g, x_o = _load4(xp_ptr + goff, H, mask)
+        i, f, g, o, c, h = _lstm_cell(x_i + _dot(h, w_i, LOWP), x_f + _dot(h, w_f, LOWP), x_g + _dot(h, w_g, LOWP),
+                                      x_o + _dot(h, w_o, LOWP), c)
         hs_ptr += B * H
         cs_ptr += B * H
         tl.store(hs_ptr + off, h, mask=mask)
         tl.store(cs_ptr + off, c, mask=mask)
-        tl.store(act_ptr + goff, i, mask=mask)
-        tl.store(act_ptr + goff + H, f, mask=mask)
-        tl.store(act_ptr + goff + 2 * H, g, mask=mask)
-        tl.store(act_ptr + goff + 3 * H, o, mask=mask)
+        _store4(act_ptr + goff, H, i, f, g, o, mask)
         xp_ptr += 4 * B * H
         act_ptr += 4 * B * H
 
@@ -211,22 +258,10 @@ def lstm_backward_kernel(dout_ptr, dcn_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, dh0_
     for _ in range(T):
         dh += tl.load(dout_ptr + off, mask=mask, other=0.0)
         _store_norm(norm_ptr, dh, rows, B, TRACK)
-        i = tl.load(act_ptr + goff, mask=mask, other=0.0)
-        f = tl.load(act_ptr + goff + H, mask=mask, other=0.0)
-        g = tl.load(act_ptr + goff + 2 * H, mask=mask, other=0.0)
-        o = tl.load(act_ptr + goff + 3 * H, mask=mask, other=0.0)
-        tc = _tanh(tl.load(cs_ptr + off, mask=mask, other=0.0))
-        c_prev = tl.load(cs_ptr - B * H + off, mask=mask, other=0.0)
-        dc += dh * o * (1.0 - tc * tc)
-        d_i = dc * g * i * (1.0 - i)
-        d_f = dc * c_prev * f * (1.0 - f)
-        d_g = dc * i * (1.0 - g * g)
-        d_o = dh * tc * o * (1.0 - o)
-        tl.store(dg_ptr + goff, d_i, mask=mask)
-        tl.store(dg_ptr + goff + H, d_f, mask=mask)
-        tl.store(dg_ptr + goff + 2 * H, d_g, mask=mask)
-        tl.store(dg_ptr + goff + 3 * H, d_o, mask=mask)
-        dc = dc * f
+        i, f, g, o = _load4(act_ptr + goff, H, mask)
+        c, c_prev = tl.load(cs_ptr + off, mask=mask, other=0.0), tl.load(cs_ptr - B * H + off, mask=mask, other=0.0)
+        d_i, d_f, d_g, d_o, dc = _lstm_cell_backward(dh, dc, i, f, g, o, c, c_prev)
+        _store4(dg_ptr + goff, H, d_i, d_f, d_g, d_o, mask)
         dh = _dot(d_i, w_i, LOWP) + _dot(d_f, w_f, LOWP) + _dot(d_g, w_g, LOWP) + _dot(d_o, w_o, LOWP)
         dout_ptr -= B * H
         cs_ptr -= B * H
@@ -255,17 +290,13 @@ def gru_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, T, B, H, LOWP: t
     b_hn = tl.load(bhn_ptr + cols, mask=cols < H, other=0.0)[None, :]
     h = tl.load(hs_ptr + off, mask=mask, other=0.0)
     for _ in range(T):
-        r = _sigmoid(tl.load(xp_ptr + xoff, mask=mask, other=0.0) + _dot(h, w_r, LOWP))
-        z = _sigmoid(tl.load(xp_ptr + xoff + H, mask=mask, other=0.0) + _dot(h, w_z, LOWP))
         hn = _dot(h, w_n, LOWP) + b_hn
-        n = _tanh(tl.load(xp_ptr + xoff + 2 * H, mask=mask, other=0.0) + r * hn)
-        h = (1.0 - z) * n + z * h
+        r, z, n, h = _gru_cell(tl.load(xp_ptr + xoff, mask=mask, other=0.0) + _dot(h, w_r, LOWP),
+                               tl.load(xp_ptr + xoff + H, mask=mask, other=0.0) + _dot(h, w_z, LOWP),
+                               tl.load(xp_ptr + xoff + 2 * H, mask=mask, other=0.0), hn, h)
         hs_ptr += B * H
         tl.store(hs_ptr + off, h, mask=mask)
-        tl.store(act_ptr + aoff, r, mask=mask)
-        tl.store(act_ptr + aoff + H, z, mask=mask)
-        tl.store(act_ptr + aoff + 2 * H, n, mask=mask)
-        tl.store(act_ptr + aoff + 3 * H, hn, mask=mask)
+        _store4(act_ptr + aoff, H, r, z, n, hn, mask)
         xp_ptr += 3 * B * H
         act_ptr += 4 * B * H
 
@@ -287,19 +318,9 @@ def gru_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, dh0_ptr, norm_
     for _ in range(T):
         dh += tl.load(dout_ptr + off, mask=mask, other=0.0)
         _store_norm(norm_ptr, dh, rows, B, TRACK)
-        r = tl.load(act_ptr + goff, mask=mask, other=0.0)
-        z = tl.load(act_ptr + goff + H, mask=mask, other=0.0)
-        n = tl.load(act_ptr + goff + 2 * H, mask=mask, other=0.0)
-        hn = tl.load(act_ptr + goff + 3 * H, mask=mask, other=0.0)
-        h_prev = tl.load(hs_ptr + off, mask=mask, other=0.0)
-        d_n = dh * (1.0 - z) * (1.0 - n * n)
-        d_z = dh * (h_prev - n) * z * (1.0 - z)
-        d_r = d_n * hn * r * (1.0 - r)
-        d_hn = d_n * r
-        tl.store(dg_ptr + goff, d_r, mask=mask)
-        tl.store(dg_ptr + goff + H, d_z, mask=mask)
-        tl.store(dg_ptr + goff + 2 * H, d_n, mask=mask)
-        tl.store(dg_ptr + goff + 3 * H, d_hn, mask=mask)
+        r, z, n, hn = _load4(act_ptr + goff, H, mask)
+        d_r, d_z, d_n, d_hn = _gru_cell_backward(dh, r, z, n, hn, tl.load(hs_ptr + off, mask=mask, other=0.0))
+        _store4(dg_ptr + goff, H, d_r, d_z, d_n, d_hn, mask)
         dh = dh * z + _dot(d_r, w_r, LOWP) + _dot(d_z, w_z, LOWP) + _dot(d_hn, w_n, LOWP)
         dout_ptr -= B * H
         hs_ptr -= B * H

@@ -26,7 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_rnn import _dot, _operand, _sigmoid, _tanh
+from .triton_rnn import (_dot, _gru_cell, _gru_cell_backward, _load4, _lstm_cell, _lstm_cell_backward, _operand,
+                         _store4, _tanh)
 
 HIDDEN_BLOCK = 16  # hidden units per program: the smallest N tl.dot takes, so the most programs for a given H
 MAX_SPINS = tl.constexpr(1 << 24)  # barrier polls (each an L2 round trip, ~1 us) before giving up: seconds, not forever
@@ -155,19 +156,14 @@ def lstm_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, sync_ptr, 
     c = tl.load(cs_ptr + own_off, mask=own, other=0.0)
     for s in range(nsteps):
         h = _load_shared(hs_ptr + full_off, full)
-        i = _sigmoid(tl.load(xp_ptr + gate_off, mask=own, other=0.0) + _dot(h, w_i, LOWP))
-        f = _sigmoid(tl.load(xp_ptr + gate_off + H, mask=own, other=0.0) + _dot(h, w_f, LOWP))
-        g = _tanh(tl.load(xp_ptr + gate_off + 2 * H, mask=own, other=0.0) + _dot(h, w_g, LOWP))
-        o = _sigmoid(tl.load(xp_ptr + gate_off + 3 * H, mask=own, other=0.0) + _dot(h, w_o, LOWP))
-        c = f * c + i * g
+        x_i, x_f, x_g, x_o = _load4(xp_ptr + gate_off, H, own)
+        i, f, g, o, c, h_own = _lstm_cell(x_i + _dot(h, w_i, LOWP), x_f + _dot(h, w_f, LOWP),
+                                          x_g + _dot(h, w_g, LOWP), x_o + _dot(h, w_o, LOWP), c)
         hs_ptr += B * H
         cs_ptr += B * H
-        tl.store(hs_ptr + own_off, o * _tanh(c), mask=own)
+        tl.store(hs_ptr + own_off, h_own, mask=own)
         tl.store(cs_ptr + own_off, c, mask=own)
-        tl.store(act_ptr + gate_off, i, mask=own)
-        tl.store(act_ptr + gate_off + H, f, mask=own)
-        tl.store(act_ptr + gate_off + 2 * H, g, mask=own)
-        tl.store(act_ptr + gate_off + 3 * H, o, mask=own)
+        _store4(act_ptr + gate_off, H, i, f, g, o, own)
         xp_ptr += 4 * B * H
         act_ptr += 4 * B * H
         _step_done(sync_ptr, sync_ptr, NB, s, PERSISTENT)
@@ -195,18 +191,11 @@ def lstm_split_backward_kernel(dout_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, carry_p
                + _dot(_load_shared(dg_ptr + next_off + 2 * H, full), w_g, LOWP)
                + _dot(_load_shared(dg_ptr + next_off + 3 * H, full), w_o, LOWP))
         _store_sq_norm(norm_ptr, dh, rows, B, TRACK)
-        i = tl.load(act_ptr + gate_off, mask=own, other=0.0)
-        f = tl.load(act_ptr + gate_off + H, mask=own, other=0.0)
-        g = tl.load(act_ptr + gate_off + 2 * H, mask=own, other=0.0)
-        o = tl.load(act_ptr + gate_off + 3 * H, mask=own, other=0.0)
-        tc = _tanh(tl.load(cs_ptr + own_off, mask=own, other=0.0))
+        i, f, g, o = _load4(act_ptr + gate_off, H, own)
+        c = tl.load(cs_ptr + own_off, mask=own, other=0.0)
         c_prev = tl.load(cs_ptr - B * H + own_off, mask=own, other=0.0)
-        dc += dh * o * (1.0 - tc * tc)
-        tl.store(dg_ptr + gate_off, dc * g * i * (1.0 - i), mask=own)
-        tl.store(dg_ptr + gate_off + H, dc * c_prev * f * (1.0 - f), mask=own)
-        tl.store(dg_ptr + gate_off + 2 * H, dc * i * (1.0 - g * g), mask=own)
-        tl.store(dg_ptr + gate_off + 3 * H, dh * tc * o * (1.0 - o), mask=own)
-        dc = dc * f
+        d_i, d_f, d_g, d_o, dc = _lstm_cell_backward(dh, dc, i, f, g, o, c, c_prev)
+        _store4(dg_ptr + gate_off, H, d_i, d_f, d_g, d_o, own)
         dout_ptr -= B * H
         cs_ptr -= B * H
         act_ptr -= 4 * B * H
@@ -236,17 +225,14 @@ def gru_split_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, sync_ptr, 
     b_hn = tl.load(bhn_ptr + units, mask=units < H, other=0.0)[None, :]
     for s in range(nsteps):
         h = _load_shared(hs_ptr + full_off, full)
-        h_own = tl.load(hs_ptr + own_off, mask=own, other=0.0)
-        r = _sigmoid(tl.load(xp_ptr + x_off, mask=own, other=0.0) + _dot(h, w_r, LOWP))
-        z = _sigmoid(tl.load(xp_ptr + x_off + H, mask=own, other=0.0) + _dot(h, w_z, LOWP))
         hn = _dot(h, w_n, LOWP) + b_hn
-        n = _tanh(tl.load(xp_ptr + x_off + 2 * H, mask=own, other=0.0) + r * hn)
+        r, z, n, h_own = _gru_cell(tl.load(xp_ptr + x_off, mask=own, other=0.0) + _dot(h, w_r, LOWP),
+                                   tl.load(xp_ptr + x_off + H, mask=own, other=0.0) + _dot(h, w_z, LOWP),
+                                   tl.load(xp_ptr + x_off + 2 * H, mask=own, other=0.0), hn,
+                                   tl.load(hs_ptr + own_off, mask=own, other=0.0))
         hs_ptr += B * H
-        tl.store(hs_ptr + own_off, (1.0 - z) * n + z * h_own, mask=own)
-        tl.store(act_ptr + a_off, r, mask=own)
-        tl.store(act_ptr + a_off + H, z, mask=own)
-        tl.store(act_ptr + a_off + 2 * H, n, mask=own)
-        tl.store(act_ptr + a_off + 3 * H, hn, mask=own)
+        tl.store(hs_ptr + own_off, h_own, mask=own)
+        _store4(act_ptr + a_off, H, r, z, n, hn, own)
         xp_ptr += 3 * B * H
         act_ptr += 4 * B * H
         _step_done(sync_ptr, sync_ptr, NB, s, PERSISTENT)
@@ -273,16 +259,9 @@ def gru_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, carry_pt
                + _dot(_load_shared(dg_ptr + next_off + H, full), w_z, LOWP)
                + _dot(_load_shared(dg_ptr + next_off + 3 * H, full), w_n, LOWP))
         _store_sq_norm(norm_ptr, dh, rows, B, TRACK)
-        r = tl.load(act_ptr + gate_off, mask=own, other=0.0)
-        z = tl.load(act_ptr + gate_off + H, mask=own, other=0.0)
-        n = tl.load(act_ptr + gate_off + 2 * H, mask=own, other=0.0)
-        hn = tl.load(act_ptr + gate_off + 3 * H, mask=own, other=0.0)
-        h_prev = tl.load(hs_ptr + own_off, mask=own, other=0.0)
-        d_n = dh * (1.0 - z) * (1.0 - n * n)
-        tl.store(dg_ptr + gate_off, d_n * hn * r * (1.0 - r), mask=own)
-        tl.store(dg_ptr + gate_off + H, dh * (h_prev - n) * z * (1.0 - z), mask=own)
-        tl.store(dg_ptr + gate_off + 2 * H, d_n, mask=own)
-        tl.store(dg_ptr + gate_off + 3 * H, d_n * r, mask=own)
+        r, z, n, hn = _load4(act_ptr + gate_off, H, own)
+        d_r, d_z, d_n, d_hn = _gru_cell_backward(dh, r, z, n, hn, tl.load(hs_ptr + own_off, mask=own, other=0.0))
+        _store4(dg_ptr + gate_off, H, d_r, d_z, d_n, d_hn, own)
         carry = dh * z
         dout_ptr -= B * H
         hs_ptr -= B * H

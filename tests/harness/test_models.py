@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from harness.config import parse_overrides, resolve
 from harness.train import Trainer
 
 from .conftest import tiny

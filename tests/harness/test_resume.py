@@ -1,4 +1,3 @@
-import json
 
 import pytest
 import torch
@@ -55,7 +54,6 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, monkeypatch, mod
 
 def test_periodic_checkpoint_holds_everything_to_resume(tmp_path):
     cfg = tiny("train.checkpoint_every=4")
-    run_dir = tmp_path / cfg.run_id
     saved = {}
     from harness import records as rec
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.config import ConfigError, parse_overrides
+from harness.config import parse_overrides
 from harness.loaders import load_runs
 from harness.sweep import expand, load_spec, points, presets
 

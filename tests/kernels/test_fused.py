@@ -98,6 +98,21 @@ def run(module, x, hx):
     return {"output": out, **{f"{s}_n": v for s, v in zip("hc", finals)}, **dict(zip(leaves, grads))}
 
 
+def reference_grad_norms(module, x, hx):
+    """||dL/dh_t|| (num_layers, T, B) of `loss_of` from the float64 reference loop: the norms of zero probes added to
+    every h_t, whose gradients are the total derivatives dL/dh_t (through later steps and the next layer)."""
+    probes = {}
+
+    def hook(layer, t, h):
+        probes[layer, t] = torch.zeros_like(h, requires_grad=True)
+        return h + probes[layer, t]
+
+    loss_of(*as_reference(module).double()(*cast(x, hx, torch.float64), step_hook=hook)).backward()
+    T = len({t for _, t in probes})
+    return torch.stack([torch.stack([probes[k, t].grad.norm(dim=-1) for t in range(T)])
+                        for k in range(module.num_layers)])
+
+
 def assert_all_close(want, got, rtol_out, rtol_grad, what):
     assert got.keys() == want.keys()
     for name in want:
@@ -180,17 +195,7 @@ def test_grad_norms_are_total_gradients(arch):
     x, hx = make_inputs(arch, B, T, H, L, with_hx=True)
     run(module, x, hx)
     assert module.grad_norms.shape == (L, T, B)
-
-    ref = as_reference(module).double()
-    probes = {}
-
-    def hook(layer, t, h):
-        probes[layer, t] = torch.zeros_like(h, requires_grad=True)
-        return h + probes[layer, t]
-
-    loss_of(*ref(*cast(x, hx, torch.float64), step_hook=hook)).backward()
-    want = torch.stack([torch.stack([probes[k, t].grad.norm(dim=-1) for t in range(T)]) for k in range(L)])
-    assert_close("grad_norms", want, module.grad_norms, RTOL_GRAD)
+    assert_close("grad_norms", reference_grad_norms(module, x, hx), module.grad_norms, RTOL_GRAD)
 
 
 # ---- drop-in: construction, state dicts, unsupported arguments, fallbacks -----------------------------------------

@@ -9,7 +9,7 @@ import torch
 
 from kernels import as_reference
 
-from .test_fused import assert_all_close, build, cast, loss_of, make_inputs, run
+from .test_fused import assert_all_close, build, cast, make_inputs, reference_grad_norms, run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -70,14 +70,7 @@ def test_grad_norms_are_total_gradients(arch):
     module.track_grad_norms = True
     x, hx = make_inputs(arch, B, T, H, L, with_hx=True, device="cuda")
     run(module, x, hx)
-    probes = {}
-
-    def hook(layer, t, h):
-        probes[layer, t] = torch.zeros_like(h, requires_grad=True)
-        return h + probes[layer, t]
-
-    loss_of(*as_reference(module).double()(*cast(x, hx, torch.float64), step_hook=hook)).backward()
-    want = torch.stack([torch.stack([probes[k, t].grad.norm(dim=-1) for t in range(T)]) for k in range(L)])
+    want = reference_grad_norms(module, x, hx)
     torch.testing.assert_close(module.grad_norms.double(), want, rtol=1e-4, atol=1e-6)
 
 
@@ -142,12 +135,5 @@ def test_split_grad_norms_are_total_gradients(arch):
     x, hx = make_inputs(arch, B, T, H, L, with_hx=True, device="cuda")
     run(module, x, hx)
     assert module.last_path.startswith("fused-triton-split-")
-    probes = {}
-
-    def hook(layer, t, h):
-        probes[layer, t] = torch.zeros_like(h, requires_grad=True)
-        return h + probes[layer, t]
-
-    loss_of(*as_reference(module).double()(*cast(x, hx, torch.float64), step_hook=hook)).backward()
-    want = torch.stack([torch.stack([probes[k, t].grad.norm(dim=-1) for t in range(T)]) for k in range(L)])
+    want = reference_grad_norms(module, x, hx)
     torch.testing.assert_close(module.grad_norms.double(), want, rtol=1e-4, atol=1e-6)

@@ -6,12 +6,11 @@ the auto mode takes above the one-program limit; determinism and ||dL/dh_t||."""
 
 import pytest
 import torch
-import triton.language as tl
 
 from kernels import as_reference, fused
 
-from .test_fused import (REF, RTOL_GRAD, RTOL_OUT, TORCH, assert_all_close, build, cast, loss_of, make_inputs,
-                         needs_kernels, run, twin)
+from .test_fused import (REF, RTOL_GRAD, RTOL_OUT, TORCH, assert_all_close, build, cast, make_inputs, needs_kernels,
+                         reference_grad_norms, run, twin)
 
 pytestmark = needs_kernels
 
@@ -86,6 +85,8 @@ def test_persistent_barrier_with_one_block_per_tile(split_mode, arch):
 def test_persistent_barrier_gives_up_instead_of_hanging(split_mode, monkeypatch):
     """Three hidden blocks under the interpreter, which runs programs one at a time: the first program's barrier can
     never be met. It must give up after MAX_SPINS polls and raise, not hang or return numbers."""
+    import triton.language as tl
+
     from kernels import triton_split
 
     monkeypatch.setattr(triton_split, "MAX_SPINS", tl.constexpr(3))
@@ -135,15 +136,8 @@ def test_split_grad_norms_are_total_gradients(split_mode, arch):
     module.track_grad_norms = True
     x, hx = make_inputs(arch, B, T, H, L, with_hx=True)
     run(module, x, hx)
-    probes = {}
-
-    def hook(layer, t, h):
-        probes[layer, t] = torch.zeros_like(h, requires_grad=True)
-        return h + probes[layer, t]
-
-    loss_of(*as_reference(module).double()(*cast(x, hx, torch.float64), step_hook=hook)).backward()
-    want = torch.stack([torch.stack([probes[k, t].grad.norm(dim=-1) for t in range(T)]) for k in range(L)])
     assert module.grad_norms.shape == (L, T, B)
+    want = reference_grad_norms(module, x, hx)
     torch.testing.assert_close(module.grad_norms.double(), want, rtol=RTOL_GRAD, atol=1e-7)
 
 

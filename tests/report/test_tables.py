@@ -1,7 +1,6 @@
 import math
 
 import pandas as pd
-import pytest
 
 from harness.report import data as D
 from harness.report import tables
