@@ -54,22 +54,32 @@ def test_long_sequence_half_precision(arch, H, dtype):
     assert_all_close(want, got, 1e-2, 1e-2, f"{arch} H={H} T={T_LONG} {dtype}")
 
 
-@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-tanh"])
-def test_gradients_are_bitwise_deterministic(arch):
-    module = build(arch, 64, 2, device="cuda")
-    x, hx = make_inputs(arch, 300, 256, 64, 2, with_hx=True, device="cuda")  # 19 batch tiles
+DETERMINISM = [pytest.param(arch, 64, 300, 2, "fused-triton", id=f"{arch}-H64-B300")
+               for arch in ("lstm", "gru", "rnn-tanh")]
+# B = 256 at H = 512: 4 batch tiles of 64 rows x 32 hidden blocks, persistent
+DETERMINISM += [pytest.param(arch, 512, 256, 1, "fused-triton-split-persistent", id=f"{arch}-H512-B256")
+                for arch in ("lstm", "gru", "rnn-relu")]
+
+
+@pytest.mark.parametrize("arch,H,B,L,path", DETERMINISM)
+def test_gradients_are_bitwise_deterministic(arch, H, B, L, path):
+    module = build(arch, H, L, device="cuda")
+    x, hx = make_inputs(arch, B, 256, H, L, with_hx=True, device="cuda")  # B = 300: 19 batch tiles of 16
     first, second = run(module, x, hx), run(module, x, hx)
+    assert module.last_path == path
     for name in first:
         assert torch.equal(first[name], second[name]), name
 
 
+@pytest.mark.parametrize("H", [33, 200], ids=["H33", "H200-split"])
 @pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-relu"])
-def test_grad_norms_are_total_gradients(arch):
-    B, T, H, L = 5, 64, 33, 2
+def test_grad_norms_are_total_gradients(arch, H):
+    B, T, L = 5, 64, 2
     module = build(arch, H, L, device="cuda")
     module.track_grad_norms = True
     x, hx = make_inputs(arch, B, T, H, L, with_hx=True, device="cuda")
     run(module, x, hx)
+    assert module.last_path.startswith("fused-triton-split-" if H > 128 else "fused-triton")
     want = reference_grad_norms(module, x, hx)
     torch.testing.assert_close(module.grad_norms.double(), want, rtol=1e-4, atol=1e-6)
 
@@ -115,25 +125,3 @@ def test_split_persistent_equals_stepwise(split_mode, arch):
         assert module.last_path == f"fused-triton-split-{mode}"
     for name, value in results["persistent"].items():
         torch.testing.assert_close(value, results["stepwise"][name], rtol=1e-6, atol=0, msg=name)
-
-
-@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-relu"])
-def test_split_gradients_are_bitwise_deterministic(arch):
-    module = build(arch, 512, 1, device="cuda")
-    x, hx = make_inputs(arch, 256, 256, 512, 1, with_hx=True, device="cuda")  # 4 batch tiles of 64 x 32 blocks
-    first, second = run(module, x, hx), run(module, x, hx)
-    assert module.last_path == "fused-triton-split-persistent"
-    for name in first:
-        assert torch.equal(first[name], second[name]), name
-
-
-@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-tanh"])
-def test_split_grad_norms_are_total_gradients(arch):
-    B, T, H, L = 5, 64, 200, 2
-    module = build(arch, H, L, device="cuda")
-    module.track_grad_norms = True
-    x, hx = make_inputs(arch, B, T, H, L, with_hx=True, device="cuda")
-    run(module, x, hx)
-    assert module.last_path.startswith("fused-triton-split-")
-    want = reference_grad_norms(module, x, hx)
-    torch.testing.assert_close(module.grad_norms.double(), want, rtol=1e-4, atol=1e-6)
