@@ -40,6 +40,7 @@ hidden state at each step, per batch row) into `module.grad_norms`, (num_layers,
 
 import functools
 import math
+import os
 import warnings
 
 import torch
@@ -53,8 +54,9 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 #: How the split kernels (hidden sizes above `max_fused_hidden`) launch: "auto" (persistent when the grid fits the
-#: GPU's multiprocessors at once, else one launch per step), "persistent" or "stepwise".
-SPLIT_MODE = "auto"
+#: GPU's multiprocessors at once, else one launch per step), "persistent" or "stepwise". Default: the environment
+#: variable SEQBENCH_SPLIT_MODE, else "auto".
+SPLIT_MODE = os.environ.get("SEQBENCH_SPLIT_MODE", "auto")
 SPLIT_MODES = ("auto", "persistent", "stepwise")
 
 
@@ -321,7 +323,8 @@ class _Fused:
         if self.hidden_size <= self.max_fused_hidden:
             return None
         if SPLIT_MODE not in SPLIT_MODES:
-            raise ValueError(f"kernels.fused.SPLIT_MODE={SPLIT_MODE!r}: expected one of {', '.join(SPLIT_MODES)}")
+            raise ValueError(f"kernels.fused.SPLIT_MODE={SPLIT_MODE!r} (SEQBENCH_SPLIT_MODE): expected one of "
+                             f"{', '.join(SPLIT_MODES)}")
         if SPLIT_MODE != "auto":
             return SPLIT_MODE
         gates = {"RNN": 1, "LSTM": 4, "GRU": 3}[type(self).__name__]

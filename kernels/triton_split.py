@@ -315,8 +315,8 @@ def _run(kernel, mode, grid, cfg, T, at_step, walk_back=False, **constexprs):
         kernel[grid](*at_step(first), sync, T, *constexprs.pop("sizes"), NB, PERSISTENT=True, **constexprs, **cfg)
         if sync[NB].item():
             raise BarrierTimeout(f"{kernel.fn.__name__}: a step barrier gave up after {MAX_SPINS.value} polls: not all "
-                                 f"{grid[0] * grid[1]} programs were resident; set kernels.fused.SPLIT_MODE = "
-                                 f"'stepwise' to run this GPU one launch per step")
+                                 f"{grid[0] * grid[1]} programs were resident (is another process using the GPU?); "
+                                 f"SEQBENCH_SPLIT_MODE=stepwise runs one launch per step instead")
         return
     sizes = constexprs.pop("sizes")
     for t in (range(T - 1, -1, -1) if walk_back else range(T)):

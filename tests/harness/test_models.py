@@ -83,3 +83,13 @@ def test_triton_backend_matches_torch_and_records_its_path(tmp_path, model):
     assert summary["status"] == "completed" and summary["backend"] == "triton"
     # under the interpreter (tests set TRITON_INTERPRET=1 without a GPU) the fused kernel itself runs
     assert summary["kernel_path"].endswith("fused-triton"), summary["kernel_path"]
+
+
+def test_triton_backend_above_the_one_program_limit_takes_the_split_kernels(tmp_path):
+    from harness.train import execute
+
+    summary, _ = execute(tiny("model=lstm", "model.backend=triton", "model.hidden=70", "train.steps=1"), tmp_path,
+                         progress=False)
+    assert summary["status"] == "completed"
+    # on CPU (the interpreter) the split kernels launch once per step
+    assert summary["kernel_path"].endswith("fused-triton-split-stepwise"), summary["kernel_path"]

@@ -113,7 +113,7 @@ def test_auto_takes_the_split_kernels_above_the_one_program_limit(split_mode, ar
 def test_unknown_split_mode_is_an_error(split_mode):
     split_mode("sometimes")
     module = split_module("gru", 5, 1)
-    with pytest.raises(ValueError, match="SPLIT_MODE='sometimes': expected one of auto, persistent, stepwise"):
+    with pytest.raises(ValueError, match="SPLIT_MODE='sometimes' .SEQBENCH_SPLIT_MODE.: expected one of auto, persistent, stepwise"):
         module(make_inputs("gru", 2, 2, 5, 1)[0])
 
 
