@@ -141,13 +141,15 @@ def test_split_grad_norms_are_total_gradients(split_mode, arch):
     torch.testing.assert_close(module.grad_norms.double(), want, rtol=RTOL_GRAD, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("arch", ["lstm", "gru", "rnn-tanh"])
-def test_split_bfloat16_in_bfloat16_out(split_mode, arch):
-    """bf16 modules: recurrent products from bf16-rounded operands, fp32 state and sums, bf16 results."""
+def test_split_half_precision_in_and_out(split_mode, arch, dtype):
+    """Half-precision modules: recurrent products from operands rounded to the dtype, fp32 state and sums, results in
+    the dtype."""
     split_mode("stepwise")
-    module = split_module(arch, 20, 2, dtype=torch.bfloat16)
-    x, hx = make_inputs(arch, 3, 4, 20, 2, with_hx=True, dtype=torch.bfloat16)
+    module = split_module(arch, 20, 2, dtype=dtype)
+    x, hx = make_inputs(arch, 3, 4, 20, 2, with_hx=True, dtype=dtype)
     got = run(module, x, hx)
-    assert all(t.dtype == torch.bfloat16 for t in got.values())
+    assert all(t.dtype == dtype for t in got.values())
     want = run(as_reference(module).double(), *cast(x, hx, torch.float64))
-    assert_all_close(want, got, 1e-2, 1e-2, "split bf16 vs float64 reference")
+    assert_all_close(want, got, 1e-2, 1e-2, f"split {dtype} vs float64 reference")
