@@ -7,10 +7,11 @@ split kernels' stepwise mode, below, launches once per step instead). No atomics
 barrier counters are the only atomics), so the same inputs give bitwise the same gradients.
 
 Precision: the state (h, c), the saved activations and every accumulation are fp32 in every mode. In float32 the
-recurrent products are IEEE fp32 (never TF32). For bfloat16/float16 modules the recurrent tl.dot operands (W_hh and
-h_{t-1}, or the gate gradients in backward) are rounded to that dtype, as cuDNN does, so the products run on tensor
-cores with fp32 accumulation; the big GEMMs (input projection, weight and input gradients) run in fp32 on fp32 copies,
-following torch's float32 matmul precision (IEEE unless TF32 has been enabled). Outputs and gradients come back in the
+recurrent products are IEEE fp32 (never TF32) and the big GEMMs (input projection, weight and input gradients) follow
+torch's float32 matmul precision (IEEE unless TF32 has been enabled). For bfloat16/float16 modules every matmul
+operand is in that dtype, as in cuDNN: the recurrent tl.dot operands (W_hh and h_{t-1}, or the gate gradients in
+backward) are rounded to it and the big GEMMs run in it, all on tensor cores with fp32 accumulation; the input
+projection comes back rounded to the dtype once, then is carried in fp32. Outputs and gradients come back in the
 caller's dtype.
 
 Which path runs is recorded on every forward in `module.last_path`:
@@ -116,11 +117,23 @@ def _lowp(dtype):
     return {torch.bfloat16: 1, torch.float16: 2}.get(dtype, 0)
 
 
+def _gemm_dtype(dtype):
+    """The big GEMMs run in the caller's dtype when it is bfloat16/float16 (tensor cores; cuBLAS accumulates in fp32
+    and rounds each result once), else in float32."""
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
 def _project(x, w_ih, bias):
     """Input projections of every step as one GEMM: x (T, B, I) -> x W_ih^T + bias, (T, B, G*H) fp32."""
     T, B, I = x.shape
-    x2, w = x.reshape(T * B, I).float(), w_ih.float().t()
-    xp = x2 @ w if bias is None else torch.addmm(bias, x2, w)
+    g = _gemm_dtype(x.dtype)
+    x2, w = x.reshape(T * B, I).to(g), w_ih.to(g).t()
+    if g == torch.float32:
+        xp = x2 @ w if bias is None else torch.addmm(bias, x2, w)
+    else:
+        xp = (x2 @ w).float()
+        if bias is not None:
+            xp += bias
     return xp.view(T, B, -1)
 
 
@@ -129,16 +142,20 @@ def _combined_bias(b_ih, b_hh):
 
 
 def _input_and_weight_grads(needs, dgx, dgh, x, h_prev, w_ih, w_hh):
-    """Gradients of x, W_ih, W_hh, b_ih, b_hh (None where `needs` says not needed) as GEMMs over all T*B rows.
+    """Gradients of x, W_ih, W_hh, b_ih, b_hh (None where `needs` says not needed) as GEMMs over all T*B rows, in
+    `_gemm_dtype` (the bias gradients are fp32 sums).
 
-    dgx (T*B, G*H): gradients of the input-side pre-activations x W_ih^T + b_ih; dgh: of the recurrent side
-    h W_hh^T + b_hh (the same tensor except for the GRU's n gate); h_prev (T*B, H) holds h_{t-1} row for row.
+    dgx (T*B, G*H) fp32: gradients of the input-side pre-activations x W_ih^T + b_ih; dgh: of the recurrent side
+    h W_hh^T + b_hh (the same tensor except for the GRU's n gate); h_prev (T*B, H) fp32 holds h_{t-1} row for row.
     """
     T, B, I = x.shape
     need_x, need_w_ih, need_w_hh, need_b_ih, need_b_hh = needs
-    dx = (dgx @ w_ih.float()).view(T, B, I).to(x.dtype) if need_x else None
-    dw_ih = (dgx.t() @ x.reshape(T * B, I).float()).to(w_ih.dtype) if need_w_ih else None
-    dw_hh = (dgh.t() @ h_prev).to(w_hh.dtype) if need_w_hh else None
+    g = _gemm_dtype(x.dtype)
+    dgx_g = dgx.to(g)
+    dgh_g = dgx_g if dgh is dgx else dgh.to(g)
+    dx = (dgx_g @ w_ih.to(g)).view(T, B, I).to(x.dtype) if need_x else None
+    dw_ih = (dgx_g.t() @ x.reshape(T * B, I).to(g)).to(w_ih.dtype) if need_w_ih else None
+    dw_hh = (dgh_g.t() @ h_prev.to(g)).to(w_hh.dtype) if need_w_hh else None
     db_ih = dgx.sum(0).to(w_ih.dtype) if need_b_ih else None
     db_hh = dgh.sum(0).to(w_hh.dtype) if need_b_hh else None
     return dx, dw_ih, dw_hh, db_ih, db_hh
