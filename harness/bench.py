@@ -73,9 +73,9 @@ def timeit(fn, device: torch.device) -> tuple[float, float, float]:
     return statistics.median(times), q[1], q[7]
 
 
-# Device ceilings from the vendors' datasheets (dense, no sparsity): FLOP/s by arithmetic and memory bytes/s. The
-# recurrent kernels here compute in IEEE fp32 (CUDA cores) whatever the storage dtype; cuDNN uses TF32 tensor cores in
-# float32 when torch.backends.cudnn.allow_tf32 is set (torch's default) and bf16 tensor cores in bfloat16.
+# Device ceilings from the vendors' datasheets (dense, no sparsity): FLOP/s by arithmetic and memory bytes/s. In float32
+# the fused kernels' recurrence is IEEE fp32 (CUDA cores) while cuDNN uses TF32 tensor cores when
+# torch.backends.cudnn.allow_tf32 is set (torch's default); in bfloat16 both use bf16 tensor cores.
 CEILINGS = {  # matched in order against the lower-cased GPU name
     "h200": {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "bytes": 4.8e12},
     "h100 pcie": {"fp32": 51.2e12, "tf32": 378e12, "bf16": 756e12, "bytes": 2.0e12},
@@ -89,7 +89,7 @@ def ceilings(device_name: str) -> dict | None:
     return next((dict(v, matched=k) for k, v in CEILINGS.items() if k in name), None)
 
 
-def floor(cell: str, B: int, T: int, H: int, dtype: str, passes: str = "fwd") -> dict:
+def floor(cell: str, B: int, H: int, dtype: str, passes: str = "fwd") -> dict:
     """The least work a time step of one layer (input size H) must do, whatever the implementation.
 
     FLOPs: the input projection and the recurrent matmul, 2*B*G*H*(I + H); backward does twice that again (the
@@ -130,7 +130,7 @@ def bench_one(cell, backend, B, T, H, dtype, device) -> dict:
     for name, fn in (("fwd", lambda: module(xd)), ("fwd+bwd", lambda: forward_backward(module, xd, w))):
         with torch.no_grad() if name == "fwd" else torch.enable_grad():
             median, p20, p80 = timeit(fn, torch.device(device))
-        timed = {**row, **floor(cell, B, T, H, dtype, name), "pass": name, "median_us": median * 1e6,
+        timed = {**row, **floor(cell, B, H, dtype, name), "pass": name, "median_us": median * 1e6,
                  "p20_us": p20 * 1e6, "p80_us": p80 * 1e6, "us_per_step": median * 1e6 / T,
                  "tokens_per_s": B * T / median}
         rows.append({**timed, **floor_time(timed, ceilings(device_name(device)))})

@@ -168,13 +168,13 @@ class RNNLayer(torch.autograd.Function):
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, norms, relu, split):
         triton_rnn, _ = load_triton()
         hs = _states(x.shape[0], h0)  # (T+1, B, H)
-        xp = _project(x, w_ih, _combined_bias(b_ih, b_hh))
+        xp, lowp = _project(x, w_ih, _combined_bias(b_ih, b_hh)), _lowp(x.dtype)
         if split:
-            _split().rnn_forward(xp, _fp32(w_hh), hs, relu, split, _lowp(x.dtype))
+            _split().rnn_forward(xp, _fp32(w_hh), hs, relu, split, lowp)
         else:
-            triton_rnn.rnn_forward(xp, _fp32(w_hh), hs, relu, _lowp(x.dtype))
+            triton_rnn.rnn_forward(xp, _fp32(w_hh), hs, relu, lowp)
         ctx.save_for_backward(x, w_ih, w_hh, hs)
-        ctx.norms, ctx.relu, ctx.state_dtype, ctx.split, ctx.lowp = norms, relu, h0.dtype, split, _lowp(x.dtype)
+        ctx.norms, ctx.relu, ctx.state_dtype, ctx.split, ctx.lowp = norms, relu, h0.dtype, split, lowp
         return hs[1:].to(x.dtype)
 
     @staticmethod
@@ -207,13 +207,13 @@ class LSTMLayer(torch.autograd.Function):
         T, B, _ = x.shape
         hs, cs = _states(T, h0), _states(T, c0)  # (T+1, B, H)
         act = _buffer(T, B, w_hh.shape[0], like=x)  # (T, B, 4H): i, f, g, o after their nonlinearities
-        xp = _project(x, w_ih, _combined_bias(b_ih, b_hh))
+        xp, lowp = _project(x, w_ih, _combined_bias(b_ih, b_hh)), _lowp(x.dtype)
         if split:
-            _split().lstm_forward(xp, _fp32(w_hh), hs, cs, act, split, _lowp(x.dtype))
+            _split().lstm_forward(xp, _fp32(w_hh), hs, cs, act, split, lowp)
         else:
-            triton_rnn.lstm_forward(xp, _fp32(w_hh), hs, cs, act, _lowp(x.dtype))
+            triton_rnn.lstm_forward(xp, _fp32(w_hh), hs, cs, act, lowp)
         ctx.save_for_backward(x, w_ih, w_hh, hs, cs, act)
-        ctx.norms, ctx.state_dtype, ctx.split, ctx.lowp = norms, h0.dtype, split, _lowp(x.dtype)
+        ctx.norms, ctx.state_dtype, ctx.split, ctx.lowp = norms, h0.dtype, split, lowp
         return hs[1:].to(x.dtype), cs[-1].to(c0.dtype)
 
     @staticmethod
@@ -253,12 +253,13 @@ class GRULayer(torch.autograd.Function):
         b_hn = x.new_zeros(H, dtype=torch.float32) if b_hh is None else _fp32(b_hh[2 * H:])
         hs = _states(T, h0)  # (T+1, B, H)
         act = _buffer(T, B, 4 * H, like=x)  # (T, B, 4H): r, z, n, W_hn h + b_hn
+        xp, lowp = _project(x, w_ih, bias), _lowp(x.dtype)
         if split:
-            _split().gru_forward(_project(x, w_ih, bias), _fp32(w_hh), b_hn, hs, act, split, _lowp(x.dtype))
+            _split().gru_forward(xp, _fp32(w_hh), b_hn, hs, act, split, lowp)
         else:
-            triton_rnn.gru_forward(_project(x, w_ih, bias), _fp32(w_hh), b_hn, hs, act, _lowp(x.dtype))
+            triton_rnn.gru_forward(xp, _fp32(w_hh), b_hn, hs, act, lowp)
         ctx.save_for_backward(x, w_ih, w_hh, hs, act)
-        ctx.norms, ctx.state_dtype, ctx.split, ctx.lowp = norms, h0.dtype, split, _lowp(x.dtype)
+        ctx.norms, ctx.state_dtype, ctx.split, ctx.lowp = norms, h0.dtype, split, lowp
         return hs[1:].to(x.dtype)
 
     @staticmethod
@@ -313,7 +314,7 @@ class _Fused:
 
     max_fused_hidden = 64  # largest hidden_size the one-program kernels take; above it the split kernels run
     max_split_hidden = 512  # largest hidden_size the split kernels take (their W_hh slices fit in shared memory)
-    last_path = None  # set by every forward: "fused-triton" or "fallback-reference: <why>"
+    last_path = None  # set by every forward: "fused-triton", "fused-triton-split-<mode>" or "fallback-reference: <why>"
     track_grad_norms = False
     grad_norms = None  # (num_layers, T, B) ||dL/dh_t|| after backward when track_grad_norms; NaN before it
 
@@ -345,7 +346,7 @@ class _Fused:
                              f"{', '.join(SPLIT_MODES)}")
         if SPLIT_MODE != "auto":
             return SPLIT_MODE
-        gates = {"RNN": 1, "LSTM": 4, "GRU": 3}[type(self).__name__]
+        gates = self.weight_hh_l0.shape[0] // self.hidden_size
         return _split().plan(x.shape[1], self.hidden_size, gates, x.device)[0]
 
     def _layers(self, x, states, step_hook):

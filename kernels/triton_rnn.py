@@ -333,14 +333,17 @@ def gru_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, dh0_ptr, norm_
 # ---- launchers: shapes in, one launch out ---------------------------------------------------------------------------
 
 
-def _config(B, H, *tensors):
-    """Grid over batch tiles and the compile-time sizes: H and the batch tile padded to powers of two >= 16.
-
-    The kernels index raw pointers, so every tensor must be contiguous float32 (None is skipped).
-    """
+def check_buffers(*tensors):
+    """The kernels index raw pointers, so every tensor must be contiguous float32 (None is skipped)."""
     for t in tensors:
         if t is not None and (t.dtype != torch.float32 or not t.is_contiguous()):
             raise ValueError(f"fused kernels need contiguous float32 tensors, got {t.dtype} with strides {t.stride()}")
+
+
+def _config(B, H, *tensors):
+    """Grid over batch tiles and the compile-time sizes: H and the batch tile padded to powers of two >= 16; checks
+    `tensors` with check_buffers."""
+    check_buffers(*tensors)
     HP = max(16, triton.next_power_of_2(H))
     # More warps as the weight tiles grow: at 16 warps the HP = 64 LSTM/GRU kernels compile for sm_90 without spills
     # (at 8 the LSTM forward needs 255 registers a thread and spills).

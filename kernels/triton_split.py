@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from .triton_rnn import (_dot, _gru_cell, _gru_cell_backward, _load4, _lstm_cell, _lstm_cell_backward, _operand,
-                         _store4, _tanh)
+                         _store4, _tanh, check_buffers)
 
 HIDDEN_BLOCK = 16  # hidden units per program: the smallest N tl.dot takes, so the most programs for a given H
 MAX_SPINS = tl.constexpr(1 << 24)  # barrier polls (each an L2 round trip, ~1 us) before giving up: seconds, not forever
@@ -304,35 +304,28 @@ def plan(B, H, G, device, lowp=0):
     return mode, (NH, triton.cdiv(B, BB)), dict(KP=KP, HB=HB, BB=BB, num_warps=num_warps)
 
 
-def _run(kernel, mode, grid, cfg, T, at_step, walk_back=False, **constexprs):
-    """Launch `kernel` over T steps. at_step(t) -> the pointer arguments at step t; persistent: one launch from the
-    first step; stepwise: one launch per step, in time order (reversed when walk_back)."""
+def _run(kernel, mode, grid, cfg, T, at_step, sizes, walk_back=False, **constexprs):
+    """Launch `kernel` over T steps. at_step(t) -> the pointer arguments at step t, sizes = (B, H); persistent: one
+    launch from the first step; stepwise: one launch per step, in time order (reversed when walk_back)."""
     device = at_step(0)[0].device
     NB = grid[1]
     sync = torch.zeros(NB + 1, dtype=torch.int32, device=device)  # arrival counter per batch tile, then error flag
     if mode == "persistent":
         first = T - 1 if walk_back else 0
-        kernel[grid](*at_step(first), sync, T, *constexprs.pop("sizes"), NB, PERSISTENT=True, **constexprs, **cfg)
+        kernel[grid](*at_step(first), sync, T, *sizes, NB, PERSISTENT=True, **constexprs, **cfg)
         if sync[NB].item():
             raise BarrierTimeout(f"{kernel.fn.__name__}: a step barrier gave up after {MAX_SPINS.value} polls: not all "
                                  f"{grid[0] * grid[1]} programs were resident (is another process using the GPU?); "
                                  f"SEQBENCH_SPLIT_MODE=stepwise runs one launch per step instead")
         return
-    sizes = constexprs.pop("sizes")
     for t in (range(T - 1, -1, -1) if walk_back else range(T)):
         kernel[grid](*at_step(t), sync, 1, *sizes, NB, PERSISTENT=False, **constexprs, **cfg)
-
-
-def _check(*tensors):
-    for t in tensors:
-        if t is not None and (t.dtype != torch.float32 or not t.is_contiguous()):
-            raise ValueError(f"split kernels need contiguous float32 tensors, got {t.dtype} with strides {t.stride()}")
 
 
 def rnn_forward(xp, w_hh, hs, relu, mode, lowp=0):
     """xp (T, B, H), w_hh (H, H), hs (T+1, B, H) with hs[0] = h0; fills hs[1:]."""
     T, B, H = xp.shape
-    _check(xp, w_hh, hs)
+    check_buffers(xp, w_hh, hs)
     _, grid, cfg = plan(B, H, 1, xp.device, lowp)
     _run(rnn_split_forward_kernel, mode, grid, cfg, T, lambda t: (xp[t], w_hh, hs[t]), sizes=(B, H), LOWP=lowp,
          RELU=relu)
@@ -341,7 +334,7 @@ def rnn_forward(xp, w_hh, hs, relu, mode, lowp=0):
 def rnn_backward(dout, w_hh, hs, dg, norms, relu, mode, lowp=0):
     """dout (T, B, H), hs (T+1, B, H), dg (T+1, B, H) with dg[T] = 0 -> dg[:T]; norms (T, NH, B) squared or None."""
     T, B, H = dout.shape
-    _check(dout, w_hh, hs, dg, norms)
+    check_buffers(dout, w_hh, hs, dg, norms)
     _, grid, cfg = plan(B, H, 1, dout.device, lowp)
     track = norms is not None
     _run(rnn_split_backward_kernel, mode, grid, cfg, T,
@@ -352,7 +345,7 @@ def rnn_backward(dout, w_hh, hs, dg, norms, relu, mode, lowp=0):
 def lstm_forward(xp, w_hh, hs, cs, act, mode, lowp=0):
     """xp (T, B, 4H), hs and cs (T+1, B, H) with row 0 set; fills hs[1:], cs[1:] and act (T, B, 4H)."""
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    _check(xp, w_hh, hs, cs, act)
+    check_buffers(xp, w_hh, hs, cs, act)
     _, grid, cfg = plan(B, H, 4, xp.device, lowp)
     _run(lstm_split_forward_kernel, mode, grid, cfg, T, lambda t: (xp[t], w_hh, hs[t], cs[t], act[t]), sizes=(B, H),
          LOWP=lowp)
@@ -362,7 +355,7 @@ def lstm_backward(dout, w_hh, cs, act, dg, carry, norms, mode, lowp=0):
     """dout (T, B, H), cs (T+1, B, H), act (T, B, 4H), dg (T+1, B, 4H) with dg[T] = 0, carry (B, H) = dL/dc_T ->
     dg[:T] and carry = dL/dc_0."""
     T, B, H = dout.shape
-    _check(dout, w_hh, cs, act, dg, carry, norms)
+    check_buffers(dout, w_hh, cs, act, dg, carry, norms)
     _, grid, cfg = plan(B, H, 4, dout.device, lowp)
     track = norms is not None
     _run(lstm_split_backward_kernel, mode, grid, cfg, T,
@@ -373,7 +366,7 @@ def lstm_backward(dout, w_hh, cs, act, dg, carry, norms, mode, lowp=0):
 def gru_forward(xp, w_hh, b_hn, hs, act, mode, lowp=0):
     """xp (T, B, 3H), b_hn (H,), hs (T+1, B, H) with hs[0] set; fills hs[1:] and act (T, B, 4H)."""
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    _check(xp, w_hh, b_hn, hs, act)
+    check_buffers(xp, w_hh, b_hn, hs, act)
     _, grid, cfg = plan(B, H, 3, xp.device, lowp)
     _run(gru_split_forward_kernel, mode, grid, cfg, T, lambda t: (xp[t], w_hh, b_hn, hs[t], act[t]), sizes=(B, H),
          LOWP=lowp)
@@ -383,7 +376,7 @@ def gru_backward(dout, w_hh, hs, act, dg, carry, norms, mode, lowp=0):
     """dout (T, B, H), hs (T+1, B, H), act (T, B, 4H), dg (T+1, B, 4H) with dg[T] = 0, carry (B, H) zero ->
     dg[:T] and carry = the pointwise part of dL/dh_0."""
     T, B, H = dout.shape
-    _check(dout, w_hh, hs, act, dg, carry, norms)
+    check_buffers(dout, w_hh, hs, act, dg, carry, norms)
     _, grid, cfg = plan(B, H, 3, dout.device, lowp)
     track = norms is not None
     _run(gru_split_backward_kernel, mode, grid, cfg, T,

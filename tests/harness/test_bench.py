@@ -49,14 +49,14 @@ def test_report_reads_bench_results(tmp_path):
 def test_floor_over_device_ceilings():
     from harness.bench import ceilings, floor, floor_time
 
-    row = {"dtype": "float32", **floor("lstm", 64, 1024, 512, "float32"), "us_per_step": 8.0}
+    row = {"dtype": "float32", **floor("lstm", 64, 512, "float32"), "us_per_step": 8.0}
     assert row["flops_per_step"] == 2 * 64 * 4 * 512 * 1024 and row["bytes_per_step"] == 2 * 64 * 512 * 4
     sxm = floor_time(row, ceilings("NVIDIA H100 80GB HBM3"))
     assert sxm["floor_bound"] == "compute"
     assert sxm["floor_us_per_step"] == pytest.approx(2 * 64 * 4 * 512 * 1024 / 67e12 * 1e6)
     assert sxm["x_floor"] == pytest.approx(8.0 / sxm["floor_us_per_step"])
     assert ceilings("NVIDIA H100 PCIe")["matched"] == "h100 pcie" and ceilings("NVIDIA H200")["matched"] == "h200"
-    both = floor("rnn", 64, 1024, 64, "bfloat16", "fwd+bwd")
+    both = floor("rnn", 64, 64, "bfloat16", "fwd+bwd")
     assert both["flops_per_step"] == 3 * 2 * 64 * 64 * 128 and both["bytes_per_step"] == 3 * 2 * 64 * 64 * 2
     tiny = floor_time({"dtype": "bfloat16", **both}, ceilings("NVIDIA H100 80GB HBM3"))
     assert tiny["floor_bound"] == "memory" and "x_floor" not in tiny
