@@ -73,10 +73,13 @@ class TrainConfig(Strict):
     grad_profile_dtype: Literal["float32", "float64"] = Field("float64", description="dtype of the gradient-profile pass")
     checkpoint_every: int = Field(200, ge=0, description="checkpoint every N steps (and on SIGINT/SIGTERM); 0 = only "
                                   "on a signal. Not part of run_id: it does not change results")
+    deterministic: bool = Field(False, description="CUDA: deterministic algorithms only (torch, cuBLAS workspace, "
+                                "cuDNN); slower. No effect on CPU, which is deterministic already")
 
 
-#: keys that change how a run is carried out but never its results: left out of run_id
-OPERATIONAL_KEYS = (("train", "checkpoint_every"),)
+#: dotted keys that say how a run is carried out, not which experiment it is: left out of run_id (and of a report's
+#: cells). `threads` can change the last bits of a CPU run, so it is recorded and reused, but the experiment is the same.
+OPERATIONAL_KEYS = ("train.checkpoint_every", "threads")
 
 
 class RunConfig(Strict):
@@ -87,6 +90,9 @@ class RunConfig(Strict):
     data_seed: int | None = Field(None, ge=0, description="data seed; default: the value of seed")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16 = autocast on CUDA")
+    threads: int | None = Field(None, ge=1, description="CPU threads the run computes with; default: decided when the "
+                                "run first starts (a sweep's share of the cores, else all) and recorded, so a resumed "
+                                "or reproduced run uses the same. Not part of run_id")
 
     @model_validator(mode="after")
     def _resolve(self) -> RunConfig:
@@ -107,8 +113,12 @@ class RunConfig(Strict):
     @property
     def run_id(self) -> str:
         identity = self.canonical()
-        for section, key in OPERATIONAL_KEYS:
-            identity[section].pop(key)
+        for key in OPERATIONAL_KEYS:
+            *parents, leaf = key.split(".")
+            node = identity
+            for part in parents:
+                node = node[part]
+            node.pop(leaf)
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
