@@ -1,6 +1,9 @@
+import math
+import typing
+
 import pytest
 
-from harness.config import ConfigError, RunConfig, describe_keys, parse_overrides, resolve
+from harness.config import ConfigError, RunConfig, TrainConfig, describe_keys, parse_overrides, resolve
 
 
 def cfg(*items):
@@ -75,3 +78,59 @@ def test_every_documented_key_is_listed():
                 "train.batch_size", "train.lr", "train.optimizer", "train.clip", "train.eval_every",
                 "train.log_every", "seed", "data_seed", "device", "dtype"):
         assert key in keys, key
+
+
+# --- the bounds of every numeric train.* key, at the edge and just past it ------------------------------------------
+
+# The specification the bound tests are generated from. A numeric train key missing here (a new one, or one whose
+# bounds changed or were dropped) fails test_every_numeric_train_key_is_in_the_bounds_table until this table agrees.
+TRAIN_BOUNDS = {
+    "lr": {"gt": 0},
+    "weight_decay": {"ge": 0},
+    "momentum": {"ge": 0, "lt": 1},
+    "batch_size": {"ge": 1},
+    "steps": {"ge": 1},
+    "clip": {"ge": 0},
+    "eval_every": {"ge": 0},
+    "eval_size": {"ge": 1},
+    "log_every": {"ge": 1},
+    "grad_profile_every": {"ge": 0},
+    "grad_profile_batch": {"ge": 1},
+    "checkpoint_every": {"ge": 0},
+}
+WORDS = {"ge": "greater than or equal to", "gt": "greater than", "le": "less than or equal to", "lt": "less than"}
+
+
+def is_numeric(annotation) -> bool:
+    return bool({int, float} & set(typing.get_args(annotation) or (annotation,)))
+
+
+def declared_bounds(field) -> dict:
+    return {b: getattr(m, b) for m in field.metadata for b in WORDS if hasattr(m, b)}
+
+
+def test_every_numeric_train_key_is_in_the_bounds_table():
+    fields = TrainConfig.model_fields
+    assert {k: declared_bounds(f) for k, f in fields.items() if is_numeric(f.annotation)} == TRAIN_BOUNDS
+
+
+def edge_cases() -> list:
+    """(key, bound, bound value, accepted value, refused value) per bound: the edge itself, or for a strict bound the
+    nearest representable value inside it, and the nearest one past it (an int's neighbour, or the next float:
+    5e-324 above 0, 0.9999999999999999 below 1)."""
+    cases = []
+    for key, bounds in TRAIN_BOUNDS.items():
+        is_int = TrainConfig.model_fields[key].annotation is int
+        for bound, b in bounds.items():
+            down, up = (b - 1, b + 1) if is_int else (math.nextafter(b, -math.inf), math.nextafter(b, math.inf))
+            accepted, refused = {"ge": (b, down), "gt": (up, b), "le": (b, up), "lt": (down, b)}[bound]
+            cases.append(pytest.param(key, bound, b, accepted, repr(refused), id=f"{key}-{bound}"))
+    return cases
+
+
+@pytest.mark.parametrize("key,bound,b,accepted,refused", edge_cases())
+def test_train_key_bound_accepted_at_the_edge_refused_past_it(key, bound, b, accepted, refused):
+    assert getattr(cfg(f"train.{key}={accepted!r}").train, key) == accepted
+    with pytest.raises(ConfigError) as e:
+        cfg(f"train.{key}={refused}")
+    assert str(e.value) == f"train.{key}={refused}: Input should be {WORDS[bound]} {b}"
