@@ -9,8 +9,8 @@ import torch
 
 from kernels import as_reference, fused
 
-from .test_fused import (REF, RTOL_GRAD, RTOL_OUT, TORCH, assert_all_close, build, cast, make_inputs, needs_kernels,
-                         reference_grad_norms, run, twin)
+from .test_fused import (REF, RTOL_GRAD, RTOL_HALF, RTOL_OUT, TORCH, assert_all_close, build, cast, make_inputs,
+                         needs_kernels, reference_grad_norms, run, twin)
 
 pytestmark = needs_kernels
 
@@ -152,4 +152,4 @@ def test_split_half_precision_in_and_out(split_mode, arch, dtype):
     got = run(module, x, hx)
     assert all(t.dtype == dtype for t in got.values())
     want = run(as_reference(module).double(), *cast(x, hx, torch.float64))
-    assert_all_close(want, got, 1e-2, 1e-2, f"split {dtype} vs float64 reference")
+    assert_all_close(want, got, RTOL_HALF[dtype], RTOL_HALF[dtype], f"split {dtype} vs float64 reference")
