@@ -68,10 +68,9 @@ def describe_summary(s: dict, run_dir: Path) -> str:
 
 
 def cmd_sweep(args) -> int:
-    from .executors import default_workers, run_local, run_ray, threads_per_worker
-    from .progress import SweepProgress
-    from .records import is_finished, read_summary, wait_for_claim
-    from .sweep import describe_point, expand, load_spec, report_lines, run_state, write_runs_table, write_sweep_file
+    from .executors import default_workers
+    from .records import is_finished
+    from .sweep import describe_point, expand, load_spec, recorded_threads, run_state, to_rerun
 
     spec, source = load_spec(args.spec)
     configs = expand(spec, source, parse_overrides(args.overrides))
@@ -80,19 +79,34 @@ def cmd_sweep(args) -> int:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
     if args.ray_address and args.executor != "ray":
         raise ConfigError("--ray-address needs --executor ray")
+    if args.force and args.retry_failed:
+        raise ConfigError("--force reruns every run, failed ones included; give --force or --retry-failed, not both")
+    rerun = to_rerun(configs, sweep_dir, args.force, args.retry_failed)
     if args.dry_run:
         for cfg in configs:
-            print(f"{cfg.run_id}  {run_state(sweep_dir / cfg.run_id):<38} {describe_point(cfg, spec)}")
-        todo = sum(not is_finished(sweep_dir / c.run_id) for c in configs)
+            again = "  (runs again)" if cfg.run_id in rerun else ""
+            print(f"{cfg.run_id}  {run_state(sweep_dir / cfg.run_id):<38} {describe_point(cfg, spec)}{again}")
+        todo = sum(not is_finished(sweep_dir / c.run_id) or c.run_id in rerun for c in configs)
         print(f"sweep {spec.name}: {len(configs)} runs, {todo} to run, {len(configs) - todo} already done "
               f"-> {sweep_dir}")
         return 0
     workers = args.workers or default_workers(configs[0].device)
-    write_sweep_file(sweep_dir, spec, source, args.overrides, configs)
+    threads, note = recorded_threads(sweep_dir, workers)
+    return _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun)
+
+
+def _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun) -> int:
+    from .executors import run_local, run_ray
+    from .progress import SweepProgress
+    from .records import is_finished, read_summary, wait_for_claim
+    from .sweep import report_lines, results_table, to_rerun, write_runs_table, write_sweep_file
+
+    write_sweep_file(sweep_dir, spec, source, args.overrides, configs, threads)
     results = []
-    todo = [c for c in configs if not is_finished(sweep_dir / c.run_id)]
+    todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
     print(f"sweep {spec.name}: {len(configs)} runs ({len(configs) - len(todo)} already recorded), "
-          f"executor {args.executor}, {workers} workers -> {sweep_dir}", file=sys.stderr)
+          f"executor {args.executor}, {workers} workers, {threads} threads per run{note} -> {sweep_dir}",
+          file=sys.stderr)
     todo_ids = {c.run_id for c in todo}
     try:
         with SweepProgress(len(configs), spec.name) as bar, _sigterm_as_interrupt():
@@ -101,8 +115,8 @@ def cmd_sweep(args) -> int:
                     results.append({**read_summary(sweep_dir / cfg.run_id), "skipped": True})
                     bar.finished(results[-1])
             while todo:
-                runs = (run_ray(todo, sweep_dir, threads_per_worker(workers), args.ray_address, bar.step)
-                        if args.executor == "ray" else run_local(todo, sweep_dir, workers, bar.step))
+                runs = (run_ray(todo, sweep_dir, threads, args.ray_address, bar.step, rerun=rerun)
+                        if args.executor == "ray" else run_local(todo, sweep_dir, workers, threads, bar.step, rerun))
                 busy = []
                 for summary in runs:
                     if summary["status"] == "busy":  # another sweep holds it: wait for it below, then look again
@@ -111,6 +125,8 @@ def cmd_sweep(args) -> int:
                     results.append(summary)
                     bar.finished(summary)
                 todo = [c for c in todo if c.run_id in busy]
+                # a run another sweep held may have been run again there: rerun it here only if it still failed
+                rerun = to_rerun(todo, sweep_dir, False, args.retry_failed or args.force)
                 for cfg in todo:
                     wait_for_claim(sweep_dir / cfg.run_id)
     except KeyboardInterrupt:
@@ -119,6 +135,7 @@ def cmd_sweep(args) -> int:
               file=sys.stderr)
         return 130
     write_runs_table(sweep_dir, [c.run_id for c in configs])
+    print(results_table(spec, configs, sweep_dir))
     print("\n".join(report_lines(spec.name, results, sweep_dir)))
     return 1 if any(r["status"] in ("failed", "interrupted") for r in results) else 0
 
@@ -178,24 +195,33 @@ def cmd_bench(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import provenance_notes, reproduce
+    from .reproduce import DEFAULT_RTOL, environment_changes, overall, reproduce
 
-    diffs, rtol, summary = reproduce(Path(args.run_dir), args.rtol, args.keep, progress=not args.quiet)
-    how = "bitwise" if rtol == 0 else f"within rtol {rtol:g}"
-    notes = provenance_notes(Path(args.run_dir), summary)
-    if not diffs:
-        print(f"reproduced {summary['run_id']}: metrics, gradient profiles and summary match {how}")
-        _print_lines(notes)
-        return 0
-    print(f"MISMATCH {summary['run_id']}: {len(diffs)} values differ (compared {how}):")
-    print("\n".join(f"  {d}" for d in diffs[:20]) + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else ""))
-    _print_lines(notes)
-    return 1
-
-
-def _print_lines(lines: list[str]) -> None:
-    if lines:
-        print("\n".join(lines))
+    rtol = DEFAULT_RTOL if args.rtol is None else args.rtol
+    if not rtol >= 0:  # also refuses nan
+        raise ConfigError(f"--rtol {args.rtol}: must be a number >= 0 (0 = only identical bits agree)")
+    quantities, summary = reproduce(Path(args.run_dir), args.keep, progress=not args.quiet)
+    changes = environment_changes(Path(args.run_dir), summary)
+    differing = [q for q in quantities.values() if q.differing]
+    print(f"reproduce {summary['run_id']}: compared {sum(q.values for q in quantities.values()):,} values in "
+          f"{len(quantities)} quantities (metrics, gradient profiles, summary; timings aside)")
+    if differing:
+        width = max(len(q.name) for q in differing)
+        print(f"  {'quantity':<{width}}  {'differing':>13}  {'max abs diff':>12}  {'max rel diff':>12}  verdict")
+        for q in differing:
+            print(f"  {q.name:<{width}}  {q.differing:>6}/{q.values:<6}  {q.max_abs:>12.3g}  {q.max_rel:>12.3g}  "
+                  f"{q.verdict(rtol)}")
+            for line in q.mismatched[:3]:
+                print(f"      {line}")
+    if changes:
+        print("environment differs from the record: "
+              + "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
+        print("  (bitwise agreement is expected only on the same machine and software; elsewhere within a tolerance)")
+    else:
+        print("environment: same as the record (commit, software, device, threads)")
+    verdict = overall(quantities, rtol)
+    print(f"verdict: {verdict}" + ("" if verdict == "identical" else f" (rtol {rtol:g})"))
+    return 1 if verdict == "differs" else 0
 
 
 def cmd_list(args) -> int:
@@ -234,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local one)")
     sw.add_argument("--out", default="results", help="output folder; records go to OUT/<sweep name>/ (default: results)")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and what is already done; run nothing")
+    sw.add_argument("--retry-failed", action="store_true",
+                    help="run again the runs whose record says failed (each old record is replaced only once the new "
+                         "run is finished); without it a failed run is not rerun")
+    sw.add_argument("--force", action="store_true", help="run every run again, finished or not")
     sw.set_defaults(func=cmd_sweep)
     rpt = sub.add_parser("report", help="figures, tables and an HTML/Markdown page from any results folder")
     rpt.add_argument("dir", metavar="DIR", help="a results folder: single runs or sweeps, nested")
@@ -241,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     rpt.set_defaults(func=cmd_report)
     rep = sub.add_parser("reproduce", help="rerun a recorded run from its config.json and compare the records")
     rep.add_argument("run_dir", metavar="RUN_DIR")
-    rep.add_argument("--rtol", type=float, help="relative tolerance (default: 0 = bitwise on CPU, 1e-3 on CUDA)")
+    rep.add_argument("--rtol", type=float,
+                     help="relative tolerance for the `within rtol` verdict (default: 1e-3); 0 = bits only")
     rep.add_argument("--keep", help="write the rerun's record to this folder instead of a temporary one")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     rep.set_defaults(func=cmd_reproduce)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
-from .records import RunWriter, alive, claim, is_finished, read_summary, write_failure
+from .records import RunWriter, alive, claim, is_finished, read_summary, replace_dir, write_failure
 
 POOL_RESTARTS = 2  # a worker that dies (OOM, segfault) takes its pool down; retry the unfinished runs this often
 
@@ -72,7 +72,7 @@ def _init_worker(threads: int, driver: int, progress: mp.Queue, gpu_counter) -> 
     threading.Thread(target=watchdog, daemon=True).start()
 
 
-def _local_run(config: dict, out_dir: str) -> dict:
+def _local_run(config: dict, out_dir: str, threads: int, force: bool) -> dict:
     from .train import RunInterrupted, execute
 
     cfg = RunConfig.model_validate(config)
@@ -82,7 +82,7 @@ def _local_run(config: dict, out_dir: str) -> dict:
             _progress.put_nowait((cfg.run_id, step, total, row.get("train_loss"), row.get("eval_accuracy")))
 
     try:
-        summary, _ = execute(cfg, Path(out_dir), progress=False, sink=report)
+        summary, _ = execute(cfg, Path(out_dir), progress=False, sink=report, force=force, threads=threads)
     except RunInterrupted as e:
         return {"run_id": cfg.run_id, "status": "interrupted", "step": e.step}
     return {k: v for k, v in summary.items() if k not in ("traceback", "config")}
@@ -98,20 +98,23 @@ def _context() -> mp.context.BaseContext:
     return ctx
 
 
-def run_local(configs: list[RunConfig], sweep_dir: Path, workers: int,
-              on_progress: Callable[[tuple], None]) -> Iterator[dict]:
-    """Run `configs` in `workers` processes; yields each run's summary as it finishes."""
+def run_local(configs: list[RunConfig], sweep_dir: Path, workers: int, threads: int,
+              on_progress: Callable[[tuple], None], rerun: frozenset[str] = frozenset()) -> Iterator[dict]:
+    """Run `configs` in `workers` processes, each run with `threads` CPU threads unless it recorded its own (see
+    `train.settle_threads`); yields each run's summary as it finishes. Finished runs in `rerun` are run again, their
+    old record replaced once the new one is finished."""
     ctx = _context()
     progress = ctx.Queue()
     gpu_counter = ctx.Value("i", 0) if configs and configs[0].device == "cuda" else None
     pending = list(configs)
     for attempt in range(POOL_RESTARTS + 1):
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(threads_per_worker(workers), os.getpid(), progress, gpu_counter))
+                                   initargs=(threads, os.getpid(), progress, gpu_counter))
         stop = threading.Event()
         pump = threading.Thread(target=_pump, args=(progress, on_progress, stop), daemon=True)
         pump.start()
-        futures = {pool.submit(_local_run, c.canonical(), str(sweep_dir)): c for c in pending}
+        futures = {pool.submit(_local_run, c.canonical(), str(sweep_dir), threads, c.run_id in rerun): c
+                   for c in pending}
         broken: list[RunConfig] = []
         try:
             for fut in as_completed(futures):
@@ -126,7 +129,7 @@ def run_local(configs: list[RunConfig], sweep_dir: Path, workers: int,
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
-        pending = [c for c in broken if not is_finished(sweep_dir / c.run_id)]
+        pending = [c for c in broken if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
         if not pending:
             return
     for cfg in pending:
@@ -160,7 +163,7 @@ def _record_failure(cfg: RunConfig, sweep_dir: Path, error: str, claimed: bool =
 
 # --- ray -----------------------------------------------------------------------------------------------------------
 def _ray_run(config: dict, threads: int) -> dict:
-    """A Ray task: train in memory and return the whole record to the driver."""
+    """A Ray task: train in memory and return the whole record to the driver (`config` has its threads settled)."""
     from .records import MemoryWriter
     from .train import run_record
 
@@ -187,9 +190,13 @@ def connect_ray(address: str | None, num_cpus: int | None = None):
 
 
 def run_ray(configs: list[RunConfig], sweep_dir: Path, threads: int, address: str | None,
-            on_progress: Callable[[tuple], None], fn: Callable[[dict, int], dict] = _ray_run) -> Iterator[dict]:
+            on_progress: Callable[[tuple], None], fn: Callable[[dict, int], dict] = _ray_run,
+            rerun: frozenset[str] = frozenset()) -> Iterator[dict]:
     """Each run is a Ray task (one GPU, or `threads` CPUs); the driver holds each run's claim and writes its record.
-    A task whose worker dies is retried by Ray; the record is written once, when a task returns."""
+    A task whose worker dies is retried by Ray; the record is written once, when a task returns (for a run in
+    `rerun`, staged beside the old record and moved over it then)."""
+    from .train import settle_threads
+
     ray = connect_ray(address)
     gpu = 1 if configs and configs[0].device == "cuda" else 0
     task = ray.remote(fn).options(num_cpus=0 if gpu else threads, num_gpus=gpu, max_retries=3)
@@ -199,10 +206,11 @@ def run_ray(configs: list[RunConfig], sweep_dir: Path, threads: int, address: st
             run_dir = sweep_dir / cfg.run_id
             if not claims.enter_context(claim(run_dir)):
                 yield {"run_id": cfg.run_id, "status": "busy"}
-            elif is_finished(run_dir):
+            elif is_finished(run_dir) and cfg.run_id not in rerun:
                 yield {**read_summary(run_dir), "skipped": True}
             else:
-                refs[task.remote(cfg.canonical(), threads)] = cfg
+                cfg = settle_threads(cfg, run_dir, threads)
+                refs[task.remote(cfg.canonical(), cfg.threads)] = cfg
         while refs:
             (done,), _ = ray.wait(list(refs), num_returns=1)
             cfg = refs.pop(done)
@@ -212,7 +220,10 @@ def run_ray(configs: list[RunConfig], sweep_dir: Path, threads: int, address: st
                 error = f"ray task failed: {type(e).__name__}: {e}".splitlines()[0]
                 yield _record_failure(cfg, sweep_dir, error, claimed=True)
                 continue
-            RunWriter(sweep_dir / cfg.run_id).write_all(cfg.canonical(), result["rows"], result["profiles"],
-                                                         result["summary"])
+            run_dir = sweep_dir / cfg.run_id
+            staged = run_dir.with_name(f".{cfg.run_id}.staging") if is_finished(run_dir) else run_dir
+            RunWriter(staged).write_all(cfg.canonical(), result["rows"], result["profiles"], result["summary"])
+            if staged != run_dir:
+                replace_dir(staged, run_dir)
             on_progress((cfg.run_id, cfg.train.steps, cfg.train.steps, None, None))
             yield {k: v for k, v in result["summary"].items() if k not in ("traceback", "config")}

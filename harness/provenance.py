@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import importlib.metadata
+import os
 import platform
 import shlex
 import socket
@@ -49,11 +50,17 @@ def cpu_model() -> str:
 
 
 def device_info(device: str) -> dict:
+    """The device, and the process settings that can change a run's bits on it (threads, deterministic modes)."""
+    common = {"torch_threads": torch.get_num_threads(),
+              "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
     if device == "cuda":
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         return {"device": "cuda", "device_name": props.name, "cuda": torch.version.cuda,
-                "cudnn": torch.backends.cudnn.version(), "gpu_memory_bytes": props.total_memory}
-    return {"device": "cpu", "device_name": cpu_model(), "torch_threads": torch.get_num_threads()}
+                "cudnn": torch.backends.cudnn.version(), "gpu_memory_bytes": props.total_memory, **common,
+                "cudnn_deterministic": torch.backends.cudnn.deterministic,
+                "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+    return {"device": "cpu", "device_name": cpu_model(), **common}
 
 
 def provenance(device: str) -> dict:

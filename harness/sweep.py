@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .config import ConfigError, RunConfig, merge, resolve, set_dotted
 from .loaders import load_runs
 from .provenance import git_state
-from .records import CHECKPOINT, read_summary, remove_stale_temps, write_json
+from .records import CHECKPOINT, FINISHED, read_json, read_summary, remove_stale_temps, write_json
 
 STATUSES = ("completed", "diverged", "failed", "skipped", "busy")
 
@@ -161,13 +161,41 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def recorded_threads(sweep_dir: Path, workers: int) -> tuple[int, str]:
+    """CPU threads per run for the runs of this sweep that set none: decided when the sweep first runs (its share of
+    the cores, `threads_per_worker`) and kept in sweep.json, so resuming with another --workers changes no bits.
+    Returns (threads, a note for the user when they come from the record)."""
+    from .executors import threads_per_worker
+
+    try:
+        recorded = read_json(sweep_dir / "sweep.json").get("threads")
+    except (OSError, ValueError):
+        recorded = None
+    if not recorded:
+        return threads_per_worker(workers), ""
+    note = ""
+    if recorded != threads_per_worker(workers):
+        note = (f" (recorded when this sweep first ran; --workers {workers} alone would give "
+                f"{threads_per_worker(workers)}: pass threads=N to change it for runs not yet started)")
+    return recorded, note
+
+
+def to_rerun(configs: list[RunConfig], sweep_dir: Path, force: bool, retry_failed: bool) -> frozenset[str]:
+    """The finished runs to run again: all of them with --force, the failed ones with --retry-failed."""
+    def wanted(run_dir: Path) -> bool:
+        summary = read_summary(run_dir)
+        return summary is not None and (force or (retry_failed and summary.get("status") == "failed"))
+    return frozenset(c.run_id for c in configs if (force or retry_failed) and wanted(sweep_dir / c.run_id))
+
+
 def write_sweep_file(sweep_dir: Path, spec: SweepSpec, source: Path, overrides: list[str],
-                     configs: list[RunConfig]) -> None:
+                     configs: list[RunConfig], threads: int) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(sweep_dir)
     write_json(sweep_dir / "sweep.json", {
         "name": spec.name, "spec": spec.model_dump(mode="json"), "source": str(source), "overrides": overrides,
-        "run_ids": [c.run_id for c in configs], "command": " ".join(["seqbench", *sys.argv[1:]]), **git_state(),
+        "run_ids": [c.run_id for c in configs], "threads": threads,
+        "command": " ".join(["seqbench", *sys.argv[1:]]), **git_state(),
     })
 
 
@@ -192,10 +220,43 @@ def tally(results: list[dict]) -> dict[str, int]:
 
 def report_lines(name: str, results: list[dict], sweep_dir: Path) -> list[str]:
     counts = tally(results)
-    lines = [f"sweep {name}: {len(results)} runs - " + ", ".join(f"{k} {v}" for k, v in counts.items())]
+    earlier = {k: sum(r.get("skipped", False) and r["status"] == k for r in results) for k in FINISHED}
+    parts = [f"{k} {v}" + (f" (recorded earlier: {', '.join(f'{s} {n}' for s, n in earlier.items() if n)})"
+                           if k == "skipped" and v else "") for k, v in counts.items()]
+    lines = [f"sweep {name}: {len(results)} runs - " + ", ".join(parts)]
     lines += [f"  failed  {r['run_id']} {r.get('model')}/{r.get('task')}: {r.get('error')}"
               for r in results if r["status"] == "failed" and not r.get("skipped")]
+    if earlier["failed"]:
+        command = " ".join(["seqbench", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else "seqbench sweep ..."
+        lines.append(f"  {earlier['failed']} run(s) recorded as failed were not run again; to retry them: "
+                     f"{command} --retry-failed")
     lines += [f"  busy    {r['run_id']}: held by another process; run the sweep again once it is done"
               for r in results if r["status"] == "busy"]
     lines.append(f"  records: {sweep_dir}  table: {sweep_dir / 'runs.parquet'}")
     return lines
+
+
+def results_table(spec: SweepSpec, configs: list[RunConfig], sweep_dir: Path) -> str:
+    """The sweep's results at a glance, one row per point of the sweep up to the seeds: final eval loss and accuracy
+    (mean over the seeds whose runs completed) and how many runs met the task's solved criterion."""
+    keys = [k for k in dict.fromkeys([*spec.grid, *(k for g in spec.zip_groups() for k in g)]) if k != "seed"]
+    rows: dict[tuple, list[dict]] = {}
+    for cfg in configs:
+        flat = _flatten(cfg.canonical())
+        point = tuple(flat.get(k if k not in ("task", "model") else k + ".name") for k in keys)
+        rows.setdefault(point, []).append(read_summary(sweep_dir / cfg.run_id) or {"status": "incomplete"})
+    header = [*(k.removesuffix(".name") for k in keys), "runs", "final eval loss", "accuracy", "solved"]
+    lines = [header]
+    for point, summaries in rows.items():
+        done = [s for s in summaries if s.get("status") == "completed"]
+        loss = [s["final"]["eval_loss"] for s in done if (s.get("final") or {}).get("eval_loss") is not None]
+        acc = [s["final"]["eval_accuracy"] for s in done if (s.get("final") or {}).get("eval_accuracy") is not None]
+        solved = sum(s.get("status") == "completed" and s.get("solved_step") is not None for s in summaries)
+        other = sorted({s.get("status") for s in summaries} - {"completed"})
+        lines.append([*map(str, point), f"{len(done)}/{len(summaries)}" + (f" ({', '.join(other)})" if other else ""),
+                      f"{sum(loss) / len(loss):.3g}" if loss else "-", f"{sum(acc) / len(acc):.3f}" if acc else "-",
+                      f"{solved}/{len(summaries)}"])
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = ["  ".join(cell.rjust(w) if i >= len(keys) else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            for row in lines]
+    return "\n".join([text[0], "  ".join("-" * w for w in widths), *text[1:]])

@@ -8,6 +8,7 @@ import threading
 import dataclasses
 import hashlib
 import math
+import os
 import resource
 import time
 import traceback
@@ -19,7 +20,8 @@ from .config import RunConfig
 from .gradprofile import gradient_profile
 from .progress import Progress
 from .provenance import provenance
-from .records import RunWriter, claim, record_head, is_finished, load_checkpoint, read_summary, replace_dir
+from .records import (CHECKPOINT, RunWriter, claim, is_finished, load_checkpoint, read_json, read_summary, record_head,
+                      replace_dir)
 
 EVAL_CHUNK = 256  # fixed so results never depend on how evaluation is batched
 
@@ -252,10 +254,49 @@ def peak_memory(device: torch.device) -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+def settle_threads(cfg: RunConfig, run_dir: Path | None = None, default: int | None = None) -> RunConfig:
+    """`cfg` with the CPU thread count it trains with, decided once: an unfinished run in `run_dir` keeps the count
+    its config.json recorded when it first started (so it resumes bitwise, whatever the sweep's --workers now), else
+    the config's own `threads`, else `default` (a sweep's share of the cores), else torch's current count."""
+    recorded = None
+    if run_dir is not None and (Path(run_dir) / CHECKPOINT).exists():
+        with contextlib.suppress(OSError, ValueError):
+            recorded = read_json(Path(run_dir) / "config.json").get("threads")
+    threads = recorded or cfg.threads or default or torch.get_num_threads()
+    return cfg if threads == cfg.threads else cfg.model_copy(update={"threads": threads})
+
+
+@contextlib.contextmanager
+def run_environment(cfg: RunConfig):
+    """The process-wide settings a run's bits depend on, for the run's duration only (a sweep worker runs many):
+    the CPU thread count and, with `train.deterministic`, deterministic algorithms (cuBLAS workspace, cuDNN)."""
+    threads = torch.get_num_threads()
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.train.deterministic:
+        # cuBLAS reads this when a handle is made; set before the run's first matmul on a fresh device
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(flags[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[1:]
+
+
 def run_record(cfg: RunConfig, writer, progress: bool | None = None, ckpt: dict | None = None,
                stop: threading.Event | None = None, sink=None) -> dict:
     """Train `cfg` through `writer` (files, or memory on a Ray worker), from checkpoint `ckpt` if given, and return
     the summary. An exception becomes status `failed` with its traceback; only RunInterrupted escapes."""
+    with run_environment(cfg):
+        return _run_record(cfg, writer, progress, ckpt, stop, sink)
+
+
+def _run_record(cfg, writer, progress, ckpt, stop, sink) -> dict:
     head = record_head(cfg)
     started = time.perf_counter()
     try:
@@ -292,12 +333,13 @@ def stop_on_signals():
 
 
 def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: bool = False,
-            sink=None) -> tuple[dict, Path]:
+            sink=None, threads: int | None = None) -> tuple[dict, Path]:
     """Run `cfg` into `out_dir/<run_id>/` and return (summary, run folder).
 
     A finished record is returned as it is (with `skipped`) unless `force`, in which case the new run is staged beside
     it and replaces it only once finished. An unfinished run resumes from its checkpoint. A run another process holds
-    is not touched (status `busy`). SIGINT/SIGTERM checkpoint the run and raise RunInterrupted.
+    is not touched (status `busy`). SIGINT/SIGTERM checkpoint the run and raise RunInterrupted. The run computes
+    with `cfg.threads` CPU threads, or `threads`, decided when it first starts and recorded (see `settle_threads`).
     """
     run_dir = Path(out_dir) / cfg.run_id
     with claim(run_dir) as mine:
@@ -308,10 +350,11 @@ def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: 
             return {**read_summary(run_dir), "skipped": True}, run_dir
         staged = run_dir.with_name(f".{cfg.run_id}.staging") if finished else run_dir
         ckpt = None if force else load_checkpoint(run_dir)
+        cfg = settle_threads(cfg, run_dir if ckpt else None, threads)
         writer = RunWriter(staged, resume=ckpt)
         writer.config(cfg.canonical())
-        writer.started(provenance(cfg.device))
-        with stop_on_signals() as stop:
+        with run_environment(cfg), stop_on_signals() as stop:
+            writer.started(provenance(cfg.device))
             summary = run_record(cfg, writer, progress, ckpt, stop, sink)
         writer.summary(summary)
         writer.drop_checkpoint()
