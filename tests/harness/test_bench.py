@@ -26,6 +26,32 @@ def test_a_wrong_kernel_gets_no_number(monkeypatch):
     assert "error" in row and "median_us" not in row
 
 
+def one_gradient_off(monkeypatch, which):
+    """Builds of the backend under test ("reference") get one gradient 1% off, their output bitwise right."""
+    import harness.bench as bench
+
+    original = bench.build
+
+    def build(cell, backend, *args):
+        module = original(cell, backend, *args)
+        if backend == "reference" and which == "input":
+            module.register_forward_pre_hook(lambda m, args: (args[0] + 0.01 * (args[0] - args[0].detach()),))
+        elif backend == "reference":
+            list(module.parameters())[-1].register_hook(lambda g: g * 1.01)
+        return module
+
+    monkeypatch.setattr(bench, "build", build)
+
+
+@pytest.mark.parametrize("which", ["input", "last-parameter"])
+def test_a_kernel_with_one_wrong_gradient_gets_no_number(monkeypatch, which):
+    """The check itself, not mocked: it compares every gradient, so a right output does not get a wrong kernel timed."""
+    one_gradient_off(monkeypatch, which)
+    row = bench_one("gru", "reference", 2, 3, 4, "float32", "cpu")
+    assert isinstance(row, dict) and "error" in row and "median_us" not in row
+    assert row["max_rel_err"] == pytest.approx(0.01, rel=1e-3)
+
+
 def test_bad_bench_arguments_exit_2(capsys):
     assert main(["bench", "--hidden", "0"]) == 2
     assert "--hidden" in capsys.readouterr().err
