@@ -53,7 +53,7 @@ def test_noise_is_within_rtol_and_a_real_change_differs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == "verdict: within rtol (rtol 0.001)"
     row = next(line for line in out.splitlines() if "metrics: train_loss" in line)
-    assert row.split()[2] == "1/4" and float(row.split()[-2]) == pytest.approx(1e-6, rel=1e-3)
+    assert row.split()[2] == "1/4" and float(row.split()[4]) == pytest.approx(1e-6, rel=1e-3)
 
     assert main(["reproduce", str(run_dir), "--quiet", "--rtol", "0"]) == 1
     assert capsys.readouterr().out.strip().splitlines()[-1] == "verdict: differs (rtol 0)"

@@ -183,3 +183,88 @@ def test_two_sweeps_on_one_folder_share_the_work(tmp_path):
     assert len(runs) == 6 and set(runs.status) == {"completed"}
     for run_id in runs.run_id:
         assert untimed_metrics(out / "c" / run_id) == untimed_metrics(ref / "c" / run_id)
+
+
+# --- retrying, forcing, the results table ------------------------------------------------------------------------------
+def _break_run(sweep_dir, run_id, error="RuntimeError: flaky file system"):
+    """Turn a finished record into a failed one, as a crash outside the run's control would leave it."""
+    path = sweep_dir / run_id / "summary.json"
+    summary = json.loads(path.read_text())
+    summary.update(status="failed", error=error, final=None)
+    path.write_text(json.dumps(summary))
+    return summary
+
+
+def test_failed_runs_are_retried_only_when_asked(tmp_path, capsys):
+    path = write_spec(tmp_path, grid={"model": ["lstm", "gru"]})
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "1"]) == 0
+    sweep_dir = out / "t"
+    ids = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+    _break_run(sweep_dir, ids[0])
+    kept = (sweep_dir / ids[1] / "summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "1"]) == 1  # a deterministic error would loop
+    report = capsys.readouterr().out
+    assert "skipped 2 (recorded earlier: completed 1, failed 1)" in report
+    assert "1 run(s) recorded as failed were not run again" in report and "--retry-failed" in report
+    assert json.loads((sweep_dir / ids[0] / "summary.json").read_text())["status"] == "failed"
+
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "1", "--retry-failed"]) == 0
+    assert "completed 1, diverged 0, failed 0, skipped 1" in capsys.readouterr().out
+    assert json.loads((sweep_dir / ids[0] / "summary.json").read_text())["status"] == "completed"
+    assert (sweep_dir / ids[1] / "summary.json").stat().st_mtime_ns == kept  # the completed run was left alone
+    assert not list(sweep_dir.glob(".*staging*"))
+
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "1", "--force"]) == 0
+    assert "completed 2, diverged 0, failed 0, skipped 0" in capsys.readouterr().out
+    assert (sweep_dir / ids[1] / "summary.json").stat().st_mtime_ns != kept
+
+
+def test_a_retried_run_keeps_its_old_record_until_the_new_one_is_finished(tmp_path, monkeypatch):
+    from harness.train import RunInterrupted, execute
+
+    from .test_resume import interrupt_at
+
+    cfg = expand(*load_spec(str(write_spec(tmp_path))), {})[0]
+    execute(cfg, tmp_path, progress=False)
+    old = _break_run(tmp_path, cfg.run_id)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 2)
+        with pytest.raises(RunInterrupted):
+            execute(cfg, tmp_path, progress=False, force=True)  # what --retry-failed does for this run
+    assert json.loads((tmp_path / cfg.run_id / "summary.json").read_text()) == old
+
+
+def test_force_and_retry_failed_together_exit_2(tmp_path, capsys):
+    path = write_spec(tmp_path)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--force", "--retry-failed"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_sweep_ends_with_a_results_table(tmp_path, capsys):
+    path = write_spec(tmp_path, grid={"model": ["lstm", "gru"], "task.length": [6, 8]}, seeds=2)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("model")))
+    assert lines[header].split() == ["model", "task.length", "runs", "final", "eval", "loss", "accuracy", "solved"]
+    rows = [line.split() for line in lines[header + 2:header + 6]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("lstm", "6", "2/2"), ("lstm", "8", "2/2"), ("gru", "6", "2/2"),
+                                                 ("gru", "8", "2/2")]
+    runs = load_runs(tmp_path / "out" / "t")
+    lstm6 = runs[(runs["config.model.name"] == "lstm") & (runs["config.task.length"] == 6)]
+    assert float(rows[0][3]) == pytest.approx(lstm6["final.eval_loss"].mean(), rel=2e-3)
+
+
+def test_a_resumed_sweep_keeps_its_recorded_thread_share(tmp_path, capsys):
+    path = write_spec(tmp_path, grid={"model": ["lstm", "gru"]})
+    out = tmp_path / "out"
+    sweep_dir = out / "t"
+    sweep_dir.mkdir(parents=True)
+    (sweep_dir / "sweep.json").write_text(json.dumps({"threads": 3}))  # as a first, interrupted sweep left it
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "1"]) == 0
+    assert "3 threads per run (recorded when this sweep first ran" in capsys.readouterr().err
+    assert {json.loads(p.read_text())["threads"] for p in sweep_dir.glob("*/config.json")} == {3}
+    assert json.loads((sweep_dir / "sweep.json").read_text())["threads"] == 3
