@@ -53,7 +53,8 @@ def test_summary_holds_every_documented_field(tmp_path):
     assert summary["params"] == sum(p.numel() for p in Trainer(cfg).model.parameters())
     assert summary["tokens_per_s"] > 0
     assert summary["peak_mem_bytes"] > 50 * 2**20 and summary["peak_mem_kind"] == "process_peak_rss"  # torch alone
-    assert summary["config"] == json.loads((run_dir / "config.json").read_text()) == cfg.canonical()
+    settled = {**cfg.canonical(), "threads": torch.get_num_threads()}  # the thread count it ran with, recorded
+    assert summary["config"] == json.loads((run_dir / "config.json").read_text()) == settled
     prov = summary["provenance"]
     for key in ("commit", "dirty", "python", "torch", "triton", "device_name", "cpu_model", "utc", "command"):
         assert key in prov, key

@@ -18,7 +18,7 @@ RTOL_OUT, RTOL_GRAD = 1e-5, 1e-4  # float32 kernels against float64 references
 # about 3.4x the worst relative error measured over this file's and test_split.py's half-precision cases through the
 # interpreter (triton 3.9, torch 2.13 CPU): float16 4.0e-4 (outputs) and 6.0e-4 (gradients), bfloat16 5.6e-3 and
 # 5.8e-3. A float16 module whose recurrent dot operands were rounded to bfloat16 instead errs 2.8e-3 to 8.7e-3 per case.
-RTOL_HALF = {torch.float16: 2e-3, torch.bfloat16: 2e-2}
+RTOL_HALF = {torch.float16: 2e-3, torch.bfloat16: 1e-2}  # bf16: the 1e-2 the kernels were specified to
 FUSED = {"rnn": kernels.RNN, "lstm": kernels.LSTM, "gru": kernels.GRU}
 TORCH = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 REF = {"rnn": reference.RNN, "lstm": reference.LSTM, "gru": reference.GRU}
