@@ -200,7 +200,9 @@ def cmd_reproduce(args) -> int:
     rtol = DEFAULT_RTOL if args.rtol is None else args.rtol
     if not rtol >= 0:  # also refuses nan
         raise ConfigError(f"--rtol {args.rtol}: must be a number >= 0 (0 = only identical bits agree)")
-    quantities, summary = reproduce(Path(args.run_dir), args.keep, progress=not args.quiet)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: must be >= 1")
+    quantities, summary = reproduce(Path(args.run_dir), args.keep, progress=not args.quiet, threads=args.threads)
     changes = environment_changes(Path(args.run_dir), summary)
     differing = [q for q in quantities.values() if q.differing]
     print(f"reproduce {summary['run_id']}: compared {sum(q.values for q in quantities.values()):,} values in "
@@ -273,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", metavar="RUN_DIR")
     rep.add_argument("--rtol", type=float,
                      help="relative tolerance for the `within rtol` verdict (default: 1e-3); 0 = bits only")
+    rep.add_argument("--threads", type=int, help="rerun with this many CPU threads instead of the recorded count "
+                                                 "(to see how far scheduling alone moves the result)")
     rep.add_argument("--keep", help="write the rerun's record to this folder instead of a temporary one")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     rep.set_defaults(func=cmd_reproduce)

@@ -110,9 +110,9 @@ def record_of(run_dir: Path) -> dict:
     }
 
 
-def reproduce(run_dir: Path, keep: Path | None = None, progress: bool = True):
-    """Rerun the run recorded in `run_dir` with its recorded config (thread count included); returns
-    (quantities compared, summary of the rerun)."""
+def reproduce(run_dir: Path, keep: Path | None = None, progress: bool = True, threads: int | None = None):
+    """Rerun the run recorded in `run_dir` with its recorded config (thread count included, unless `threads` says
+    otherwise: a way to see how far scheduling moves the last bits); returns (quantities compared, rerun's summary)."""
     from .train import execute
 
     run_dir = Path(run_dir)
@@ -121,6 +121,8 @@ def reproduce(run_dir: Path, keep: Path | None = None, progress: bool = True):
     if read_summary(run_dir) is None:
         raise ConfigError(f"{run_dir}: the run has no summary.json (unfinished); nothing to compare with")
     cfg = resolve(read_json(run_dir / "config.json"))
+    if threads is not None:
+        cfg = cfg.model_copy(update={"threads": threads})
     with tempfile.TemporaryDirectory(prefix="seqbench-reproduce-") as tmp:
         out = Path(keep) if keep else Path(tmp)
         summary, new_dir = execute(cfg, out, progress=progress, force=True)

@@ -84,3 +84,14 @@ def test_a_negative_rtol_exits_2(tmp_path, capsys, rtol):
 def test_not_a_run_folder_exits_2(tmp_path, capsys):
     assert main(["reproduce", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_another_thread_count_is_named_and_can_move_the_bits(tmp_path, capsys):
+    from .test_threads import sensitive
+
+    _, run_dir = execute(sensitive(threads=1), tmp_path, progress=False)
+    assert main(["reproduce", str(run_dir), "--quiet", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "environment differs from the record: torch_threads 1 -> 2" in out
+    assert out.strip().splitlines()[-1] == "verdict: within rtol (rtol 0.001)"  # last bits only, on this run
+    assert main(["reproduce", str(run_dir), "--quiet", "--threads", "0"]) == 2
