@@ -1,18 +1,24 @@
 """The report's data: a results folder's records as tidy DataFrames, aggregated over seeds before anything is drawn.
 
-Everything here is read from the records through `harness.loaders`; nothing a run records is recomputed.
+Everything here is read from the records through `harness.loaders`; nothing a run records is recomputed. A cell is one
+configuration up to its seeds: task, length, model label, the backend that actually ran, and every config key whose
+value differs between the runs of the report (`ReportData.keys`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
+from ..config import OPERATIONAL_KEYS
 from ..loaders import load_grad_profiles, load_metrics, load_runs
 from ..models import MODELS
 
@@ -22,8 +28,21 @@ STATUSES = ("completed", "diverged", "failed", "incomplete")
 #: runs that trained to their end or to their divergence: the denominator of a solve rate (a failed run is a harness
 #: or set-up error, not evidence about the model, and an incomplete one has not finished)
 FINISHED = ("completed", "diverged")
-#: one row of the summary table; backend is a key so that tokens/s of different kernels are never averaged together
+#: the fixed part of a cell's key; the config keys that vary in a report follow (backend is what ran, so that
+#: tokens/s of different kernels are never averaged together)
 CELL = ["task", "length", "label", "backend"]
+#: a run's seeds: what a cell aggregates over; `n` counts distinct pairs
+SEED = ["config.seed", "config.data_seed"]
+#: config columns that never separate cells: the seeds, how a run was executed, and what CELL already says
+NOT_KEYS = frozenset({*SEED, *(f"config.{k}" for k in OPERATIONAL_KEYS), "config.task.name", "config.task.length",
+                      "config.model.name", "config.model.backend", "config.model.nonlinearity"})
+#: settings every table shows, by short name -> config columns (the Transformer's width is its d_model)
+SETTINGS = {"hidden": ("config.model.hidden", "config.model.d_model"), "layers": ("config.model.layers",),
+            "lr": ("config.train.lr",), "batch_size": ("config.train.batch_size",), "steps": ("config.train.steps",)}
+#: the statistics' confidence level and the bootstrap's fixed seed and resamples (reports are deterministic)
+LEVEL, BOOT_SEED, BOOT_RESAMPLES = 0.95, 0, 9999
+#: cells with at most this many seeds show every seed's value in the figures
+FEW_SEEDS = 5
 INIT, END = "initialisation (step 0)", "end of training"
 BENCH_COLUMNS = ["cell", "backend", "batch", "hidden", "length", "dtype", "pass", "median_us", "p20_us", "p80_us",
                  "tokens_per_s"]
@@ -31,8 +50,10 @@ BENCH_COLUMNS = ["cell", "backend", "batch", "hidden", "length", "dtype", "pass"
 
 @dataclasses.dataclass
 class ReportData:
-    """A results folder, read once: `runs` (one row each, every status), `cells` (aggregated per CELL), the
-    completed runs' `metrics` and `profiles` (long, with the cell keys), kernel `bench` results and `sweeps`."""
+    """A results folder, read once: `runs` (one row each, every status, with its `cell`), `cells` (aggregated per
+    cell, row i is cell i), the short names of the config `keys` that separate cells, the paired model
+    `comparisons`, the counted completed runs' `metrics` and `profiles` (long, with the cell keys), kernel `bench`
+    results and `sweeps`."""
 
     root: Path
     runs: pd.DataFrame
@@ -41,6 +62,8 @@ class ReportData:
     profiles: pd.DataFrame
     bench: pd.DataFrame
     sweeps: list[dict]
+    keys: list[str] = dataclasses.field(default_factory=list)
+    comparisons: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     @property
     def labels(self) -> list[str]:
@@ -54,18 +77,25 @@ def load(root: Path) -> ReportData:
     runs = load_runs(root)
     if runs.empty:
         raise ValueError(f"no runs under {root}")
-    runs = add_keys(runs)
+    runs, keys = add_keys(runs)
     metrics = load_metrics(root)
     last = metrics.groupby("run_id").step.max()
     runs["last_step"] = runs.run_id.map(last)  # how far an incomplete run got
-    keys = runs.loc[runs.status == "completed", ["run_id", *CELL]]
+    table = cells(runs, keys)
+    runs = runs.assign(cell=cell_index(runs, table, keys))
+    counted = runs.loc[(runs.status == "completed") & runs.counted, ["run_id", "cell", *CELL, "variant"]]
     wanted = metrics[metrics.metric.isin(["eval_loss", "grad_norm"])]
-    return ReportData(root=root, runs=runs, cells=cells(runs), metrics=wanted.merge(keys, on="run_id"),
-                      profiles=load_grad_profiles(root).merge(keys, on="run_id"), bench=load_bench(root),
-                      sweeps=load_sweeps(root))
+    profiles = load_grad_profiles(root)
+    if runs.run_id.duplicated().any():  # one run recorded in two folders: the loaders give its rows twice
+        wanted = wanted.drop_duplicates(["run_id", "step", "metric"])
+        profiles = profiles.drop_duplicates(["run_id", "step", "quantity", "layer", "t"])
+    counted = counted.drop_duplicates("run_id")
+    return ReportData(root=root, runs=runs, cells=table, metrics=wanted.merge(counted, on="run_id"),
+                      profiles=profiles.merge(counted, on="run_id"), bench=load_bench(root),
+                      sweeps=load_sweeps(root), keys=keys, comparisons=comparisons(runs, table, keys))
 
 
-# --- runs and model labels -----------------------------------------------------------------------------------------
+# --- runs, model labels and cell keys ------------------------------------------------------------------------------
 @functools.cache
 def _default_layers(model: str) -> int:
     fields = getattr(MODELS.get(model), "model_fields", {})
@@ -88,87 +118,344 @@ def label_order(label: str) -> tuple:
     return (MODEL_ORDER.index(base) if base in MODEL_ORDER else len(MODEL_ORDER), base, label != base, label)
 
 
-def add_keys(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs table plus the cell keys: `label`, `length` (T) and `backend` (also for incomplete runs)."""
+def backend_name(kernel_path) -> str | None:
+    """What computed the recurrence, from a record's `kernel_path` (see harness.models.recurrent and kernels.fused):
+    `triton` where a fused path ran, `reference (fallback)` where a fused module fell back to its step loop,
+    `reference` for the reference backend, `torch` for torch.nn modules and the Transformer's attention; None where
+    the record does not say (no path recorded, or a fused module that never ran a forward)."""
+    if not isinstance(kernel_path, str):
+        return None
+    module, _, path = kernel_path.partition(": ")
+    if path.startswith("fused-triton"):
+        return "triton"
+    if path.startswith("fallback-"):
+        return path.removeprefix("fallback-").split(":")[0] + " (fallback)"
+    if module.startswith("kernels.reference."):
+        return "reference"
+    return None if module.startswith("kernels.") else "torch"
+
+
+def _backends(runs: pd.DataFrame) -> pd.Series:
+    """Each run's backend as recorded; a run whose record does not say (unfinished, or failed before a forward)
+    takes what its otherwise identical runs (other seeds) recorded, else its configured backend."""
+    recorded = runs.get("kernel_path", pd.Series(None, index=runs.index, dtype=object)).map(backend_name)
+    identity = [c for c in runs.columns if c.startswith("config.") and c not in SEED
+                and c.removeprefix("config.") not in OPERATIONAL_KEYS]
+    same = pd.Series([repr(row) for row in runs[identity].itertuples(index=False)], index=runs.index)
+    peers = recorded.dropna().groupby(same).agg(lambda v: v.iloc[0] if v.nunique() == 1 else None)
+    configured = runs.get("config.model.backend", pd.Series(None, index=runs.index, dtype=object))
+    return recorded.fillna(same.map(peers)).fillna(configured).fillna("torch")
+
+
+def short_names(runs: pd.DataFrame) -> dict[str, str]:
+    """Config column -> the short name it is shown under: its last part (`hidden`, `lr`), `section.leaf` where that
+    would clash; the Transformer's `d_model` shares `hidden` with the recurrent models' hidden size."""
+    columns = [c for c in runs.columns if c.startswith("config.") and c not in NOT_KEYS]
+    leaf = {c: "hidden" if c == "config.model.d_model" else c.rsplit(".", 1)[1] for c in columns}
+    taken = set(runs.columns) | RESERVED
+    counts = pd.Series([v for c, v in leaf.items() if c != "config.model.d_model"]).value_counts()
+    return {c: c.removeprefix("config.") if leaf[c] in taken or counts.get(leaf[c], 0) > 1 else leaf[c]
+            for c in columns}
+
+
+def _priority(names: dict[str, str]):
+    """Sort key for short names: the settings first, then model, task, training and other keys, in record order."""
+    order = {name: i for i, name in enumerate(dict.fromkeys(names.values()))}
+    section = {n: c.split(".")[1] if c.count(".") > 1 else "" for c, n in names.items()}
+    rank = {"model": 0, "task": 1, "train": 2}
+    return lambda n: (list(SETTINGS).index(n) if n in SETTINGS else len(SETTINGS), rank.get(section[n], 3), order[n])
+
+
+def varying_keys(runs: pd.DataFrame, names: dict[str, str]) -> list[str]:
+    """The short names of the config keys that separate cells. A model key (`model.*`) varies if it takes two values
+    among the runs of one model, a task key likewise within one task, any other key anywhere: a key that only some
+    models have (the Transformer's heads) is missing, not varying, for the others, and one that differs between models
+    only (each model's default depth) is already told apart by the model. Missing counts as a value where the same
+    model also has the key (an LSTM's forget_bias null vs 1.0). A key that repeats an earlier one wherever it is set
+    (`embed` following `hidden`) is dropped."""
+    owners = {"model": runs["config.model.name"], "task": runs["config.task.name"]}
+    found = []
+    for name in dict.fromkeys(names.values()):
+        column = next(c for c, n in names.items() if n == name)
+        owner = owners.get(column.split(".")[1]) if column.count(".") > 1 else None
+        values = runs[name]
+        if owner is None:
+            varies = values.nunique() > 1
+        else:
+            present = values.notna().groupby(owner).any()
+            varies = (values.groupby(owner).nunique(dropna=False)[present] > 1).any()
+        if varies:
+            found.append(name)
+    kept = []
+    for name in sorted(found, key=_priority(names)):
+        values = runs[name]
+        if not any(values.dropna().eq(runs.loc[values.notna(), other]).all() for other in kept):
+            kept.append(name)
+    return kept
+
+
+def _text(value) -> str:
+    """A key's value as text: 8, 0.001, adam; '' when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+    return str(value)
+
+
+def add_keys(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs table plus the cell keys: `label`, `length` (T), `backend` (what ran; the configured one stays in
+    `config.model.backend`), a column per config key under its short name, `variant` (the backend where several
+    ran, and the varying keys, as text: `hidden=8, lr=0.001`) and `counted` (False for a record that repeats a seed
+    of its cell); and the short names of the varying keys."""
     runs = runs.copy()
     config = [runs.get(f"config.model.{k}", pd.Series(None, index=runs.index)) for k in ("nonlinearity", "layers")]
     runs["label"] = [model_label(*row) for row in zip(runs["config.model.name"], *config)]
     runs["length"] = runs["config.task.length"].astype(int)
-    backend = runs.get("backend", pd.Series(None, index=runs.index, dtype=object))
-    runs["backend"] = backend.fillna(runs.get("config.model.backend", "torch")).fillna("torch")
-    return runs
+    runs["backend"] = _backends(runs)
+    names = short_names(runs)
+    for column, name in names.items():  # d_model fills the hidden column of the Transformer's runs
+        runs[name] = runs[name].fillna(runs[column]) if name in runs else runs[column]
+    keys = varying_keys(runs, names)
+    values = [[f"{k}={_text(v)}" for v in runs[k]] for k in keys]
+    runs["setting"] = [", ".join(p for p in row if not p.endswith("=")) for row in zip(*values)] if keys else ""
+    backend = [f"backend={b}" for b in runs.backend] if runs.backend.nunique() > 1 else [""] * len(runs)
+    runs["variant"] = [", ".join(p for p in row if p) for row in zip(backend, runs.setting)]
+    return mark_counted(runs, [*CELL, *keys]), keys
+
+
+STATUS_RANK = {status: i for i, status in enumerate(STATUSES)}
+
+
+def mark_counted(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`counted`: one run per seed of a cell. A seed recorded more than once (merged folders, duplicate records)
+    counts once: its completed record with a final eval loss first, then the first by status and path."""
+    seeds = [c for c in SEED if c in runs] or ["seed"]
+    loss = pd.to_numeric(runs.get("final.eval_loss", pd.Series(np.nan, index=runs.index)), errors="coerce")
+    order = runs.assign(_rank=runs.status.map(STATUS_RANK), _none=loss.isna(), _path=runs.get("path", ""))
+    order = order.sort_values(["_rank", "_none", "_path"], kind="stable")
+    first = ~order.duplicated(subset=[k for k in [*keys, *seeds] if k in runs])
+    return runs.assign(counted=first.reindex(runs.index))
+
+
+def cell_index(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Each run's row in the cells table."""
+    on = [*CELL, *keys]
+    ids = table[on].reset_index().rename(columns={"index": "cell"})
+    merged = runs[on].reset_index().merge(ids, on=on, how="left").set_index("index")  # NaN keys match each other
+    return merged.cell.reindex(runs.index)
 
 
 # --- statistics ----------------------------------------------------------------------------------------------------
-def _t_two_sided(t: float, df: int) -> float:
-    """P(|T| < t) for Student's t with integer `df` (closed form: Abramowitz & Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(df))
-    c2, series, term = math.cos(theta) ** 2, 0.0, 1.0
-    if df % 2:  # odd: (2/pi)(theta + sin cos (1 + 2/3 cos^2 + 2·4/(3·5) cos^4 + ...))
-        for k in range(1, (df - 1) // 2 + 1):
-            series, term = series + term, term * c2 * (2 * k) / (2 * k + 1)
-        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * series)
-    for k in range(1, df // 2 + 1):  # even: sin (1 + 1/2 cos^2 + 1·3/(2·4) cos^4 + ...)
-        series, term = series + term, term * c2 * (2 * k - 1) / (2 * k)
-    return math.sin(theta) * series
+def _values(values) -> np.ndarray:
+    return pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce").dropna().to_numpy(dtype="float64")
 
 
-@functools.cache
 def t_quantile(p: float, df: int) -> float:
-    """The p-quantile (p > 0.5) of Student's t with `df` degrees of freedom, by bisection (no scipy needed)."""
-    lo, hi = 0.0, 1e4
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_two_sided(mid, df) < 2 * p - 1 else (lo, mid)
-    return (lo + hi) / 2
+    """The p-quantile of Student's t with `df` degrees of freedom."""
+    return float(stats.t.ppf(p, df))
 
 
 def mean_ci(values) -> tuple[float, float, int]:
-    """(mean, half-width of the 95% t-interval, n) over the non-null values; the half-width is NaN when n < 2."""
-    v = pd.Series(values, dtype="float64").dropna()
+    """(mean, half-width of the 95% Student-t interval, n) over the non-null values; the half-width is NaN if n < 2."""
+    v = _values(values)
     n = len(v)
     if n < 2:
-        return (v.iloc[0] if n else math.nan), math.nan, n
-    return v.mean(), t_quantile(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n), n
+        return (float(v[0]) if n else math.nan), math.nan, n
+    return float(v.mean()), t_quantile((1 + LEVEL) / 2, n - 1) * float(v.std(ddof=1)) / math.sqrt(n), n
+
+
+def geo_ci(values) -> tuple[float, float, int]:
+    """(geometric mean, multiplicative half-width f, n) over the non-null values: the 95% t-interval of the mean log
+    value, so the interval is [g / f, g · f], above zero like the values; f is NaN if n < 2. Losses sit on log axes:
+    an additive interval would reach below zero. A value <= 0 has no log: all NaN then (n still counts it)."""
+    v = _values(values)
+    n = len(v)
+    if n == 0 or (v <= 0).any():
+        return math.nan, math.nan, n
+    mean, half, _ = mean_ci(np.log(v))
+    return math.exp(mean), math.exp(half), n
+
+
+def _bootstrap(data: tuple, statistic) -> tuple[float, float]:
+    """95% percentile bootstrap interval, fixed seed; (v, v) where every resample would give the same value."""
+    first = statistic(*data, axis=-1)
+    if all(np.ptp(d) == 0 for d in data) or (len(data) == 2 and np.ptp(data[0] - data[1]) == 0):
+        return first, first
+    res = stats.bootstrap(data, statistic, paired=len(data) > 1, vectorized=True, n_resamples=BOOT_RESAMPLES,
+                          confidence_level=LEVEL, method="percentile", rng=np.random.default_rng(BOOT_SEED))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _mean(x, axis=-1):
+    return np.mean(x, axis=axis)
+
+
+def _mean_difference(x, y, axis=-1):
+    return np.mean(x - y, axis=axis)
+
+
+def proportion_ci(values) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of per-seed proportions (accuracies): the 95% percentile bootstrap over seeds, which stays
+    inside the values' range and so inside [0, 1]; no interval (NaN) for n < 2."""
+    v = _values(values)
+    n = len(v)
+    if n < 2:
+        return (float(v[0]) if n else math.nan), math.nan, math.nan, n
+    return (float(v.mean()), *_bootstrap((v,), _mean), n)
+
+
+def wilson(k: int, n: int) -> tuple[float, float, float]:
+    """(k / n, low, high): the 95% Wilson score interval of a binomial proportion (inside [0, 1]); NaN for n = 0."""
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=LEVEL, method="wilson")
+    return k / n, float(ci.low), float(ci.high)
+
+
+def paired_difference(a, b) -> tuple[float, float, float, int]:
+    """(mean of a - b, low, high, n) over paired values: the 95% paired percentile bootstrap (fixed seed); no
+    interval (NaN) for fewer than 2 pairs."""
+    a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
+    n = len(a)
+    if n < 2:
+        return (float(a[0] - b[0]) if n else math.nan), math.nan, math.nan, n
+    return (float(np.mean(a - b)), *_bootstrap((a, b), _mean_difference), n)
 
 
 # --- aggregation ---------------------------------------------------------------------------------------------------
+def _column(g: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(g.get(name, pd.Series(np.nan, index=g.index)), errors="coerce")
+
+
 def summarise_cell(g: pd.DataFrame) -> dict:
-    """One summary row from the runs of one cell (every status)."""
-    done = g[g.status == "completed"]
-    finished = g[g.status.isin(FINISHED)]
-    loss, loss_ci, n = mean_ci(done.get("final.eval_loss"))
-    acc, acc_ci, _ = mean_ci(done.get("final.eval_accuracy"))
-    solved = finished.solved_step.dropna() if "solved_step" in g else pd.Series(dtype="float64")
+    """One summary row from the runs of one cell (every status): statistics over its counted runs (one per seed),
+    counts of every status over all its records."""
+    if "counted" not in g:
+        g = mark_counted(g, [])
+    one = g[g.counted]
+    done = one[one.status == "completed"]
+    loss = _column(done, "final.eval_loss")
+    valued = done[loss.notna()]
+    gmean, factor, n = geo_ci(loss)
+    acc, acc_lo, acc_hi, _ = proportion_ci(_column(valued, "final.eval_accuracy"))
+    finished = one[one.status.isin(FINISHED)]
+    # a diverged run is never solved, whatever it met before diverging; it stays in the denominator
+    solved = _column(finished, "solved_step").where(finished.status == "completed").dropna()
+    rate, rate_lo, rate_hi = wilson(len(solved), len(finished))
+    tokens, tokens_ci, _ = mean_ci(_column(done, "tokens_per_s"))
     return {
-        "loss_mean": loss, "loss_ci": loss_ci, "accuracy_mean": acc, "accuracy_ci": acc_ci, "n": n,
-        "solve_rate": len(solved) / len(finished) if len(finished) else math.nan,
+        "loss_gmean": gmean, "loss_factor": factor,
+        "loss_lo": gmean / factor if n > 1 else math.nan, "loss_hi": gmean * factor if n > 1 else math.nan,
+        "accuracy_mean": acc, "accuracy_lo": acc_lo, "accuracy_hi": acc_hi, "n": n,
+        "no_final_value": len(done) - n, "solved": len(solved), "finished": len(finished),
+        "solve_rate": rate, "solve_lo": rate_lo, "solve_hi": rate_hi,
         "steps_to_solve": solved.median() if len(solved) else math.nan,
-        "tokens_per_s": pd.to_numeric(done.get("tokens_per_s"), errors="coerce").mean(),
-        "params": done.get("params", pd.Series(dtype="float64")).median(),
-        "baseline_loss": g.get("baseline_loss", pd.Series(dtype="float64")).median(),
+        "tokens_per_s": tokens, "tokens_per_s_ci": tokens_ci,
+        "params": _column(done, "params").median(),
+        "baseline_loss": _column(g, "baseline_loss").median(),
+        "chance": 1 / _column(g, "config.task.n_symbols").median() if "config.task.n_symbols" in g else math.nan,
         **{status: int((g.status == status).sum()) for status in STATUSES},
+        "repeated_seeds": len(g) - len(one),
     }
 
 
-def sort_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows by task, length, then label in the fixed model order."""
-    order = frame.label.map(label_order)
-    return frame.assign(_o=order).sort_values(["task", "length", "_o"]).drop(columns="_o").reset_index(drop=True)
+#: column names of the cells table and runs: config keys are never shown under them
+RESERVED = frozenset({*CELL, "cell", "variant", "setting", "counted", "model", "T", "n", "seed", "status", "run_id",
+                      "path", "chance", "params", "solved", "finished", "no_final_value", "repeated_seeds"})
 
 
-def cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per model label x task x length x backend: means, 95% CIs, solve rate, counts of every status."""
-    rows = [{**dict(zip(CELL, key)), **summarise_cell(g)} for key, g in runs.groupby(CELL, sort=False)]
-    return sort_cells(pd.DataFrame(rows))
+def _first(values: pd.Series):
+    values = values.dropna()
+    return values.iloc[0] if len(values) else math.nan
+
+
+def _settings(g: pd.DataFrame) -> dict:
+    """The settings every table shows (a cell's runs share them; missing where no run has them)."""
+    return {name: _first(pd.concat([g[c] for c in columns if c in g] or [pd.Series(dtype=object)]))
+            for name, columns in SETTINGS.items()}
+
+
+def _sort_key(column: pd.Series) -> pd.Series:
+    if column.name == "label":
+        return column.map(label_order)
+    numbers = pd.to_numeric(column, errors="coerce")
+    return numbers if numbers.notna().sum() == column.notna().sum() else column.astype(str)
+
+
+def sort_cells(frame: pd.DataFrame, keys: list[str] = ()) -> pd.DataFrame:
+    """Rows by task, length, label in the fixed model order, backend, then the varying keys."""
+    by = [c for c in [*CELL, *keys] if c in frame]
+    return frame.sort_values(by, key=_sort_key, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def cells(runs: pd.DataFrame, keys: list[str] = ()) -> pd.DataFrame:
+    """One row per cell (CELL + `keys`): statistics over seeds, settings, counts of every status."""
+    on = [*CELL, *keys]
+    rows = []
+    for key, g in runs.groupby(on, sort=False, dropna=False):
+        row = {**dict(zip(on, key)), **_settings(g), **summarise_cell(g)}
+        rows.append({**row, "variant": g.variant.iloc[0] if "variant" in g else "",
+                     "setting": g.setting.iloc[0] if "setting" in g else ""})
+    return sort_cells(pd.DataFrame(rows), keys)
+
+
+def duplicate_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per seed recorded by more than one run of a cell: cell, seed and the run_ids (the counted one first)."""
+    seeds = [c for c in SEED if c in runs]
+    order = runs.sort_values("counted", ascending=False, kind="stable")
+    rows = [{"cell": cell, "seed": int(seed[0]), "run_ids": list(g.run_id)}
+            for (cell, *seed), g in order.groupby(["cell", *seeds], sort=True) if len(g) > 1]
+    return pd.DataFrame(rows, columns=["cell", "seed", "run_ids"])
+
+
+def comparable(a: pd.Series, b: pd.Series, keys: list[str]) -> bool:
+    """Two cells of different models in the same task, length and settings: every varying key equal where both
+    models have it, and the same backend where both have a choice of backend (the Transformer has none)."""
+    same = (a.task, a.length) == (b.task, b.length) and a.label != b.label
+    return same and all(pd.isna(a[k]) or pd.isna(b[k]) or a[k] == b[k] for k in [*keys, "backend_choice"])
+
+
+COMPARISON = ["task", "length", "label_a", "label_b", "backend_a", "backend_b", "cell_a", "cell_b", "pairs",
+              "loss_diff", "loss_diff_lo", "loss_diff_hi", "accuracy_pairs", "accuracy_diff", "accuracy_diff_lo",
+              "accuracy_diff_hi"]
+
+
+def comparisons(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per pair of comparable cells (see `comparable`; A is the first in model order): the mean paired
+    difference A - B of the final eval loss and accuracy over the seeds both completed, with its 95% paired percentile
+    bootstrap interval (fixed seed: reports are deterministic); no interval below 2 pairs. `runs` carry their `cell`."""
+    done = runs[runs.counted & (runs.status == "completed")]
+    done = done.assign(loss=_column(done, "final.eval_loss"), accuracy=_column(done, "final.eval_accuracy"))
+    done = done.dropna(subset=["loss"])
+    configurable = runs.get("config.model.backend", pd.Series(None, index=runs.index)).notna().groupby(runs.cell).any()
+    table = table.assign(backend_choice=table.backend.where(configurable.reindex(table.index, fill_value=False)))
+    rows = []
+    for _, group in table.groupby(["task", "length"], sort=False):
+        for (_, a), (_, b) in itertools.combinations(group.iterrows(), 2):
+            if not comparable(a, b, keys):
+                continue
+            if label_order(a.label) > label_order(b.label):
+                a, b = b, a
+            pairs = done[done.cell == a.name].merge(done[done.cell == b.name], on=SEED, suffixes=("_a", "_b"))
+            loss = paired_difference(pairs.loss_a, pairs.loss_b)
+            both = pairs.dropna(subset=["accuracy_a", "accuracy_b"])
+            acc = paired_difference(both.accuracy_a, both.accuracy_b)
+            rows.append({"task": a.task, "length": a.length, "label_a": a.label, "label_b": b.label,
+                         "backend_a": a.backend, "backend_b": b.backend, "cell_a": a.name, "cell_b": b.name,
+                         **{k: a[k] if not pd.isna(a[k]) else b[k] for k in keys},
+                         "pairs": loss[3], "loss_diff": loss[0], "loss_diff_lo": loss[1], "loss_diff_hi": loss[2],
+                         "accuracy_pairs": acc[3], "accuracy_diff": acc[0], "accuracy_diff_lo": acc[1],
+                         "accuracy_diff_hi": acc[2]})
+    return pd.DataFrame(rows, columns=[*COMPARISON[:6], *keys, *COMPARISON[6:]])
 
 
 def seed_bands(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Median, min and max over seeds of `metric` per cell and step (columns median, lo, hi, n)."""
     m = metrics[metrics.metric == metric]
-    stats = m.groupby(["task", "length", "label", "step"], sort=False).value.agg(
-        median="median", lo="min", hi="max", n="count")
-    return stats.reset_index()
+    by = ["task", "length", "label", "variant", "cell", "step"] if "cell" in m else ["task", "length", "label", "step"]
+    stats_ = m.groupby(by, sort=False).value.agg(median="median", lo="min", hi="max", n="count")
+    return stats_.reset_index()
 
 
 def profile_medians(profiles: pd.DataFrame, quantity: str) -> pd.DataFrame:
@@ -181,8 +468,8 @@ def profile_medians(profiles: pd.DataFrame, quantity: str) -> pd.DataFrame:
     last = p.step == by_run.step.transform("max")
     p = p[top & ((p.step == 0) | last)]
     p = p.assign(phase=p.step.eq(0).map({True: INIT, False: END}))
-    med = p.groupby(["task", "length", "label", "phase", "distance"], sort=False).norm.median()
-    return med.reset_index()
+    by = ["task", "length", "label", *(["variant", "cell"] if "cell" in p else []), "phase", "distance"]
+    return p.groupby(by, sort=False).norm.median().reset_index()
 
 
 # --- other files ---------------------------------------------------------------------------------------------------

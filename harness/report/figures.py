@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
 import textwrap
 from pathlib import Path
@@ -29,6 +30,8 @@ DPI = 150
 LOSS_LABEL = {"copy": "eval cross-entropy (nats/position)", "adding": "eval MSE"}
 ACCURACY_LABEL = {"copy": "recall accuracy", "adding": "fraction with |error| < 0.04"}
 BASELINE = dict(color="black", linestyle="--", linewidth=1.2, zorder=5)  # above the curves that sit on it
+CHANCE = dict(color="0.35", linestyle=":", linewidth=1.2, zorder=5)
+MARKERS, DASHES = "osD^vPX*", [(), (4, 1.5), (1, 1), (3, 1, 1, 1), (6, 2), (2, 2, 6, 2), (1, 2), (5, 1, 1, 1, 1, 1)]
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 GRAD_H, GRAD_X = "‖∂L/∂hₜ‖", "‖∂L/∂xₜ‖"  # Unicode, not mathtext: cheaper to draw and wraps by its real width
 
@@ -109,11 +112,29 @@ def _facets(frame, row: str, col: str, title: str, row_order=None, col_order=Non
     return fig, grid
 
 
-def _map(frame, grid: dict, keys: list[str], plot, colours: dict) -> None:
-    """plot(axes, rows, colour) for the rows of each facet and model label."""
+class Style(NamedTuple):
+    dashes: tuple
+    marker: str
+
+    def line(self) -> dict:
+        return dict(dashes=self.dashes) if self.dashes else dict(linestyle="-")
+
+
+def styles(variants, order=()) -> dict[str, Style]:
+    """A line style and marker per variant (the backend where several ran, and the config keys that vary: `hidden=8,
+    lr=0.001`), the first solid: in `order` (the summary's, where keys sort by value), then sorted."""
+    present = set(variants)
+    ordered = [v for v in dict.fromkeys(order) if v in present] + sorted(present - set(order))
+    return {v: Style(d, m) for v, d, m in zip(ordered, itertools.cycle(DASHES), itertools.cycle(MARKERS))}
+
+
+def _map(frame, grid: dict, keys: list[str], plot, colours: dict, style: dict | None = None) -> None:
+    """plot(axes, rows, colour, style) for the rows of each facet, model label and variant."""
+    variant = frame.variant if "variant" in frame else pd.Series("", index=frame.index)
+    style = style or styles(variant)
     for key, facet in frame.groupby(keys, sort=False):
-        for label, rows in facet.groupby("label", sort=False):
-            plot(grid[key], rows, colours[label])
+        for (label, v), rows in facet.groupby(["label", variant.loc[facet.index]], sort=False):
+            plot(grid[key], rows, colours[label], style[v])
 
 
 def _pow10(x, _=None) -> str:
@@ -147,10 +168,18 @@ def _plain_log_labels(ax) -> None:
     axis.set_minor_locator(NullLocator())
 
 
-def _legend_data(labels, colours, baseline=False) -> dict:
+def _legend_data(labels, colours, baseline=False, variants: dict | None = None, chance=False) -> dict:
+    """Legend entries: a colour per model, a line style (and marker) per variant, the reference lines."""
     handles = {label: Line2D([], [], color=colours[label], linewidth=2) for label in labels}
+    shown = {variant: style for variant, style in (variants or {}).items() if variant}
+    if shown:
+        handles["configuration:"] = Line2D([], [], linestyle="none")  # a heading: no line
+    for variant, style in shown.items():
+        handles[variant] = Line2D([], [], color="0.3", marker=style.marker, markersize=4, **style.line())
     if baseline:
         handles["baseline"] = Line2D([], [], **BASELINE)
+    if chance:
+        handles["chance"] = Line2D([], [], **CHANCE)
     return handles
 
 
@@ -172,9 +201,18 @@ def _finish(fig, grid: dict, handles: dict, title: str, xlabel: str, ylabel, leg
                 ax.set_ylabel(ylabel(key))
                 ax.yaxis.set_tick_params(labelleft=True)
     width, height = fig.get_size_inches()
+    right = max(RIGHT, 1.1 + 0.075 * max(len(str(text)) for text in [*handles, legend_title or ""]))
+    lines = textwrap.wrap(title, int((width - RIGHT + right) / 0.11))  # narrow figures wrap their title
+    top = TOP + 0.22 * max(0, len(lines) - 2)
+    if right > RIGHT or top > TOP:  # long legend entries (key=value settings), a long title: panels keep their size
+        panels = width - LEFT - RIGHT, height - TOP - BOTTOM
+        width, height = LEFT + panels[0] + right, top + panels[1] + BOTTOM
+        fig.set_size_inches(width, height)
+        next(iter(grid.values())).get_subplotspec().get_gridspec().update(
+            left=LEFT / width, right=(LEFT + panels[0]) / width, bottom=BOTTOM / height, top=1 - top / height)
     fig.legend(handles.values(), handles.keys(), title=legend_title, loc="center left",
-               bbox_to_anchor=(1 - (RIGHT - 0.15) / width, 0.5), frameon=False)
-    fig.suptitle(textwrap.fill(title, int(width / 0.11)), y=1 - 0.15 / height)  # narrow figures wrap their title
+               bbox_to_anchor=(1 - (right - 0.15) / width, 0.5), frameon=False)
+    fig.suptitle("\n".join(lines), y=1 - 0.15 / height)
     return fig
 
 
@@ -201,63 +239,107 @@ def _length_ticks(ax, lengths) -> None:
 
 
 # --- 1, 4: curves over training ------------------------------------------------------------------------------------
-def _band(ax, rows, colour) -> None:
+def _band(ax, rows, colour, style) -> None:
     """Median line and min–max band over seeds (precomputed: no seaborn bootstrap)."""
     ax.fill_between(rows.step, rows.lo, rows.hi, color=colour, alpha=0.2, linewidth=0)
-    ax.plot(rows.step, rows["median"], color=colour, linewidth=1.5)
+    ax.plot(rows.step, rows["median"], color=colour, linewidth=1.5, **style.line())
+
+
+def _seed_lines(ax, rows, colour, style) -> None:
+    """Each seed's own curve, thin: with few seeds the reader sees every one."""
+    for _, run in rows.groupby("run_id", sort=False):
+        ax.plot(run.step, run.value, color=colour, linewidth=0.6, alpha=0.6, **style.line())
 
 
 def _curves(d: D.ReportData, metric: str, ylabel, title: str, baseline: bool):
-    """`metric` vs step: rows = task, cols = length, one median line and min–max band per model, log y."""
+    """`metric` vs step: rows = task, cols = length, one median line and min–max band per cell (colour = model,
+    style = variant), each seed's curve where a cell has at most FEW_SEEDS seeds, log y."""
     bands = D.seed_bands(d.metrics, metric)
     if bands.empty:
         return None
     fig, grid = _facets(bands, "task", "length", "{row}, T = {col}")
-    colours = palette(d.labels)
-    _map(bands, grid, ["task", "length"], _band, colours)
+    colours, style = palette(d.labels), styles(bands.variant, d.cells.variant)
+    _map(bands, grid, ["task", "length"], _band, colours, style)
+    seeds = d.metrics[d.metrics.metric == metric]
+    few = seeds[seeds.groupby("cell").run_id.transform("nunique") <= D.FEW_SEEDS]
+    _map(few, grid, ["task", "length"], _seed_lines, colours, style)
     for (task, length), ax in grid.items():
         ax.set_yscale("log")
         if baseline and ax.has_data():
             _baseline(ax, d.cells, task, length)
     labels = [lab for lab in d.labels if lab in set(bands.label)]
-    return _finish(fig, grid, _legend_data(labels, colours, baseline), title, "training step",
+    return _finish(fig, grid, _legend_data(labels, colours, baseline, style), title, "training step",
                    lambda key: ylabel(key[0]))
+
+
+CURVES = f"median over seeds, band: min–max; thin lines: each seed where a cell has ≤ {D.FEW_SEEDS}"
 
 
 def learning_curves(d: D.ReportData):
     return _curves(d, "eval_loss", lambda task: LOSS_LABEL.get(task, "eval loss"),
-                   "Eval loss during training (median over seeds, band: min–max)", baseline=True)
+                   f"Eval loss during training ({CURVES})", baseline=True)
 
 
 def grad_norm(d: D.ReportData):
     return _curves(d, "grad_norm", lambda task: "global gradient norm",
-                   "Global gradient norm before clipping (median over seeds, band: min–max)", baseline=False)
+                   f"Global gradient norm before clipping ({CURVES})", baseline=False)
 
 
 # --- 2: final metrics vs length ------------------------------------------------------------------------------------
-def _errorbars(ax, rows, colour) -> None:
-    ax.errorbar(rows.x, rows["mean"], yerr=rows.ci.fillna(0), color=colour, marker="o", markersize=4, capsize=3,
-                linewidth=1.5)
+def _errorbars(ax, rows, colour, style) -> None:
+    """The statistic and its interval (asymmetric: lo, hi), plus each seed's value where a cell has few."""
+    yerr = [(rows["mean"] - rows.lo).fillna(0).clip(lower=0), (rows.hi - rows["mean"]).fillna(0).clip(lower=0)]
+    ax.errorbar(rows.x, rows["mean"], yerr=yerr, color=colour, marker=style.marker, markersize=4, capsize=3,
+                linewidth=1.5, **style.line())
+
+
+def _seed_points(ax, rows, colour, style) -> None:
+    """Each seed's value, hollow, beside the statistic drawn over it."""
+    ax.scatter(rows.x, rows.value, facecolors="none", edgecolors=[colour], marker=style.marker, s=18, linewidths=0.8,
+               alpha=0.8, zorder=3)
+
+
+def final_frames(d: D.ReportData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per cell and metric (loss, accuracy): statistic `mean`, interval `lo`–`hi`, dodged `x`; and each counted seed's
+    `value` for cells with at most FEW_SEEDS seeds. Loss: geometric mean, ×/÷ its t-interval on log values (never below
+    zero on the log axis); accuracy: mean, percentile bootstrap interval over seeds (inside [0, 1])."""
+    c = d.cells.dropna(subset=["loss_gmean"])
+    pairs = sorted(dict.fromkeys(zip(c.label, c.variant)), key=lambda p: D.label_order(p[0]))  # the summary's order
+    dodge = {p: 1.03 ** (i - (len(pairs) - 1) / 2) for i, p in enumerate(pairs)}  # side by side on log x
+    x = pd.Series([dodge[p] for p in zip(c.label, c.variant)], index=c.index) * c.length
+    stats = pd.concat([c.assign(metric="loss", mean=c.loss_gmean, lo=c.loss_lo, hi=c.loss_hi, x=x),
+                       c.assign(metric="accuracy", mean=c.accuracy_mean, lo=c.accuracy_lo, hi=c.accuracy_hi, x=x)],
+                      ignore_index=True).dropna(subset=["mean"])
+    runs = d.runs[d.runs.counted & (d.runs.status == "completed") & d.runs.cell.isin(c.index[c.n <= D.FEW_SEEDS])]
+    seeds = pd.concat([runs.assign(metric=m, value=pd.to_numeric(runs.get(f"final.eval_{m}"), errors="coerce"))
+                       for m in ("loss", "accuracy")], ignore_index=True).dropna(subset=["value"])
+    seeds = seeds.assign(x=seeds.cell.map(x))
+    return stats, seeds[["task", "length", "label", "variant", "cell", "metric", "value", "x"]]
+
+
+def _chance(ax, cells, task) -> None:
+    """Chance accuracy (1/n_symbols, from the runs' configs), dotted."""
+    chance = cells.chance[cells.task == task].dropna()
+    if len(chance):
+        ax.axhline(chance.median(), **CHANCE)
 
 
 def final_vs_length(d: D.ReportData):
-    """Final eval loss (top row) and accuracy (bottom row) vs T per task, mean ± 95% CI over seeds."""
-    c = d.cells.dropna(subset=["loss_mean"])
-    if c.empty:
+    """Final eval loss (top row) and accuracy (bottom row) vs T per task (see `final_frames`)."""
+    stats, seeds = final_frames(d)
+    if stats.empty:
         return None
-    labels = [lab for lab in d.labels if lab in set(c.label)]
-    dodge = {lab: 1.03 ** (i - (len(labels) - 1) / 2) for i, lab in enumerate(labels)}  # side by side on log x
-    frame = pd.concat([c.assign(metric=m, mean=c[f"{m}_mean"], ci=c[f"{m}_ci"], x=c.length * c.label.map(dodge))
-                       for m in ("loss", "accuracy")], ignore_index=True).dropna(subset=["mean"])
-    fig, grid = _facets(frame, "metric", "task", "{col}", row_order=["loss", "accuracy"], sharey=False)
-    colours = palette(d.labels)
-    _map(frame, grid, ["metric", "task"], _errorbars, colours)
+    fig, grid = _facets(stats, "metric", "task", "{col}", row_order=["loss", "accuracy"], sharey=False)
+    colours, style = palette(d.labels), styles(stats.variant, d.cells.variant)
+    _map(stats, grid, ["metric", "task"], _errorbars, colours, style)
+    _map(seeds, grid, ["metric", "task"], _seed_points, colours, style)
     for (metric, task), ax in grid.items():
-        _length_ticks(ax, sorted(c.length[c.task == task].unique()))
+        _length_ticks(ax, sorted(stats.length[stats.task == task].unique()))
         if metric == "loss":
             _baseline(ax, d.cells, task)
             ax.set_yscale("log")
         else:
+            _chance(ax, d.cells, task)
             ax.set_ylim(-0.02, 1.02)
 
     def ylabel(key):
@@ -265,8 +347,12 @@ def final_vs_length(d: D.ReportData):
         return "final " + (LOSS_LABEL.get(task, "eval loss") if metric == "loss"
                            else ACCURACY_LABEL.get(task, "eval accuracy"))
 
-    return _finish(fig, grid, _legend_data(labels, colours, baseline=True),
-                   "Final eval loss and accuracy vs length (mean ± 95% t-interval over seeds)", "length T", ylabel)
+    labels = [lab for lab in d.labels if lab in set(stats.label)]
+    chance = d.cells.chance.notna().any()
+    return _finish(fig, grid, _legend_data(labels, colours, True, style, chance),
+                   "Final eval loss (geometric mean ×/÷ 95% t-interval on log loss) and accuracy (mean, 95% bootstrap "
+                   f"interval) vs length over seeds; points: each seed where a cell has ≤ {D.FEW_SEEDS}", "length T",
+                   ylabel)
 
 
 # --- 3: gradient through time --------------------------------------------------------------------------------------
@@ -275,8 +361,8 @@ def _longest(frame, per_task: int):
     return frame[frame.groupby("task").length.rank(method="dense", ascending=False) <= per_task]
 
 
-def _profile_line(ax, rows, colour) -> None:
-    ax.plot(rows.distance, rows.positive, color=colour, linewidth=1.5)  # NaN (underflow) breaks the line
+def _profile_line(ax, rows, colour, style) -> None:
+    ax.plot(rows.distance, rows.positive, color=colour, linewidth=1.5, **style.line())  # NaN (underflow): a gap
 
 
 def _underflow_strip(ax, zeros, colours) -> None:
@@ -298,15 +384,15 @@ def _profile_figure(d: D.ReportData, quantity: str, symbol: str, what: str):
     med = med.assign(panel=med.task + ", T = " + med.length.astype(str), positive=med.norm.where(med.norm > 0))
     fig, grid = _facets(med, "panel", "phase", "{row}: {col}", row_order=list(dict.fromkeys(med.panel)),
                         col_order=[D.INIT, D.END])
-    colours = palette(d.labels)
-    _map(med, grid, ["panel", "phase"], _profile_line, colours)
+    colours, style = palette(d.labels), styles(med.variant, d.cells.variant)
+    _map(med, grid, ["panel", "phase"], _profile_line, colours, style)
     for (panel, phase), ax in grid.items():
         ax.set_yscale("log")
         zeros = med[(med.panel == panel) & (med.phase == phase) & (med.norm == 0)]
         if len(zeros):
             _underflow_strip(ax, zeros, colours)
     labels = [lab for lab in d.labels if lab in set(med.label)]
-    return _finish(fig, grid, _legend_data(labels, colours), f"Gradient through time: {symbol} {what} "
+    return _finish(fig, grid, _legend_data(labels, colours, variants=style), f"Gradient through time: {symbol} {what} "
                    "(median over seeds)", "distance from the loss (steps)", lambda key: symbol)
 
 
@@ -327,28 +413,33 @@ def _bench_setting(bench):
 
 
 def throughput(d: D.ReportData):
-    """Training tokens/s vs T per task (style = backend), plus kernel benchmark panels (one per pass) when present."""
+    """Training tokens/s vs T per task (style = backend and the varying keys), plus kernel benchmark panels (one per
+    pass) when present."""
     runs = d.cells.dropna(subset=["tokens_per_s"]).assign(panel=lambda f: "training runs: " + f.task)
+    runs = runs.assign(style="backend: " + runs.backend + runs.setting.map(lambda s: s and f", {s}"))
     bench, setting = _bench_setting(d.bench) if len(d.bench) else (d.bench, "")
-    bench = bench.assign(panel=lambda f: "kernels: " + f["pass"].astype(str) + f" pass\n{setting}")
+    bench = bench.assign(panel=lambda f: "kernels: " + f["pass"].astype(str) + f" pass\n{setting}",
+                         style=lambda f: "backend: " + f.backend.astype(str))
     frame = pd.concat([runs, bench], ignore_index=True).assign(one="")
     if frame.empty:
         return None
     fig, grid = _facets(frame, "one", "panel", "{col}", col_order=list(dict.fromkeys(frame.panel)), sharey=False)
     colours = palette(d.labels)
-    backends = sorted(frame.backend.unique(), key=lambda b: (b != "torch", b))  # the usual one drawn solid
-    markers = dict(zip(backends, "osD^vPX*"))
-    dashes = dict(zip(backends, [(), (4, 1.5), (1, 1), (3, 1, 1, 1)] * 4))
+    order = list(runs.sort_values("backend", key=lambda b: b != "torch", kind="stable")["style"])
+    order += sorted(bench["style"].unique(), key=lambda b: (b != "backend: torch", b))
+    kinds = list(dict.fromkeys(order))  # summary order, torch first: the usual backend drawn solid
+    markers = dict(zip(kinds, itertools.cycle(MARKERS)))
+    dashes = dict(zip(kinds, itertools.cycle(DASHES)))
     for (_, panel), ax in grid.items():
         rows = frame[frame.panel == panel]
-        sns.lineplot(rows, x="length", y="tokens_per_s", hue="label", style="backend", palette=colours,
-                     hue_order=[lab for lab in d.labels if lab in set(rows.label)], style_order=backends,
+        sns.lineplot(rows, x="length", y="tokens_per_s", hue="label", style="style", palette=colours,
+                     hue_order=[lab for lab in d.labels if lab in set(rows.label)], style_order=kinds,
                      markers=markers, dashes=dashes, errorbar=None, legend=False, ax=ax)
         _length_ticks(ax, sorted(rows.length.unique()))
         ax.set_yscale("log")
     handles = _legend_data([lab for lab in d.labels if lab in set(frame.label)], colours)
-    handles.update({f"backend: {b}": Line2D([], [], color="0.3", marker=markers[b], dashes=dashes[b] or (None, None))
-                    for b in backends})
+    handles.update({k: Line2D([], [], color="0.3", marker=markers[k], dashes=dashes[k] or (None, None))
+                    for k in kinds})
     return _finish(fig, grid, handles, "Throughput (training runs: steady-state tokens/s, mean over seeds)",
                    "length T", lambda key: "tokens/s", legend_title=None)
 
@@ -405,27 +496,35 @@ class Spec(NamedTuple):
 
 
 #: every figure, in the order of the page
+STYLE_NOTE = ("Colour: model; line style and marker: the backend where several ran and the config keys that differ "
+              "between configurations (legend: key=value).")
 FIGURES = {
     "learning_curves": Spec(
-        learning_curves, "Eval loss vs training step; dashed: the task's analytic baseline.",
+        learning_curves, f"Eval loss vs training step: median over seeds, band: min–max over seeds, thin lines: every "
+        f"seed where a cell has at most {D.FEW_SEEDS}; dashed: the task's analytic baseline. {STYLE_NOTE}",
         "no eval_loss in the metrics of completed runs"),
     "final_vs_length": Spec(
-        final_vs_length, "Final eval loss and accuracy (copy: recall accuracy, chance 1/8 with 8 symbols; "
-        "adding: fraction of sequences with |error| < 0.04) vs length; bars: 95% t-intervals over seeds; dashed: "
-        "the analytic baseline.", "no completed run with a final eval loss"),
+        final_vs_length, "Final eval loss and accuracy vs length. Loss: geometric mean over seeds, bars: its 95% "
+        "interval, a Student-t interval on the log loss, i.e. mean ×/÷ factor (never below zero on the log axis). "
+        "Accuracy (copy: recall accuracy; adding: fraction of sequences with |error| < 0.04): mean over seeds, bars: "
+        f"95% percentile bootstrap interval over seeds ({D.BOOT_RESAMPLES} resamples, fixed seed; inside [0, 1]). "
+        f"Points: every seed where a cell has at most {D.FEW_SEEDS}. Dashed: the analytic baseline loss; dotted: "
+        f"chance accuracy 1/n_symbols (copy). {STYLE_NOTE}", "no completed run with a final eval loss"),
     "grad_through_time": Spec(
         grad_through_time, "‖∂L/∂h_t‖ of the top recurrent layer vs distance from the loss, at initialisation "
         "and after training (two longest lengths per task); exact zeros (underflow) are marked on a strip under "
-        "the panel.", "no gradient profiles of a recurrent layer"),
+        f"the panel. Median over seeds. {STYLE_NOTE}", "no gradient profiles of a recurrent layer"),
     "input_grad_through_time": Spec(
         input_grad_through_time, "‖∂L/∂x_t‖ at the embedded input vs distance from the loss (every model, incl. "
-        "the Transformer).", "no gradient profiles"),
+        f"the Transformer); median over seeds. {STYLE_NOTE}", "no gradient profiles"),
     "grad_norm": Spec(
-        grad_norm, "Global gradient norm (before clipping) vs training step.",
+        grad_norm, "Global gradient norm (before clipping) vs training step: median over seeds, band: min–max, thin "
+        f"lines: every seed where a cell has at most {D.FEW_SEEDS}. {STYLE_NOTE}",
         "no grad_norm in the metrics of completed runs"),
     "throughput": Spec(
-        throughput, "Training throughput vs length (style: backend); kernel benchmark panels when results exist "
-        "under bench/.", "no tokens_per_s recorded and no kernel benchmark results"),
+        throughput, "Training throughput vs length, mean over seeds (style: backend and the config keys that differ "
+        "between configurations); kernel benchmark panels when results exist under bench/.",
+        "no tokens_per_s recorded and no kernel benchmark results"),
     "kernels": Spec(
         kernels, "Kernel benchmarks (`seqbench bench`): median time per step of one layer vs hidden size, per pass and "
         "precision (colour: cell; style: backend); dotted: the floor, FLOPs and bytes per step over the device's "

@@ -11,22 +11,16 @@ import pandas as pd
 
 from . import data as D
 from .figures import FIGURES
-from .tables import markdown
+from .tables import CAPTIONS, html as html_table, key_text, markdown
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{padding:3px 8px;text-align:left}
 thead th{border-bottom:1px solid #444}tbody tr:nth-child(even){background:#f4f4f4}
 img{max-width:100%}figcaption{font-size:13px;color:#444}pre{background:#f4f4f4;padding:1em;overflow-x:auto}
-.skipped{color:#a33}"""
+.skipped{color:#a33}.warning{color:#a33}td.num,th.num{text-align:right}"""
 
-SUMMARY_NOTE = ("Final eval loss and accuracy: mean ± half-width of the 95% t-interval over completed seeds (none for "
-                "one seed); accuracy is the recall accuracy for copy and the fraction with |error| < 0.04 for adding. "
-                "Solve rate: fraction of finished (completed or diverged) runs that met the solved criterion; steps to "
-                "solve: median over solved seeds. tokens/s: mean steady-state training throughput. n: completed seeds. "
-                "Figures show completed runs only.")
-
-
-# --- blocks: ("h", level, text) ("p", text) ("list", items) ("code", lines) ("table", DataFrame) ("figure", ...) ---
+# --- blocks: ("h", level, text) ("p", text) ("list", items) ("warnings", items) ("code", lines) ("table", DataFrame)
+# ("figure", name, caption, png or why skipped) ---------------------------------------------------------------------
 def _column(runs: pd.DataFrame, key: str) -> pd.Series:
     """A provenance column, all null where no run recorded it (e.g. only incomplete runs)."""
     return runs.get(f"provenance.{key}", pd.Series(None, index=runs.index, dtype=object))
@@ -62,13 +56,47 @@ def reproduce(d: D.ReportData) -> list[str]:
     return lines[:-1]
 
 
+def _cell_name(d: D.ReportData, cell: int) -> str:
+    """'lstm, adding, T = 12, torch, hidden=8': a cell as the reader finds it in the summary."""
+    c = d.cells.loc[cell]
+    keys = ", ".join(f"{k}={key_text(c[k])}" for k in d.keys)
+    return f"{c.label}, {c.task}, T = {c.length}, {c.backend}" + (f", {keys}" if keys else "")
+
+
+def warnings(d: D.ReportData) -> list[str]:
+    """What a reader must know before trusting the numbers: seeds recorded more than once in a cell (counted once)
+    and completed runs without a final eval loss (left out of the statistics)."""
+    out = [f"{_cell_name(d, r.cell)}: seed {r.seed} is recorded by {len(r.run_ids)} runs ({', '.join(r.run_ids)}); it "
+           f"counts once ({r.run_ids[0]}), not as {len(r.run_ids)} samples."
+           for r in D.duplicate_seeds(d.runs).itertuples()]
+    loss = pd.to_numeric(d.runs.get("final.eval_loss", pd.Series(None, index=d.runs.index)), errors="coerce")
+    empty = d.runs[(d.runs.status == "completed") & loss.isna()]
+    out += [f"{_cell_name(d, cell)}: completed run {run_id} (seed {seed}) has no final eval loss; it is left out of "
+            "the statistics and counted under no final value."
+            for cell, run_id, seed in zip(empty.cell, empty.run_id, empty["config.seed"])]
+    return out
+
+
+def _table(name: str, table: pd.DataFrame) -> list[tuple]:
+    title, note = CAPTIONS[name]
+    return [("h", 2, title), ("p", note), ("table", table)]
+
+
 def blocks(d: D.ReportData, figures: dict, tables: dict) -> list[tuple]:
     counts = ", ".join(f"{n} {s}" for s, n in d.runs.status.value_counts().items())
-    out = [("h", 1, "seqbench report"), ("p", f"Results: {d.root} — {len(d.runs)} runs ({counts})."),
-           ("h", 2, "Summary"), ("p", SUMMARY_NOTE), ("table", tables["summary"]),
-           ("h", 2, "Runs by status"), ("table", tables["status"])]
+    out = [("h", 1, "seqbench report"), ("p", f"Results: {d.root} — {len(d.runs)} runs ({counts}).")]
+    warned = warnings(d)
+    if warned:
+        out += [("h", 2, "Warnings"), ("warnings", warned)]
+    out += _table("summary", tables["summary"])
+    if len(tables["comparisons"]):
+        out += _table("comparisons", tables["comparisons"])
+    else:
+        out += [("h", 2, CAPTIONS["comparisons"][0]),
+                ("p", "No two models ran the same task, length and settings: nothing to compare.")]
+    out += _table("status", tables["status"])
     if len(tables["problems"]):
-        out += [("p", "Runs that did not complete:"), ("table", tables["problems"])]
+        out += [("p", CAPTIONS["problems"][1]), ("table", tables["problems"])]
     out.append(("h", 2, "Figures"))
     for name, (_, caption, _) in FIGURES.items():
         out += [("h", 3, name), ("figure", name, caption, figures[name])]
@@ -94,6 +122,7 @@ MARKDOWN = {
     "h": lambda level, text: "#" * level + " " + text,
     "p": lambda text: text,
     "list": lambda items: "\n".join(f"- {item}" for item in items),
+    "warnings": lambda items: "\n".join(f"- **Warning:** {item}" for item in items),
     "code": lambda lines: "```bash\n" + "\n".join(lines) + "\n```",
     "table": markdown,
     "figure": _md_figure,
@@ -102,8 +131,10 @@ HTML = {
     "h": lambda level, text: f"<h{level}>{html.escape(text)}</h{level}>",
     "p": lambda text: f"<p>{html.escape(text)}</p>",
     "list": lambda items: "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>",
+    "warnings": lambda items: '<ul class="warning">' + "".join(f"<li>Warning: {html.escape(item)}</li>"
+                                                               for item in items) + "</ul>",
     "code": lambda lines: f"<pre>{html.escape(chr(10).join(lines))}</pre>",
-    "table": lambda table: table.to_html(index=False, border=0),
+    "table": html_table,
     "figure": _html_figure,
 }
 

@@ -1,12 +1,16 @@
-"""The report's tables, written as Markdown, CSV and LaTeX (booktabs, ready to `\\input`).
+"""The report's tables, written as Markdown, CSV, LaTeX (a booktabs `table` with caption and label, ready to
+`\\input`) and HTML (for the page).
 
-`summary`: one row per model x task x length (x backend); `status` and `problems`: the runs that did not complete;
-`summary_runs.csv`: every cell's run_ids. CSVs keep full-precision numbers; the other formats show rounded text.
+`summary`: one row per cell (one configuration up to its seeds); `comparisons`: paired differences between two models;
+`status` and `problems`: the runs that did not complete or have no final value; `summary_runs.csv`: every cell's
+run_ids. CSVs keep full-precision numbers; the other formats show rounded text, numbers right-aligned.
 """
 
 from __future__ import annotations
 
+import html as html_
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,10 +19,67 @@ from . import data as D
 
 #: at most this many run_ids per status in the Markdown/HTML/LaTeX status table (the CSVs list them all)
 SHOWN_IDS = 12
+#: how the settings are headed in the tables
+SETTING_NAMES = {"hidden": "hidden", "layers": "layers", "lr": "lr", "batch_size": "batch", "steps": "steps"}
+MISSING = "–"  # a key this cell's model or task does not have
+
+SUMMARY_NOTE = (
+    "One row per configuration: task, T, model, the backend that ran (from each run's recorded kernel path: triton = "
+    "a fused Triton kernel, reference (fallback) = a fused module's reference step loop, torch = torch.nn) and every "
+    "config key whose value differs between the runs of this report (seeds and operational keys aside); hidden is "
+    "d_model for the Transformer. Final eval loss: geometric mean over seeds ×/÷ the factor of its 95% interval "
+    "(Student-t on the log loss), i.e. the interval [mean ÷ factor, mean × factor]. Accuracy (copy: recall accuracy, "
+    "chance 1/n_symbols; adding: fraction with |error| < 0.04): mean over seeds [95% percentile bootstrap interval "
+    f"over seeds, {D.BOOT_RESAMPLES} resamples, fixed seed; it stays inside the seeds' range, so inside [0, 1]]. "
+    "Solved: solved / finished (completed or diverged) runs [95% Wilson interval]; a diverged run is never solved, "
+    "even if it met the criterion before diverging. Steps to solve: median over solved seeds. Baseline loss: the "
+    "task's analytic baseline. tokens/s: mean steady-state training throughput. n: distinct seeds completed with a "
+    "final eval loss (a seed recorded twice counts once); no final value: completed seeds without a final eval loss "
+    "(listed under problems). No interval for one seed.")
+COMPARISON_NOTE = (
+    "Paired comparisons of two models in the same task, T and settings, over the seeds both completed (pairs): mean "
+    "difference A − B of the final eval loss and of the accuracy [95% paired percentile bootstrap interval, "
+    f"{D.BOOT_RESAMPLES} resamples, fixed seed]. A negative Δ loss favours A. An interval that excludes 0 is evidence "
+    "of a difference; with few pairs the bootstrap interval is too narrow, and below 2 pairs there is none.")
+STATUS_NOTE = "Runs by status, with their run_ids."
+PROBLEMS_NOTE = ("Runs that did not complete, or completed without a final eval loss (left out of the statistics, "
+                 "counted under no final value), with what their records say.")
 
 
 def _blank(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def sci(x, digits: int = 2, sign: bool = False) -> str:
+    """Scientific notation with `digits` significant figures and a short exponent: 2.0e-4, 1.7e-1, -3.1e+2."""
+    if _blank(x):
+        return ""
+    if x == 0:
+        return "0"
+    mantissa, exponent = f"{x:{'+' if sign else ''}.{digits - 1}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def factor_text(f) -> str:
+    """A multiplicative half-width with 2 significant figures: 1.3, 12, 3.4e3."""
+    return sci(f) if f >= 100 else f"{f:.1f}" if f < 10 else f"{f:.0f}"
+
+
+def loss_text(gmean, factor) -> str:
+    """'2.0e-4 ×/÷ 2.3' (the interval [2.0e-4 / 2.3, 2.0e-4 × 2.3]); no factor for one seed; '' without a value."""
+    if _blank(gmean):
+        return ""
+    return sci(gmean) if _blank(factor) else f"{sci(gmean)} ×/÷ {factor_text(factor)}"
+
+
+def interval(value, lo, hi, fmt=".2f") -> str:
+    """'0.60 [0.50, 0.70]'; the value alone without an interval; '' without a value."""
+    if _blank(value):
+        return ""
+    text = fmt(value) if callable(fmt) else f"{value:{fmt}}"
+    if _blank(lo):
+        return text
+    return f"{text} [{fmt(lo) if callable(fmt) else f'{lo:{fmt}}'}, {fmt(hi) if callable(fmt) else f'{hi:{fmt}}'}]"
 
 
 def mean_pm(mean, ci, fmt: str) -> str:
@@ -32,32 +93,89 @@ def _number(x, fmt: str) -> str:
     return "" if _blank(x) else f"{x:{fmt}}"
 
 
-def summary(cells: pd.DataFrame) -> pd.DataFrame:
+def _sig3(x) -> str:
+    """Three significant figures, thousands separated: 12,300, 45.6."""
+    return "" if _blank(x) else f"{float(f'{x:.3g}'):,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def key_text(value) -> str:
+    return D._text(value) or MISSING
+
+
+def _keys(frame: pd.DataFrame, keys) -> dict:
+    """The varying keys that are not settings every table shows anyway, as text columns."""
+    return {k: frame[k].map(key_text) for k in keys if k not in SETTING_NAMES}
+
+
+def _solved(c) -> str:
+    if not c.finished:
+        return ""
+    return f"{c.solved}/{c.finished} [{c.solve_lo:.2f}, {c.solve_hi:.2f}]"
+
+
+def summary(cells: pd.DataFrame, keys=()) -> pd.DataFrame:
     """The summary table as display text (see `data.summarise_cell` for what each number is)."""
     c = cells
     table = pd.DataFrame({
-        "model": c.label, "task": c.task, "T": c.length.astype(str),
-        "backend": c.backend,
-        "final eval loss": [mean_pm(m, h, ".3g") for m, h in zip(c.loss_mean, c.loss_ci)],
-        "accuracy": [mean_pm(m, h, ".3f") for m, h in zip(c.accuracy_mean, c.accuracy_ci)],
-        "solve rate": [_number(x, ".2f") for x in c.solve_rate],
+        "model": c.label, "task": c.task, "T": c.length.astype(str), "backend": c.backend, **_keys(c, keys),
+        **{name: c[k].map(key_text) if k in c else MISSING for k, name in SETTING_NAMES.items()},
+        "baseline loss": c.baseline_loss.map(sci),
+        "final eval loss": [loss_text(g, f) for g, f in zip(c.loss_gmean, c.loss_factor)],
+        "accuracy": [interval(m, lo, hi) for m, lo, hi in zip(c.accuracy_mean, c.accuracy_lo, c.accuracy_hi)],
+        "solved": [_solved(row) for row in c.itertuples()],
         "steps to solve": [_number(x, ".0f") for x in c.steps_to_solve],
-        "tokens/s": [_number(x, ",.0f") for x in c.tokens_per_s],
+        "tokens/s": c.tokens_per_s.map(_sig3),
         "params": [_number(x, ",.0f") for x in c.params],
         "n": c.n.astype(str),
     })
-    if c.backend.nunique() == 1:
-        table = table.drop(columns="backend")
-    for status in ("diverged", "failed", "incomplete"):  # counts only where some run ended so
-        if c[status].any():
-            table[status] = c[status].astype(str)
+    extra = {"no final value": "no_final_value", "repeated seeds": "repeated_seeds", "diverged": "diverged",
+             "failed": "failed", "incomplete": "incomplete"}
+    for name, column in extra.items():  # counts only where some run ended so
+        if c[column].any():
+            table[name] = c[column].astype(str)
     return table
 
 
-def cell_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every run with its cell keys, seed and status: which run_ids make up each row of the summary."""
-    cols = [*D.CELL, "seed", "status", "run_id", "path"]
-    return D.sort_cells(runs[cols].sort_values(["seed", "run_id"]))
+def _verdict(name_a, name_b, lo, hi, pairs, lower_is_better: bool, what: str) -> str:
+    if pairs < 2:
+        return f"{what}: {int(pairs)} paired seed{'s' if pairs != 1 else ''}, too few for an interval"
+    if lo > 0 or hi < 0:
+        better = name_a if (hi < 0) == lower_is_better else name_b
+        return f"{what}: {better} {'lower' if lower_is_better else 'higher'}"
+    return f"{what}: no clear difference"
+
+
+def comparisons(comp: pd.DataFrame, keys=()) -> pd.DataFrame:
+    """The paired comparisons as display text: Δ = A − B, mean [95% interval]."""
+    c = comp
+    evidence = [_verdict(r.label_a, r.label_b, r.loss_diff_lo, r.loss_diff_hi, r.pairs, True, "loss") + "; "
+                + _verdict(r.label_a, r.label_b, r.accuracy_diff_lo, r.accuracy_diff_hi, r.accuracy_pairs, False,
+                           "accuracy") for r in c.itertuples()]
+    backend = [a if a == b else f"{a} / {b}" for a, b in zip(c.backend_a, c.backend_b)]
+    return pd.DataFrame({
+        "task": c.task, "T": c.length.astype(str), "A": c.label_a, "B": c.label_b, "backend": backend,
+        **_keys(c, keys), **{SETTING_NAMES[k]: c[k].map(key_text) for k in keys if k in SETTING_NAMES},
+        "pairs": c.pairs.astype(str),
+        "Δ loss (A − B)": [interval(m, lo, hi, sci_signed) for m, lo, hi in
+                           zip(c.loss_diff, c.loss_diff_lo, c.loss_diff_hi)],
+        "Δ accuracy (A − B)": [interval(m, lo, hi, "+.2f") for m, lo, hi in
+                               zip(c.accuracy_diff, c.accuracy_diff_lo, c.accuracy_diff_hi)],
+        "evidence": evidence,
+    }, columns=["task", "T", "A", "B", "backend", *_keys(c, keys),
+                *(SETTING_NAMES[k] for k in keys if k in SETTING_NAMES), "pairs", "Δ loss (A − B)",
+                "Δ accuracy (A − B)", "evidence"])
+
+
+def sci_signed(x) -> str:
+    return sci(x, sign=True)
+
+
+def cell_runs(runs: pd.DataFrame, keys=()) -> pd.DataFrame:
+    """Every run with its cell (the row of summary.csv), cell keys, seeds and status: which run_ids make up each row of
+    the summary; `counted` is False for a record that repeats a seed already counted in its cell."""
+    cols = ["cell", *D.CELL, *keys, *D.SEED, "status", "counted", "run_id", "kernel_path", "path"]
+    out = runs.reindex(columns=cols).sort_values(["cell", *D.SEED, "run_id"], kind="stable")
+    return out.rename(columns={c: c.removeprefix("config.") for c in D.SEED})
 
 
 def status(runs: pd.DataFrame, shown: int | None = None) -> pd.DataFrame:
@@ -74,7 +192,9 @@ def status(runs: pd.DataFrame, shown: int | None = None) -> pd.DataFrame:
 
 
 def _detail(run) -> str:
-    """Why a run did not complete, from its record."""
+    """Why a run did not complete, or has no final value, from its record."""
+    if run.status == "completed":
+        return "completed without a final eval loss (NaN or null): left out of the statistics"
     if run.status == "diverged":
         return f"non-finite loss or gradient at step {run.get('diverged_step'):.0f}"
     if run.status == "failed":
@@ -84,43 +204,96 @@ def _detail(run) -> str:
     return f"no summary; metrics logged up to step {run.last_step:.0f}"
 
 
-def problems(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per diverged, failed or incomplete run, with what its record says went wrong."""
-    bad = D.sort_cells(runs[runs.status != "completed"])
+def problems(runs: pd.DataFrame, keys=()) -> pd.DataFrame:
+    """One row per diverged, failed or incomplete run, and per completed run without a final eval loss, with what
+    its record says went wrong."""
+    loss = pd.to_numeric(runs.get("final.eval_loss", pd.Series(math.nan, index=runs.index)), errors="coerce")
+    bad = D.sort_cells(runs[(runs.status != "completed") | loss.isna()], keys)
     return pd.DataFrame({"run_id": bad.run_id, "status": bad.status, "model": bad.label, "task": bad.task,
-                         "T": bad.length.astype(str), "seed": bad.seed.astype(str),
+                         "T": bad.length.astype(str), "backend": bad.backend, **_keys(bad, keys),
+                         **{SETTING_NAMES[k]: bad[k].map(key_text) for k in keys if k in SETTING_NAMES},
+                         "seed": bad["config.seed"].astype(str) if len(bad) else [],
                          "detail": [_detail(r) for _, r in bad.iterrows()]})
 
 
 # --- formats -------------------------------------------------------------------------------------------------------
+NUMBER = re.compile(r"[-+−]?\d[\d,]*(\.\d*)?(e[-+]?\d+)?(\s|/|$)")
+
+
+def numeric(column: pd.Series) -> bool:
+    """Whether a display column holds numbers (each shown cell starts with one): right-aligned."""
+    return all(NUMBER.match(str(v)) for v in column if str(v) not in ("", MISSING))
+
+
 def markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no tabulate dependency)."""
+    """A GitHub-flavoured Markdown table (no tabulate dependency), numbers right-aligned."""
     def row(values):
         return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
 
-    return "\n".join([row(table.columns), row(["---"] * table.shape[1]), *map(row, table.itertuples(index=False))])
+    rule = ["---:" if numeric(table[c]) else "---" for c in table.columns]
+    return "\n".join([row(table.columns), row(rule), *map(row, table.itertuples(index=False))])
 
 
-def latex(table: pd.DataFrame) -> str:
-    """A booktabs tabular (\\toprule, \\midrule, \\bottomrule) with LaTeX specials (_ % & ...) escaped."""
-    styler = table.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
-    text = styler.to_latex(hrules=True, column_format="l" * table.shape[1])
-    return text.replace("±", r"$\pm$")
+TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+                "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}",
+                "<": r"\textless{}", ">": r"\textgreater{}"}
+TEX_SYMBOLS = {"×/÷": r"$\times/\div$", "±": r"$\pm$", "Δ": r"$\Delta$", "−": "--", "–": "--", "≤": r"$\le$",
+               "÷": r"$\div$", "×": r"$\times$"}
+
+
+def tex(text) -> str:
+    """`text` with LaTeX specials escaped and the report's symbols in math mode."""
+    out = "".join(TEX_SPECIALS.get(ch, ch) for ch in str(text))
+    for symbol, replacement in TEX_SYMBOLS.items():
+        out = out.replace(symbol, replacement)
+    return out
+
+
+def latex(table: pd.DataFrame, caption: str = "", label: str = "", title: str = "") -> str:
+    """A booktabs table (\\toprule, \\midrule, \\bottomrule) in a `table` environment with `caption` (`title` in
+    the list of tables) and `label`, numbers right-aligned, LaTeX specials (_ % & ...) escaped."""
+    align = "".join("r" if numeric(table[c]) else "l" for c in table.columns)
+    short = f"[{tex(title)}]" if title else ""
+    lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{short}{{{tex(caption)}}}", rf"\label{{{label}}}",
+             rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(map(tex, table.columns)) + r" \\", r"\midrule",
+             *(" & ".join(map(tex, row)) + r" \\" for row in table.itertuples(index=False)),
+             r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def html(table: pd.DataFrame) -> str:
+    """An HTML table, numbers right-aligned (class `num`)."""
+    cls = ['class="num"' if numeric(table[c]) else "" for c in table.columns]
+
+    def cells(tag, values):
+        return "".join(f"<{tag} {c}>{html_.escape(str(v))}</{tag}>".replace(" >", ">") for c, v in zip(cls, values))
+
+    rows = "".join(f"<tr>{cells('td', row)}</tr>" for row in table.itertuples(index=False))
+    return f"<table><thead><tr>{cells('th', table.columns)}</tr></thead><tbody>{rows}</tbody></table>"
 
 
 def write(table: pd.DataFrame, folder: Path, name: str, csv: pd.DataFrame | None = None) -> None:
-    """`name`.md, `name`.tex and `name`.csv (`csv` if given: the same rows with full-precision numbers)."""
+    """`name`.md, `name`.tex (captioned from CAPTIONS) and `name`.csv (`csv` if given: the same rows with
+    full-precision numbers)."""
+    title, note = CAPTIONS[name]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.md").write_text(markdown(table) + "\n")
-    (folder / f"{name}.tex").write_text(latex(table))
+    (folder / f"{name}.tex").write_text(latex(table, f"{title}. {note}", f"tab:seqbench-{name}", title))
     (table if csv is None else csv).to_csv(folder / f"{name}.csv", index=False)
+
+
+#: name -> (title, note): each table's caption on the page and in LaTeX
+CAPTIONS = {"summary": ("Summary", SUMMARY_NOTE), "comparisons": ("Paired model comparisons", COMPARISON_NOTE),
+            "status": ("Runs by status", STATUS_NOTE), "problems": ("Problems", PROBLEMS_NOTE)}
 
 
 def write_all(d: D.ReportData, folder: Path) -> dict[str, pd.DataFrame]:
     """Write every table under `folder`; return the display tables by name, for the page."""
-    shown = {"summary": summary(d.cells), "status": status(d.runs, SHOWN_IDS), "problems": problems(d.runs)}
-    write(shown["summary"], folder, "summary", csv=d.cells)
-    write(shown["status"], folder, "status", csv=status(d.runs))
-    write(shown["problems"], folder, "problems")
-    cell_runs(d.runs).to_csv(folder / "summary_runs.csv", index=False)
+    shown = {"summary": summary(d.cells, d.keys), "comparisons": comparisons(d.comparisons, d.keys),
+             "status": status(d.runs, SHOWN_IDS), "problems": problems(d.runs, d.keys)}
+    full = {"summary": d.cells.rename_axis("cell").reset_index(), "comparisons": d.comparisons,
+            "status": status(d.runs)}
+    for name, table in shown.items():
+        write(table, folder, name, csv=full.get(name))
+    cell_runs(d.runs, d.keys).to_csv(folder / "summary_runs.csv", index=False)
     return shown

@@ -1,8 +1,14 @@
 """A small results folder made by real tiny runs, and the report built from it once for every test here.
 
 `sweep/`: lstm and transformer on adding and copy at T = 8 and 12, seeds 0 and 1 (16 completed runs) and a sweep.json;
-`extra/` (loose runs, nested): in the lstm / adding / T=12 cell, a failed run (seed 2), a diverged one (seed 3) and an
-unfinished one (seed 4: metrics cut mid-line, no summary).
+`extra/` (loose runs, nested): in the lstm / adding / T=12 cell, a failed run (seed 2), a diverged one (seed 3: it met
+the solved criterion at step 0, so its record has a solved_step) and an unfinished one (seed 4: metrics cut mid-line,
+no summary).
+
+`grid_results`: one model on one task at two hidden sizes and two backends (torch and reference: the fused triton one
+runs interpreted here, too slow for a fixture), seeds 0 and 1; plus in the torch / hidden 8 cell a completed run whose
+final eval loss is null (seed 2) and, under `merged/`, a second record of its seed-0 run (the same run recorded in two
+folders).
 """
 
 import json
@@ -13,6 +19,7 @@ import pytest
 
 from harness.report import build_report, data
 from harness.train import Trainer, execute
+from tasks.adding import AddingTask
 from tests.harness.conftest import tiny
 
 MODELS, TASKS, LENGTHS, SEEDS = ["lstm", "transformer"], ["adding", "copy"], [8, 12], [0, 1]
@@ -50,7 +57,9 @@ def results(tmp_path_factory):
         "command": "seqbench sweep fixture.yaml", "commit": SWEEP_COMMIT, "dirty": False}))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Trainer, "step", diverging_step(Trainer.step))
+        mp.setattr(AddingTask, "solved", lambda self, stats: True)  # solved at step 0, then diverges
         execute(config("lstm", "adding", 12, 3), root / "extra", progress=False)
+        mp.undo()
         mp.setattr(Trainer, "step", failing_step)
         execute(config("lstm", "adding", 12, 2), root / "extra", progress=False)
     _, done = execute(config("lstm", "adding", 12, 4), root / "extra", progress=False)
@@ -83,3 +92,35 @@ def copy_runs(results, tmp_path):
 def report_data(results):
     """The fixture folder read once (`harness.report.data.load`); tests that change it work on a copy."""
     return data.load(results)
+
+
+GRID_HIDDEN, GRID_BACKENDS = [8, 16], ["torch", "reference"]
+
+
+@pytest.fixture(scope="session")
+def grid_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    for hidden in GRID_HIDDEN:
+        for backend in GRID_BACKENDS:
+            for seed in (0, 1):
+                execute(tiny("model=lstm", "task.length=8", f"model.hidden={hidden}", f"model.backend={backend}",
+                             f"seed={seed}"), root / "sweep", progress=False)
+    _, empty = execute(tiny("model=lstm", "task.length=8", "seed=2"), root / "sweep", progress=False)
+    summary = json.loads((empty / "summary.json").read_text())
+    summary["final"]["eval_loss"] = None
+    (empty / "summary.json").write_text(json.dumps(summary))
+    first = tiny("model=lstm", "task.length=8", "seed=0").run_id
+    shutil.copytree(root / "sweep" / first, root / "merged" / first)
+    return root
+
+
+@pytest.fixture(scope="session")
+def grid_report(grid_results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid_report")
+    build_report(grid_results, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def grid_data(grid_results):
+    return data.load(grid_results)

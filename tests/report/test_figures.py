@@ -97,3 +97,40 @@ def test_kernel_figure_panels_per_pass_and_precision(copy_runs):
 
 def test_no_kernel_results_no_kernel_figure(report_data):
     assert F.kernels(report_data) is None
+
+
+def test_final_values_on_log_axes_stay_above_zero_with_every_seed_and_chance(report_data):
+    fig = F.final_vs_length(report_data)
+    axes = {(ax.get_ylabel() or "", ax.get_title()): ax for ax in visible(fig)}
+    panels = {title: [ax for (_, t), ax in axes.items() if t == title] for title in ("adding", "copy")}
+    loss = {task: next(ax for ax in panels[task] if ax.get_yscale() == "log") for task in panels}
+    accuracy = {task: next(ax for ax in panels[task] if ax.get_yscale() != "log") for task in panels}
+    for ax in loss.values():  # error bars: geometric mean ×/÷ factor, never at or below zero
+        ends = [y for c in ax.collections if hasattr(c, "get_segments") for s in c.get_segments() for y in s[:, 1]]
+        assert ends and min(ends) > 0
+    seeds = report_data.runs[report_data.runs.counted & (report_data.runs.status == "completed")]
+    for task in panels:  # every seed's value as a point: 2 seeds x 2 models x 2 lengths per task
+        for ax in (loss[task], accuracy[task]):
+            points = [c for c in ax.collections if c.get_offsets().shape[0] and not hasattr(c, "get_segments")]
+            values = sorted(y for c in points for y in c.get_offsets()[:, 1])
+            column = "final.eval_loss" if ax is loss[task] else "final.eval_accuracy"
+            assert values == pytest.approx(sorted(seeds[seeds.task == task][column]))
+    chance = [line for line in accuracy["copy"].lines if line.get_linestyle() == ":"]
+    assert len(chance) == 1 and chance[0].get_ydata()[0] == pytest.approx(1 / 8)  # 1 / task.n_symbols
+    assert not [line for line in accuracy["adding"].lines if line.get_linestyle() == ":"]
+    assert "chance" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "geometric mean" in fig._suptitle.get_text() and "bootstrap" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_configurations_are_told_apart_by_style_and_named_in_the_legend(grid_data):
+    for build in (F.learning_curves, F.final_vs_length, F.grad_through_time):
+        fig = build(grid_data)
+        texts = [t.get_text() for t in fig.legends[0].get_texts()]
+        variants = [f"backend={b}, hidden={h}" for b in ("reference", "torch") for h in (8, 16)]
+        assert [t for t in texts if t.startswith("backend=")] == variants, build.__name__
+        ax = visible(fig)[0]
+        styles = {(line.get_linestyle(), str(line._unscaled_dash_pattern))  # the dash sequence itself
+                  for line in ax.lines if line.get_color() != "black" and line.get_linewidth() > 1}
+        assert len(styles) >= 4, build.__name__  # one line style per configuration, all the same model's colour
+        plt.close(fig)

@@ -1,4 +1,5 @@
 import json
+import math
 import re
 import statistics
 
@@ -22,10 +23,11 @@ def test_every_figure_as_png_and_pdf(report):
 
 
 def test_every_table_as_markdown_csv_and_latex(report):
-    for name in ("summary", "status", "problems"):
+    for name in ("summary", "comparisons", "status", "problems"):
         md = (report / "tables" / f"{name}.md").read_text()
         tex = (report / "tables" / f"{name}.tex").read_text()
         assert md.startswith("| ") and r"\toprule" in tex and r"\bottomrule" in tex
+        assert rf"\label{{tab:seqbench-{name}}}" in tex and r"\caption[" in tex
         assert len(pd.read_csv(report / "tables" / f"{name}.csv")) == md.count("\n") - 2
 
 
@@ -45,15 +47,29 @@ def test_summary_rows_hold_the_recorded_values(report, results):
     assert sorted(zip(table.label, table.task, table.length)) == sorted(losses)
     for row in table.itertuples():
         values = losses[row.label, row.task, row.length]
+        logs = [math.log(v) for v in values]
         assert row.n == len(values) == 2
-        assert row.loss_mean == pytest.approx(statistics.mean(values))
-        assert row.loss_ci == pytest.approx(12.7062 * statistics.stdev(values) / 2 ** 0.5, rel=1e-4)
+        assert row.loss_gmean == pytest.approx(math.exp(statistics.mean(logs)))
+        assert row.loss_factor == pytest.approx(math.exp(12.7062 * statistics.stdev(logs) / 2 ** 0.5), rel=1e-4)
+        assert row.loss_lo == pytest.approx(row.loss_gmean / row.loss_factor) and row.loss_lo > 0
+        assert (row.hidden, row.lr, row.batch_size, row.steps) == (8, 1e-3, 4, 6)
     cell = table.set_index(["label", "task", "length"]).loc[("lstm", "adding", 12)]
     assert (cell.completed, cell.diverged, cell.failed, cell.incomplete) == (2, 1, 1, 1)
     assert table.drop(columns=["completed", "n"]).query("label != 'lstm' or length != 12 or task != 'adding'")[
         ["diverged", "failed", "incomplete"]].eq(0).all().all()
     shown = (report / "tables" / "summary.md").read_text()
     assert "| diverged | failed | incomplete |" in shown
+    assert set(table.layers[table.label == "transformer"]) == {2} and set(table.layers[table.label == "lstm"]) == {1}
+
+
+def test_a_diverged_run_is_never_solved(report, results):
+    diverged = [json.loads(p.read_text()) for p in (results / "extra").glob("*/summary.json")]
+    diverged = [s for s in diverged if s["status"] == "diverged"]
+    assert len(diverged) == 1 and diverged[0]["solved_step"] == 0  # it met the criterion, then diverged
+    cell = pd.read_csv(report / "tables" / "summary.csv").set_index(["label", "task", "length"]).loc[
+        ("lstm", "adding", 12)]
+    assert (cell.solved, cell.finished, cell.solve_rate) == (0, 3, 0)  # 2 completed and 1 diverged, none solved
+    assert "| 0/3 [0.00, 0.56] |" in (report / "tables" / "summary.md").read_text()
 
 
 def test_runs_by_status_with_ids_and_what_went_wrong(report, results):
@@ -83,7 +99,8 @@ def test_html_is_self_contained_and_embeds_every_figure(report):
     assert "http://" not in html and "https://" not in html and 'src="file' not in html
     sources = re.findall(r'<img [^>]*src="([^"]*)"', html)
     assert len(sources) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert html.count("<table") == 3 and "RuntimeError: kaboom" in html
+    assert html.count("<table") == 4 and "RuntimeError: kaboom" in html  # summary, comparisons, status, problems
+    assert '<th class="num">final eval loss</th>' in html and '<th>model</th>' in html
 
 
 def test_page_has_provenance_and_commands_to_reproduce(report, results):
@@ -116,3 +133,51 @@ def test_a_folder_without_runs_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no runs under"):
         build_report(tmp_path / "missing")
     assert not (tmp_path / "report").exists()
+
+
+def test_comparisons_table_gives_the_evidence(report):
+    csv = pd.read_csv(report / "tables" / "comparisons.csv")
+    md = (report / "tables" / "comparisons.md").read_text()
+    assert len(csv) == 4 and md.count("\n") == 2 + 4 and "| lstm | transformer |" in md
+    assert "Paired model comparisons" in (report / "index.html").read_text()
+    assert r"$\Delta$ loss (A -- B)" in (report / "tables" / "comparisons.tex").read_text()
+
+
+def test_a_repeated_seed_is_a_warning_not_a_sample(grid_report, grid_results):
+    run_id = next((grid_results / "merged").iterdir()).name
+    for page in ("index.md", "index.html"):
+        text = (grid_report / page).read_text()
+        assert f"seed 0 is recorded by 2 runs ({run_id}, {run_id}); it counts once" in text
+        assert "Warning" in text
+    summary = pd.read_csv(grid_report / "tables" / "summary.csv")
+    assert list(summary.n) == [2, 2, 2, 2] and summary.repeated_seeds.sum() == 1
+    assert "| repeated seeds |" in (grid_report / "tables" / "summary.md").read_text().replace(" | incomplete", "")
+
+
+def test_a_completed_run_without_a_final_value_is_shown(grid_report, grid_results):
+    empty = [p.parent.name for p in grid_results.rglob("summary.json")
+             if json.loads(p.read_text())["final"]["eval_loss"] is None]
+    assert len(empty) == 1
+    problems = pd.read_csv(grid_report / "tables" / "problems.csv")
+    assert problems.run_id.tolist() == empty and problems.status.tolist() == ["completed"]
+    assert "no final eval loss" in problems.detail[0] or "without a final eval loss" in problems.detail[0]
+    summary = pd.read_csv(grid_report / "tables" / "summary.csv").set_index(["backend", "hidden"])
+    assert summary.no_final_value.to_dict() == {("reference", 8): 0, ("reference", 16): 0, ("torch", 8): 1,
+                                                ("torch", 16): 0}
+    assert summary.completed[("torch", 8)] == 4  # seeds 0 (twice), 1 and 2
+    assert "| no final value |" in (grid_report / "tables" / "summary.md").read_text()
+    assert f"completed run {empty[0]} (seed 2) has no final eval loss" in (grid_report / "index.md").read_text()
+
+
+def test_summary_runs_maps_each_configuration_to_its_run_ids(grid_report, grid_results):
+    runs = pd.read_csv(grid_report / "tables" / "summary_runs.csv")
+    summary = pd.read_csv(grid_report / "tables" / "summary.csv")
+    assert sorted(runs.cell.unique()) == list(summary.cell) == [0, 1, 2, 3]
+    for path in grid_results.rglob("summary.json"):
+        s = json.loads(path.read_text())
+        row = runs[runs.path == str(path.parent)].iloc[0]
+        cell = summary.loc[row.cell]
+        assert (cell.backend, cell.hidden) == (s["config"]["model"]["backend"], s["config"]["model"]["hidden"])
+        assert row.run_id == s["run_id"] and row.hidden == s["config"]["model"]["hidden"]
+    assert runs.counted.sum() == len(runs) - 1
+    assert "| hidden |" in (grid_report / "tables" / "summary.md").read_text()

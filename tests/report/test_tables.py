@@ -1,6 +1,8 @@
 import math
+import re
 
 import pandas as pd
+import pytest
 
 from harness.report import data as D
 from harness.report import tables
@@ -9,12 +11,29 @@ from .test_data import hand_written_cell
 
 
 def test_a_summary_row_from_hand_written_runs():
-    cells = pd.DataFrame([{"task": "adding", "length": 100, "label": "lstm", "backend": "torch",
+    cells = pd.DataFrame([{"task": "adding", "length": 100, "label": "lstm", "backend": "torch", "hidden": 64.0,
+                           "layers": 1, "lr": 1e-3, "batch_size": 32, "steps": 500,
                            **D.summarise_cell(hand_written_cell())}])
     row = tables.summary(cells).iloc[0].to_dict()
-    assert row == {"model": "lstm", "task": "adding", "T": "100", "final eval loss": "2 ± 2.48",
-                   "accuracy": "0.600 ± 0.248", "solve rate": "0.75", "steps to solve": "100", "tokens/s": "20",
-                   "params": "50", "n": "3", "diverged": "1", "failed": "1", "incomplete": "1"}
+    s = D.summarise_cell(hand_written_cell())
+    assert row == {"model": "lstm", "task": "adding", "T": "100", "backend": "torch", "hidden": "64", "layers": "1",
+                   "lr": "0.001", "batch": "32", "steps": "500", "baseline loss": "1.7e-1",
+                   "final eval loss": f"1.8e0 ×/÷ {s['loss_factor']:.1f}",
+                   "accuracy": f"0.60 [{s['accuracy_lo']:.2f}, {s['accuracy_hi']:.2f}]",
+                   "solved": f"2/4 [{s['solve_lo']:.2f}, {s['solve_hi']:.2f}]", "steps to solve": "200",
+                   "tokens/s": "20", "params": "50", "n": "3", "diverged": "1", "failed": "1", "incomplete": "1"}
+
+
+@pytest.mark.parametrize("value, text", [(2e-4, "2.0e-4"), (4.81e-4, "4.8e-4"), (0.1667, "1.7e-1"), (1.0, "1.0e0"),
+                                         (12345.0, "1.2e4"), (-0.0123, "-1.2e-2"), (0.0, "0")])
+def test_losses_have_two_significant_figures_in_one_notation(value, text):
+    assert tables.sci(value) == text
+
+
+def test_multiplicative_and_bracketed_intervals():
+    assert tables.loss_text(2e-4, 2.34) == "2.0e-4 ×/÷ 2.3" and tables.loss_text(2e-4, math.nan) == "2.0e-4"
+    assert tables.loss_text(0.5, 31.6) == "5.0e-1 ×/÷ 32" and tables.loss_text(math.nan, 2.0) == ""
+    assert tables.interval(0.6, 0.5, 0.7) == "0.60 [0.50, 0.70]" and tables.interval(0.6, math.nan, math.nan) == "0.60"
 
 
 def test_one_seed_has_no_interval_and_no_value_is_blank():
@@ -22,16 +41,29 @@ def test_one_seed_has_no_interval_and_no_value_is_blank():
     assert tables.mean_pm(math.nan, math.nan, ".3g") == ""
 
 
-def test_latex_is_booktabs_with_specials_escaped():
-    tex = tables.latex(pd.DataFrame({"run_id": ["a_b"], "loss": ["1 ± 2"], "rate": ["50%"]}))
-    assert tex.startswith(r"\begin{tabular}{lll}") and tex.rstrip().endswith(r"\end{tabular}")
+def test_latex_is_a_captioned_booktabs_table_with_numbers_right_aligned():
+    tex = tables.latex(pd.DataFrame({"run_id": ["a_b"], "loss": ["2.0e-4 ×/÷ 2.3"], "rate": ["50%"], "n": ["3"]}),
+                       caption="Losses: geometric mean ×/÷ factor", label="tab:x", title="Losses")
+    assert tex.startswith("\\begin{table}") and tex.rstrip().endswith("\\end{table}")
+    assert r"\caption[Losses]{Losses: geometric mean $\times/\div$ factor}" in tex and r"\label{tab:x}" in tex
+    assert r"\begin{tabular}{lrlr}" in tex  # "50%" is text here: only numbers are right-aligned
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert tex.count(rule) == 1
-    assert r"run\_id" in tex and r"a\_b" in tex and r"1 $\pm$ 2" in tex and r"50\%" in tex
+    assert r"run\_id" in tex and r"a\_b" in tex and r"2.0e-4 $\times/\div$ 2.3" in tex and r"50\%" in tex
 
 
-def test_markdown_table_escapes_pipes():
-    assert tables.markdown(pd.DataFrame({"a": ["x|y"], "b": [1]})) == "| a | b |\n| --- | --- |\n| x\\|y | 1 |"
+def test_markdown_table_escapes_pipes_and_right_aligns_numbers():
+    assert tables.markdown(pd.DataFrame({"a": ["x|y"], "b": [1]})) == "| a | b |\n| --- | ---: |\n| x\\|y | 1 |"
+
+
+def test_html_table_right_aligns_number_columns():
+    table = pd.DataFrame({"model": ["lstm", "gru"], "run_id": ["1e3a905ac58e", "0123abcd"],
+                          "loss": ["2.0e-4 ×/÷ 2.3", ""], "solved": ["3/4 [0.30, 0.95]", "0/2 [0.00, 0.66]"],
+                          "Δ": ["-1.2e-2 [-3.0e-2, 4.1e-3]", "+0.05 [-0.10, 0.20]"]})
+    html = tables.html(table)
+    heads = re.findall(r"<th( class=\"num\")?>([^<]*)</th>", html)
+    assert [name for cls, name in heads if cls] == ["loss", "solved", "Δ"]
+    assert '<td class="num">3/4 [0.30, 0.95]</td>' in html and "<td>1e3a905ac58e</td>" in html
 
 
 def test_status_table_lists_run_ids_and_shortens_long_lists():
@@ -40,3 +72,19 @@ def test_status_table_lists_run_ids_and_shortens_long_lists():
     assert full.to_dict("list") == {"status": ["completed", "failed"], "runs": [4, 1],
                                     "run_ids": ["id0, id1, id2, id3", "id4"]}
     assert tables.status(runs, shown=2).run_ids[0] == "id0, id1, ... and 2 more (summary_runs.csv)"
+
+
+def test_comparison_rows_say_which_model_the_evidence_favours():
+    comp = pd.DataFrame({"task": ["adding"] * 3, "length": [10] * 3, "label_a": ["lstm"] * 3, "label_b": ["gru"] * 3,
+                         "backend_a": ["torch"] * 3, "backend_b": ["torch"] * 3, "pairs": [5, 5, 1],
+                         "loss_diff": [-0.01, 0.02, 0.1], "loss_diff_lo": [-0.02, -0.01, math.nan],
+                         "loss_diff_hi": [-0.005, 0.05, math.nan], "accuracy_pairs": [5, 5, 1],
+                         "accuracy_diff": [0.1, -0.2, 0.0], "accuracy_diff_lo": [0.05, -0.3, math.nan],
+                         "accuracy_diff_hi": [0.2, -0.1, math.nan]})
+    shown = tables.comparisons(comp)
+    assert list(shown.evidence) == ["loss: lstm lower; accuracy: lstm higher",
+                                    "loss: no clear difference; accuracy: gru higher",
+                                    "loss: 1 paired seed, too few for an interval; "
+                                    "accuracy: 1 paired seed, too few for an interval"]
+    assert shown["Δ loss (A − B)"][0] == "-1.0e-2 [-2.0e-2, -5.0e-3]" and shown["Δ loss (A − B)"][2] == "+1.0e-1"
+    assert shown["Δ accuracy (A − B)"][0] == "+0.10 [+0.05, +0.20]"
