@@ -47,7 +47,8 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from . import reference
 
@@ -91,8 +92,7 @@ def _finish_norms(norms, sq):
         torch.sqrt(sq.sum(1), out=norms)  # fixed-order sum over hidden blocks: deterministic
 
 
-# ---- autograd Functions: one layer over a whole sequence ------------------------------------------------------------
-
+# ---- buffers, input projections and weight gradients -----------------------------------------------------------------
 
 def _buffer(*shape, like):
     """An fp32 tensor the kernels fill (NaN-filled when POISON_BUFFERS)."""
@@ -161,130 +161,333 @@ def _input_and_weight_grads(needs, dgx, dgh, x, h_prev, w_ih, w_hh):
     return dx, dw_ih, dw_hh, db_ih, db_hh
 
 
-class RNNLayer(torch.autograd.Function):
-    """One Elman layer: x (T, B, I), h0 (B, H) -> output (T, B, H). norms: (T, B) to fill in backward, or None."""
+# ---- kernel launches as operators -----------------------------------------------------------------------------------
+# Each cell's forward and backward launch is one custom operator (torch.library.custom_op, torch >= 2.4), so that
+# torch.compile calls it as an opaque op with known output shapes instead of tracing into Triton's launcher (on an older
+# torch they stay plain functions). Every launch runs under its input's CUDA device: a module on cuda:1 launches its
+# kernels there whatever the current device is (torch.cuda.device_of is a no-op for CPU tensors).
 
-    @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, norms, relu, split):
-        triton_rnn, _ = load_triton()
-        hs = _states(x.shape[0], h0)  # (T+1, B, H)
-        xp, lowp = _project(x, w_ih, _combined_bias(b_ih, b_hh)), _lowp(x.dtype)
+
+def _operator(name, fake):
+    """Register the decorated function as the custom operator seqbench::<name>; `fake` gives its outputs' shapes."""
+    def register(fn):
+        if not hasattr(torch.library, "custom_op"):
+            return fn
+        op = torch.library.custom_op(f"seqbench::{name}", mutates_args=())(fn)
+        op.register_fake(fake)
+        return op
+    return register
+
+
+def _kernels():
+    return load_triton()[0]
+
+
+def _empty(like, *shape):
+    return like.new_empty(shape, dtype=torch.float32)
+
+
+def _norms_or_empty(norms, like):
+    """Operators return tensors only: ||dL/dh_t|| (T, B), or an empty tensor when they were not tracked."""
+    return _empty(like, 0) if norms is None else norms
+
+
+def _rnn_forward_fake(xp, w_hh, h0, relu, split, lowp):
+    return _empty(xp, xp.shape[0] + 1, *h0.shape)
+
+
+@_operator("rnn_forward", _rnn_forward_fake)
+def _rnn_forward(xp: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, relu: bool, split: str,
+                 lowp: int) -> torch.Tensor:
+    """xp (T, B, H) fp32 input projections -> hs (T+1, B, H) fp32, row 0 = h0. split: "" or the split mode."""
+    hs = _states(xp.shape[0], h0)
+    with torch.cuda.device_of(xp):
         if split:
             _split().rnn_forward(xp, _fp32(w_hh), hs, relu, split, lowp)
         else:
-            triton_rnn.rnn_forward(xp, _fp32(w_hh), hs, relu, lowp)
-        ctx.save_for_backward(x, w_ih, w_hh, hs)
-        ctx.norms, ctx.relu, ctx.state_dtype, ctx.split, ctx.lowp = norms, relu, h0.dtype, split, lowp
-        return hs[1:].to(x.dtype)
+            _kernels().rnn_forward(xp, _fp32(w_hh), hs, relu, lowp)
+    return hs
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dout):
-        triton_rnn, _ = load_triton()
-        x, w_ih, w_hh, hs = ctx.saved_tensors
-        T, B, H = dout.shape
-        if ctx.split:
-            dg, sq = _split_backward_prep(T, B, H, 1, ctx.norms, dout)
-            _split().rnn_backward(_fp32(dout), _fp32(w_hh), hs, dg, sq, ctx.relu, ctx.split, ctx.lowp)
-            _finish_norms(ctx.norms, sq)
+
+def _rnn_backward_fake(dout, w_hh, hs, relu, split, lowp, track):
+    T, B, H = dout.shape
+    return _empty(dout, T, B, H), _empty(dout, B, H), _empty(dout, *((T, B) if track else (0,)))
+
+
+@_operator("rnn_backward", _rnn_backward_fake)
+def _rnn_backward(dout: torch.Tensor, w_hh: torch.Tensor, hs: torch.Tensor, relu: bool, split: str, lowp: int,
+                  track: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dL/d(output) (T, B, H) -> pre-activation gradients dg (T, B, H), dL/dh0 (B, H), ||dL/dh_t|| (T, B) if track."""
+    T, B, H = dout.shape
+    norms = _buffer(T, B, like=dout) if track else None
+    with torch.cuda.device_of(dout):
+        if split:
+            dg, sq = _split_backward_prep(T, B, H, 1, norms, dout)
+            _split().rnn_backward(_fp32(dout), _fp32(w_hh), hs, dg, sq, relu, split, lowp)
+            _finish_norms(norms, sq)
             dh0, dg = dg[0] @ _fp32(w_hh), dg[:T]
         else:
             dg, dh0 = _buffer(T, B, H, like=dout), _buffer(B, H, like=dout)
-            triton_rnn.rnn_backward(_fp32(dout), _fp32(w_hh), hs, dg, dh0, ctx.norms, ctx.relu, ctx.lowp)
-        dg = dg.reshape(T * B, H)
-        needs = ctx.needs_input_grad
-        grads = _input_and_weight_grads((needs[0], *needs[2:6]), dg, dg, x, hs[:-1].view(T * B, H), w_ih, w_hh)
-        dx, dw_ih, dw_hh, db_ih, db_hh = grads
-        return dx, dh0.to(ctx.state_dtype), dw_ih, dw_hh, db_ih, db_hh, None, None, None
+            _kernels().rnn_backward(_fp32(dout), _fp32(w_hh), hs, dg, dh0, norms, relu, lowp)
+    return dg, dh0, _norms_or_empty(norms, dout)
 
 
-class LSTMLayer(torch.autograd.Function):
-    """One LSTM layer: x (T, B, I), h0 and c0 (B, H) -> output (T, B, H), c_n (B, H); h_n is output[-1]."""
+def _lstm_forward_fake(xp, w_hh, h0, c0, split, lowp):
+    T, (B, H) = xp.shape[0], h0.shape
+    return _empty(xp, T + 1, B, H), _empty(xp, T + 1, B, H), _empty(xp, *xp.shape)
 
-    @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, norms, split):
-        triton_rnn, _ = load_triton()
-        T, B, _ = x.shape
-        hs, cs = _states(T, h0), _states(T, c0)  # (T+1, B, H)
-        act = _buffer(T, B, w_hh.shape[0], like=x)  # (T, B, 4H): i, f, g, o after their nonlinearities
-        xp, lowp = _project(x, w_ih, _combined_bias(b_ih, b_hh)), _lowp(x.dtype)
+
+@_operator("lstm_forward", _lstm_forward_fake)
+def _lstm_forward(xp: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, split: str,
+                  lowp: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """xp (T, B, 4H) -> hs, cs (T+1, B, H) with row 0 the initial state, act (T, B, 4H): i, f, g, o after their
+    nonlinearities; all fp32."""
+    T = xp.shape[0]
+    hs, cs, act = _states(T, h0), _states(T, c0), _buffer(*xp.shape, like=xp)
+    with torch.cuda.device_of(xp):
         if split:
             _split().lstm_forward(xp, _fp32(w_hh), hs, cs, act, split, lowp)
         else:
-            triton_rnn.lstm_forward(xp, _fp32(w_hh), hs, cs, act, lowp)
-        ctx.save_for_backward(x, w_ih, w_hh, hs, cs, act)
-        ctx.norms, ctx.state_dtype, ctx.split, ctx.lowp = norms, h0.dtype, split, lowp
-        return hs[1:].to(x.dtype), cs[-1].to(c0.dtype)
+            _kernels().lstm_forward(xp, _fp32(w_hh), hs, cs, act, lowp)
+    return hs, cs, act
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dout, dcn):
-        triton_rnn, _ = load_triton()
-        x, w_ih, w_hh, hs, cs, act = ctx.saved_tensors
-        T, B, H = dout.shape
-        if ctx.split:
-            dg, sq = _split_backward_prep(T, B, H, 4, ctx.norms, dout)
+
+def _lstm_backward_fake(dout, dcn, w_hh, cs, act, split, lowp, track):
+    T, B, H = dout.shape
+    return (_empty(dout, T, B, 4 * H), _empty(dout, B, H), _empty(dout, B, H),
+            _empty(dout, *((T, B) if track else (0,))))
+
+
+@_operator("lstm_backward", _lstm_backward_fake)
+def _lstm_backward(dout: torch.Tensor, dcn: torch.Tensor, w_hh: torch.Tensor, cs: torch.Tensor, act: torch.Tensor,
+                   split: str, lowp: int, track: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dL/d(output) (T, B, H), dL/dc_n (B, H) -> dg (T, B, 4H), dL/dh0, dL/dc0 (B, H), ||dL/dh_t|| (T, B) if track."""
+    T, B, H = dout.shape
+    norms = _buffer(T, B, like=dout) if track else None
+    with torch.cuda.device_of(dout):
+        if split:
+            dg, sq = _split_backward_prep(T, B, H, 4, norms, dout)
             dc0 = _fp32(dcn).clone()  # carry: dL/dc_T in, dL/dc_0 out
-            _split().lstm_backward(_fp32(dout), _fp32(w_hh), cs, act, dg, dc0, sq, ctx.split, ctx.lowp)
-            _finish_norms(ctx.norms, sq)
+            _split().lstm_backward(_fp32(dout), _fp32(w_hh), cs, act, dg, dc0, sq, split, lowp)
+            _finish_norms(norms, sq)
             dh0, dg = dg[0] @ _fp32(w_hh), dg[:T]
         else:
             dg = _buffer(T, B, 4 * H, like=dout)
             dh0, dc0 = _buffer(B, H, like=dout), _buffer(B, H, like=dout)
-            triton_rnn.lstm_backward(_fp32(dout), _fp32(dcn), _fp32(w_hh), cs, act, dg, dh0, dc0, ctx.norms,
-                                     ctx.lowp)
-        dg = dg.reshape(T * B, 4 * H)
-        needs = ctx.needs_input_grad
-        grads = _input_and_weight_grads((needs[0], *needs[3:7]), dg, dg, x, hs[:-1].view(T * B, H), w_ih, w_hh)
-        dx, dw_ih, dw_hh, db_ih, db_hh = grads
-        return dx, dh0.to(ctx.state_dtype), dc0.to(ctx.state_dtype), dw_ih, dw_hh, db_ih, db_hh, None, None
+            _kernels().lstm_backward(_fp32(dout), _fp32(dcn), _fp32(w_hh), cs, act, dg, dh0, dc0, norms, lowp)
+    return dg, dh0, dc0, _norms_or_empty(norms, dout)
 
 
-class GRULayer(torch.autograd.Function):
-    """One GRU layer: x (T, B, I), h0 (B, H) -> output (T, B, H)."""
+def _gru_forward_fake(xp, w_hh, b_hn, h0, split, lowp):
+    T, (B, H) = xp.shape[0], h0.shape
+    return _empty(xp, T + 1, B, H), _empty(xp, T, B, 4 * H)
 
-    @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, norms, split):
-        triton_rnn, _ = load_triton()
-        T, B, _ = x.shape
-        H = w_hh.shape[1]
-        # b_hr and b_hz add like input biases; b_hn stays inside r * (W_hn h + b_hn), so the kernel adds it.
-        bias = None if b_ih is None else b_ih.float() + F.pad(b_hh[:2 * H].float(), (0, H))
-        b_hn = x.new_zeros(H, dtype=torch.float32) if b_hh is None else _fp32(b_hh[2 * H:])
-        hs = _states(T, h0)  # (T+1, B, H)
-        act = _buffer(T, B, 4 * H, like=x)  # (T, B, 4H): r, z, n, W_hn h + b_hn
-        xp, lowp = _project(x, w_ih, bias), _lowp(x.dtype)
+
+@_operator("gru_forward", _gru_forward_fake)
+def _gru_forward(xp: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor, h0: torch.Tensor, split: str,
+                 lowp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """xp (T, B, 3H), b_hn (H,) fp32 -> hs (T+1, B, H) with row 0 = h0, act (T, B, 4H): r, z, n, W_hn h + b_hn."""
+    T, (B, H) = xp.shape[0], h0.shape
+    hs, act = _states(T, h0), _buffer(T, B, 4 * H, like=xp)
+    with torch.cuda.device_of(xp):
         if split:
             _split().gru_forward(xp, _fp32(w_hh), b_hn, hs, act, split, lowp)
         else:
-            triton_rnn.gru_forward(xp, _fp32(w_hh), b_hn, hs, act, lowp)
-        ctx.save_for_backward(x, w_ih, w_hh, hs, act)
-        ctx.norms, ctx.state_dtype, ctx.split, ctx.lowp = norms, h0.dtype, split, lowp
-        return hs[1:].to(x.dtype)
+            _kernels().gru_forward(xp, _fp32(w_hh), b_hn, hs, act, lowp)
+    return hs, act
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dout):
-        triton_rnn, _ = load_triton()
-        x, w_ih, w_hh, hs, act = ctx.saved_tensors
-        T, B, H = dout.shape
-        if ctx.split:
-            dg, sq = _split_backward_prep(T, B, H, 4, ctx.norms, dout)
+
+def _gru_backward_fake(dout, w_hh, hs, act, split, lowp, track):
+    T, B, H = dout.shape
+    return _empty(dout, T, B, 4 * H), _empty(dout, B, H), _empty(dout, *((T, B) if track else (0,)))
+
+
+@_operator("gru_backward", _gru_backward_fake)
+def _gru_backward(dout: torch.Tensor, w_hh: torch.Tensor, hs: torch.Tensor, act: torch.Tensor, split: str, lowp: int,
+                  track: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dL/d(output) (T, B, H) -> dg (T, B, 4H): (dr, dz, dn) of the input side, then d(W_hn h + b_hn); dL/dh0 (B, H);
+    ||dL/dh_t|| (T, B) if track."""
+    T, B, H = dout.shape
+    norms = _buffer(T, B, like=dout) if track else None
+    with torch.cuda.device_of(dout):
+        if split:
+            dg, sq = _split_backward_prep(T, B, H, 4, norms, dout)
             carry = torch.zeros(B, H, dtype=torch.float32, device=dout.device)  # the dh * z part of dL/dh_0 out
-            _split().gru_backward(_fp32(dout), _fp32(w_hh), hs, act, dg, carry, sq, ctx.split, ctx.lowp)
-            _finish_norms(ctx.norms, sq)
+            _split().gru_backward(_fp32(dout), _fp32(w_hh), hs, act, dg, carry, sq, split, lowp)
+            _finish_norms(norms, sq)
             dh0 = torch.addmm(carry, torch.cat((dg[0, :, :2 * H], dg[0, :, 3 * H:]), dim=1), _fp32(w_hh))
             dg = dg[:T]
         else:
             dg, dh0 = _buffer(T, B, 4 * H, like=dout), _buffer(B, H, like=dout)
-            triton_rnn.gru_backward(_fp32(dout), _fp32(w_hh), hs, act, dg, dh0, ctx.norms, ctx.lowp)
+            _kernels().gru_backward(_fp32(dout), _fp32(w_hh), hs, act, dg, dh0, norms, lowp)
+    return dg, dh0, _norms_or_empty(norms, dout)
+
+
+# ---- autograd Functions: one layer over a whole sequence ------------------------------------------------------------
+# Each Function returns its output and the fp32 buffers backward needs (marked non-differentiable), so that the
+# forward takes no ctx and functorch-style setup_context saves them. The output is a copy, never a view of a saved
+# buffer: in-place ops on it (as on torch.nn's outputs) cannot corrupt what backward reads.
+#
+# Backward under create_graph=True (a gradient penalty, double backward): the kernels' gradients are not themselves
+# differentiable, so there the layer is rerun through the reference step loop on the saved inputs and differentiated
+# with create_graph, which makes every higher derivative exact (at the step loop's cost).
+
+
+def _output(hs, dtype):
+    return hs[1:].to(dtype, copy=True)
+
+
+def _save(ctx, inputs, buffers, norms, split, dtype):
+    ctx.mark_non_differentiable(*buffers)
+    ctx.save_for_backward(*inputs, *buffers)
+    ctx.norms, ctx.split, ctx.lowp = norms, split or "", _lowp(dtype)
+
+
+def _recomputed_grads(ctx, inputs, grad_outputs, layer):
+    """Differentiable gradients of `inputs` (None where not needed): `layer(*inputs)` (the reference step loop) rerun
+    with grad enabled and differentiated against `grad_outputs` with create_graph=True."""
+    if ctx.norms is not None:
+        raise RuntimeError("kernels: track_grad_norms cannot be combined with create_graph=True (double backward)")
+    needs = ctx.needs_input_grad[:len(inputs)]
+    with torch.enable_grad():
+        # Views keep the link to the saved inputs' graph, so the gradients are functions of the inputs themselves.
+        leaves = [t.view_as(t) if need else t for t, need in zip(inputs, needs)]
+        outputs = layer(*leaves)
+        wanted = [t for t, need in zip(leaves, needs) if need]
+        grads = iter(torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=True, allow_unused=True))
+    return tuple(next(grads) if need else None for need in needs)
+
+
+def at_lengths(steps, lengths):
+    """Row lengths[b] - 1 of batch column b of steps (T, B, H): each sequence's state at its own last step."""
+    return steps[lengths - 1, torch.arange(steps.shape[1], device=steps.device)]
+
+
+class RNNLayer(torch.autograd.Function):
+    """One Elman layer: x (T, B, I), h0 (B, H) -> output (T, B, H) in x's dtype, and the fp32 states hs (T+1, B, H)
+    backward needs. norms: (T, B) to fill in backward, or None."""
+
+    @staticmethod
+    def forward(x, h0, w_ih, w_hh, b_ih, b_hh, norms, relu, split):
+        xp = _project(x, w_ih, _combined_bias(b_ih, b_hh))
+        hs = _rnn_forward(xp, w_hh, h0, relu, split or "", _lowp(x.dtype))
+        return _output(hs, x.dtype), hs
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, h0, w_ih, w_hh, b_ih, b_hh, norms, relu, split = inputs
+        _save(ctx, inputs[:6], output[1:], norms, split, x.dtype)
+        ctx.relu = relu
+
+    @staticmethod
+    def backward(ctx, dout, _):
+        x, h0, w_ih, w_hh, b_ih, b_hh, hs = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            act = "relu" if ctx.relu else "tanh"
+
+            def layer(x, h0, *w):
+                return reference.run_layer(lambda x_t, s: (reference.rnn_cell(x_t, *s, *w, act),), x, (h0,))[0]
+            return _recomputed_grads(ctx, (x, h0, w_ih, w_hh, b_ih, b_hh), (dout,), layer) + (None,) * 3
+        T, B, H = dout.shape
+        dg, dh0, norms = _rnn_backward(dout, w_hh, hs, ctx.relu, ctx.split, ctx.lowp, ctx.norms is not None)
+        if ctx.norms is not None:
+            ctx.norms.copy_(norms)
+        dg = dg.reshape(T * B, H)
+        needs = ctx.needs_input_grad
+        grads = _input_and_weight_grads((needs[0], *needs[2:6]), dg, dg, x, hs[:-1].view(T * B, H), w_ih, w_hh)
+        dx, dw_ih, dw_hh, db_ih, db_hh = grads
+        return dx, dh0.to(h0.dtype), dw_ih, dw_hh, db_ih, db_hh, None, None, None
+
+
+#: |pre-activation| that saturates a sigmoid to exactly 0 or 1 in fp32 (exp(1e4) overflows, exp(-1e4) underflows).
+_SATURATED = 1e4
+
+
+def _freeze_past_end(xp, lengths):
+    """Pin the input and forget gates of every step past a sequence's end to i = 0, f = 1 (exactly, in fp32), so the
+    cell state stops there: c_T is each sequence's c at its own length. Those steps then pass dL/dc back unchanged
+    and add no gradient anywhere (their gate gradients are exactly zero). xp (T, B, 4H), lengths (B,) or None."""
+    if lengths is not None:
+        T, B, G = xp.shape
+        past = (torch.arange(T, device=xp.device)[:, None] >= lengths)[..., None]  # (T, B, 1)
+        xp[..., :G // 4].masked_fill_(past, -_SATURATED)
+        xp[..., G // 4:G // 2].masked_fill_(past, _SATURATED)
+    return xp
+
+
+class LSTMLayer(torch.autograd.Function):
+    """One LSTM layer: x (T, B, I), h0 and c0 (B, H) -> output (T, B, H), c_n (B, H) and the fp32 buffers hs, cs
+    (T+1, B, H) and act (T, B, 4H) backward needs. h_n is output[-1]. lengths (B,): sequence lengths for padded batches
+    (steps past a sequence's end are frozen, c_n is at each length), or None."""
+
+    @staticmethod
+    def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, norms, split, lengths):
+        xp = _freeze_past_end(_project(x, w_ih, _combined_bias(b_ih, b_hh)), lengths)
+        hs, cs, act = _lstm_forward(xp, w_hh, h0, c0, split or "", _lowp(x.dtype))
+        return _output(hs, x.dtype), cs[-1].to(c0.dtype, copy=True), hs, cs, act
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, norms, split, lengths = inputs
+        _save(ctx, inputs[:7], output[2:], norms, split, x.dtype)
+        ctx.lengths = lengths
+
+    @staticmethod
+    def backward(ctx, dout, dcn, *_):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, hs, cs, act = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            def layer(x, h0, c0, *w):
+                hs, cs = reference.run_layer(lambda x_t, s: reference.lstm_cell(x_t, *s, *w), x, (h0, c0))
+                return hs, cs[-1] if ctx.lengths is None else at_lengths(cs, ctx.lengths)
+            return _recomputed_grads(ctx, (x, h0, c0, w_ih, w_hh, b_ih, b_hh), (dout, dcn), layer) + (None,) * 3
+        T, B, H = dout.shape
+        dg, dh0, dc0, norms = _lstm_backward(dout, dcn, w_hh, cs, act, ctx.split, ctx.lowp, ctx.norms is not None)
+        if ctx.norms is not None:
+            ctx.norms.copy_(norms)
+        dg = dg.reshape(T * B, 4 * H)
+        needs = ctx.needs_input_grad
+        grads = _input_and_weight_grads((needs[0], *needs[3:7]), dg, dg, x, hs[:-1].view(T * B, H), w_ih, w_hh)
+        dx, dw_ih, dw_hh, db_ih, db_hh = grads
+        return dx, dh0.to(h0.dtype), dc0.to(c0.dtype), dw_ih, dw_hh, db_ih, db_hh, None, None, None
+
+
+class GRULayer(torch.autograd.Function):
+    """One GRU layer: x (T, B, I), h0 (B, H) -> output (T, B, H) and the fp32 buffers hs (T+1, B, H) and act
+    (T, B, 4H) backward needs."""
+
+    @staticmethod
+    def forward(x, h0, w_ih, w_hh, b_ih, b_hh, norms, split):
+        H = w_hh.shape[1]
+        # b_hr and b_hz add like input biases; b_hn stays inside r * (W_hn h + b_hn), so the kernel adds it.
+        bias = None if b_ih is None else b_ih.float() + F.pad(b_hh[:2 * H].float(), (0, H))
+        b_hn = x.new_zeros(H, dtype=torch.float32) if b_hh is None else _fp32(b_hh[2 * H:])
+        xp = _project(x, w_ih, bias)
+        hs, act = _gru_forward(xp, w_hh, b_hn, h0, split or "", _lowp(x.dtype))
+        return _output(hs, x.dtype), hs, act
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, h0, w_ih, w_hh, b_ih, b_hh, norms, split = inputs
+        _save(ctx, inputs[:6], output[1:], norms, split, x.dtype)
+
+    @staticmethod
+    def backward(ctx, dout, *_):
+        x, h0, w_ih, w_hh, b_ih, b_hh, hs, act = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            def layer(x, h0, *w):
+                return reference.run_layer(lambda x_t, s: (reference.gru_cell(x_t, *s, *w),), x, (h0,))[0]
+            return _recomputed_grads(ctx, (x, h0, w_ih, w_hh, b_ih, b_hh), (dout,), layer) + (None,) * 2
+        T, B, H = dout.shape
+        dg, dh0, norms = _gru_backward(dout, w_hh, hs, act, ctx.split, ctx.lowp, ctx.norms is not None)
+        if ctx.norms is not None:
+            ctx.norms.copy_(norms)
         dg = dg.reshape(T * B, 4 * H)  # (dr, dz, dn) of the input side, then d(W_hn h + b_hn)
         dgx = dg[:, :3 * H]
         dgh = torch.cat((dg[:, :2 * H], dg[:, 3 * H:]), dim=1)
         needs = ctx.needs_input_grad
         grads = _input_and_weight_grads((needs[0], *needs[2:6]), dgx, dgh, x, hs[:-1].view(T * B, H), w_ih, w_hh)
         dx, dw_ih, dw_hh, db_ih, db_hh = grads
-        return dx, dh0.to(ctx.state_dtype), dw_ih, dw_hh, db_ih, db_hh, None, None
+        return dx, dh0.to(h0.dtype), dw_ih, dw_hh, db_ih, db_hh, None, None
 
 
 # ---- nn.Modules: drop-in torch.nn.RNN / LSTM / GRU ------------------------------------------------------------------
@@ -295,22 +498,66 @@ _warned = set()
 def _warn_once(message):
     if message not in _warned:
         _warned.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        warnings.warn(message, RuntimeWarning, stacklevel=5)
 
 
-def _reject_unsupported(name, dropout, bidirectional, proj_size=0):
-    """ValueError for torch.nn arguments the fused modules do not implement (never a silent difference)."""
-    if bidirectional:
-        raise ValueError(f"kernels.{name}: bidirectional=True is not supported (unidirectional only)")
-    if dropout != 0:
-        raise ValueError(f"kernels.{name}: dropout={dropout!r} is not supported; use dropout=0")
-    if proj_size != 0:
-        raise ValueError(f"kernels.{name}: proj_size={proj_size!r} is not supported; use proj_size=0")
+def _autocast_dtype(x):
+    """The dtype torch.nn's recurrent modules run in under autocast on x's device type (cuDNN's autocast kernel casts
+    input, states and weights to it; on CPU the outputs come out in it too), or None: autocast is off, or x is not a
+    float32/bfloat16/float16 tensor (autocast leaves float64 alone)."""
+    if x.dtype not in SUPPORTED_DTYPES:
+        return None
+    device = x.device.type
+    try:
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    except (AttributeError, TypeError):  # a torch without the device-generic functions
+        if device == "cuda" and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+        if device == "cpu" and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+    except RuntimeError:  # a device type autocast does not know
+        pass
+    return None
+
+
+def _under_functorch_or_forward_ad():
+    """Why the autograd.Functions cannot run here (they have no vmap or jvp rule), or None: inside a torch.func
+    transform (grad, vmap, jvp, ...) or a forward-mode AD level. Not checked while torch.compile traces."""
+    if torch.compiler.is_compiling():
+        return None
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    if peek is not None and peek() is not None:
+        return "inside a torch.func transform (the kernels' autograd.Functions have no vmap or jvp rule)"
+    if getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
+        return "forward-mode AD (the kernels' autograd.Functions have no jvp rule)"
+    return None
+
+
+def _padded(data, batch_sizes):
+    """A PackedSequence's data (N, I) and batch_sizes (T,) -> the zero-padded input (T, B, I) in its sorted batch order,
+    the sequence lengths (B,), and each packed row's index in the flattened (T*B) padding."""
+    T, B = batch_sizes.numel(), int(batch_sizes[0])
+    present = torch.arange(B) < batch_sizes[:, None]  # (T, B): step t of sorted sequence b exists; packed row order
+    rows = present.flatten().nonzero().squeeze(1).to(data.device)
+    x = data.new_zeros(T * B, data.shape[-1]).index_copy(0, rows, data).view(T, B, -1)
+    return x, present.sum(0).to(data.device), rows
+
+
+def _reversed(x, lengths):
+    """x (T, B, ...) with each sequence's first lengths[b] steps (every step if lengths is None) in reverse order; the
+    padding past a sequence's end stays where it is. Its own inverse."""
+    if lengths is None:
+        return x.flip(0)
+    t = torch.arange(x.shape[0], device=x.device)[:, None]
+    index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
+    return x.gather(0, index.view(*index.shape, *(1,) * (x.dim() - 2)).expand_as(x))
 
 
 class _Fused:
-    """Mixin over a reference module: runs its layers through the fused kernels when it can, else the reference
-    step loop, recording which in `last_path`. Subclasses implement `_fused_layer`."""
+    """Mixin over torch.nn.RNN / LSTM / GRU, whose parameters, init, state_dict, flatten_parameters, all_weights,
+    repr, pickling and isinstance checks it keeps: its forward runs each layer through the fused kernels when it can,
+    else through the kernels.reference step loop, recording which in `last_path`. Subclasses set `num_states` and
+    implement `_fused_layer` and `_cell`."""
 
     max_fused_hidden = 64  # largest hidden_size the one-program kernels take; above it the split kernels run
     max_split_hidden = 512  # largest hidden_size the split kernels take (their W_hh slices fit in shared memory)
@@ -322,6 +569,13 @@ class _Fused:
         """Why `x` (L, B, I) cannot take the fused path, or None if it can."""
         if step_hook is not None:
             return "step_hook given (it needs every h_t of the step loop)"
+        if self.proj_size:
+            return f"proj_size={self.proj_size} (the kernels have no projection)"
+        if x.shape[1] == 0:
+            return "batch size 0"
+        why = _under_functorch_or_forward_ad()
+        if why is not None:
+            return why
         triton_rnn, why = load_triton()
         if triton_rnn is None:
             return why
@@ -349,69 +603,192 @@ class _Fused:
         gates = self.weight_hh_l0.shape[0] // self.hidden_size
         return _split().plan(x.shape[1], self.hidden_size, gates, x.device)[0]
 
-    def _layers(self, x, states, step_hook):
-        for name, p in self.named_parameters():
-            if p.dtype != x.dtype:
-                raise ValueError(f"input dtype {x.dtype} does not match parameter {name} dtype {p.dtype}")
+    def forward(self, input, hx=None, *, step_hook=None):
+        """torch.nn's forward, plus step_hook.
+
+        input: (L, B, I), (B, L, I) if batch_first, unbatched (L, I), or a PackedSequence. hx: the initial state
+        (num_layers * num_directions, B, H_out), or (num_layers * num_directions, H_out) if unbatched, a tuple
+        (h_0, c_0) for the LSTM (c_0 with hidden_size); zeros if None. Returns (output, h_n), or (output, (h_n, c_n))
+        for the LSTM, shaped as torch.nn's; a PackedSequence gives a PackedSequence output and each sequence's final
+        state at its own length. step_hook(layer, t, h) -> h replaces every new hidden state h_t (B, H) before anything
+        uses it (unidirectional only; it runs the reference step loop).
+        """
+        self._update_flat_weights()
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx, step_hook)
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+        batched = input.dim() == 3
+        x = input.unsqueeze(1) if not batched else input.transpose(0, 1) if self.batch_first else input  # (L, B, I)
+        self.check_input(x, None)
+        out, finals = self._run(x, self._initial_states(hx, x, batched), None, step_hook)
+        if not batched:
+            out, finals = out.squeeze(1), tuple(s.squeeze(1) for s in finals)
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return out, finals if self.num_states == 2 else finals[0]
+
+    def _forward_packed(self, input, hx, step_hook):
+        """A PackedSequence runs as its zero-padded batch in sorted order (as torch.nn, hx is given in the original
+        order): each sequence's final state is taken at its own length, and the LSTM's input and forget gates are
+        pinned past it (see _freeze_past_end), so padding changes no result and no gradient."""
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        self.check_input(data, batch_sizes)
+        x, lengths, rows = _padded(data, batch_sizes)  # (T, B, I)
+        states = self._initial_states(hx, x, True)
+        if sorted_indices is not None:
+            states = tuple(s.index_select(1, sorted_indices) for s in states)
+        out, finals = self._run(x, states, lengths, step_hook)
+        out = out.reshape(-1, out.shape[-1]).index_select(0, rows)  # (N, D * H_out): the packed rows
+        if unsorted_indices is not None:
+            finals = tuple(s.index_select(1, unsorted_indices) for s in finals)
+        return (PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
+                finals if self.num_states == 2 else finals[0])
+
+    def _initial_states(self, hx, x, batched):
+        """hx checked as torch.nn checks it -> a tuple of (num_layers * directions, B, H) tensors (zeros if None)."""
+        sizes = (self.proj_size or self.hidden_size, self.hidden_size)[:self.num_states]
+        shapes = [(self.num_layers * (1 + self.bidirectional), x.shape[1], size) for size in sizes]
+        if hx is None:
+            return tuple(x.new_zeros(shape) for shape in shapes)
+        states = (hx,) if self.num_states == 1 else hx
+        if not isinstance(states, (tuple, list)) or len(states) != self.num_states or not all(
+                torch.is_tensor(s) for s in states):
+            what = "a tuple (h_0, c_0) of tensors" if self.num_states == 2 else "a tensor"
+            raise TypeError(f"{type(self).__name__}: hx must be None or {what}, got {type(hx).__name__}")
+        dims = 3 if batched else 2
+        for s in states:
+            if s.dim() != dims:
+                raise RuntimeError(f"For {'batched 3-D' if batched else 'unbatched 2-D'} input, hx should also be "
+                                   f"{dims}-D but got {s.dim()}-D tensor")
+        states = tuple(s if batched else s.unsqueeze(1) for s in states)
+        for k, (s, shape) in enumerate(zip(states, shapes)):
+            self.check_hidden_size(s, shape, f"Expected hidden[{k}] size {{}}, got {{}}" if self.num_states == 2 else
+                                   "Expected hidden size {}, got {}")
+        return states
+
+    def _weights(self, layer, direction=0):
+        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction, None for those the config does not have."""
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+        return tuple(getattr(self, name + suffix, None) for name in names)
+
+    def _run(self, x, states, lengths, step_hook):
+        """x (T, B, I) -> output (T, B, D * H_out) and final states, each (num_layers * D, B, H). Under autocast, as in
+        torch.nn, the input, the states and the weights are cast to the autocast dtype and everything runs in it."""
+        if x.shape[0] == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        if step_hook is not None and self.bidirectional:
+            raise ValueError(f"kernels.{type(self).__name__}: step_hook needs bidirectional=False")
+        weights = [self._weights(k, d) for k in range(self.num_layers) for d in range(1 + self.bidirectional)]
+        dtype = _autocast_dtype(x)
+        if dtype is None:
+            return self._layers(x, states, weights, lengths, step_hook)
+
+        def cast(t):
+            return t if t is None or t.dtype not in SUPPORTED_DTYPES else t.to(dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            weights = [tuple(map(cast, w)) for w in weights]
+            return self._layers(cast(x), tuple(map(cast, states)), weights, lengths, step_hook)
+
+    def _layers(self, x, states, weights, lengths, step_hook):
+        for t in (*states, *(w for ws in weights for w in ws if w is not None)):
+            if t.dtype != x.dtype:
+                raise ValueError(f"kernels.{type(self).__name__}: input dtype {x.dtype} does not match the dtype "
+                                 f"{t.dtype} of hx or a parameter")
         reason = self.fallback_reason(x, step_hook)
-        if reason is not None:
-            self.last_path = f"fallback-reference: {reason}"
+        fused = reason is None
+        split = self.split_mode(x) if fused else None
+        self.last_path = f"fallback-reference: {reason}" if reason else f"fused-triton-split-{split}" if split else \
+            "fused-triton"
+        if reason:
             _warn_once(f"kernels.{type(self).__name__} runs the reference step loop: {reason}")
-            self.grad_norms = None
-            return super()._layers(x, states, step_hook)
-        split = self.split_mode(x)
-        self.last_path = f"fused-triton-split-{split}" if split else "fused-triton"
-        T, B = x.shape[:2]
         self.grad_norms = None
-        if self.track_grad_norms:
-            self.grad_norms = torch.full((self.num_layers, T, B), math.nan, dtype=torch.float32, device=x.device)
-        finals = []
+        if fused and self.track_grad_norms:
+            if self.bidirectional:
+                raise ValueError(f"kernels.{type(self).__name__}: track_grad_norms needs bidirectional=False")
+            self.grad_norms = torch.full((self.num_layers, *x.shape[:2]), math.nan, device=x.device)
+        directions, finals = 1 + self.bidirectional, []
         for k in range(self.num_layers):
-            norms = None if self.grad_norms is None else self.grad_norms[k]
-            x, final = self._fused_layer(x, tuple(s[k] for s in states), self._weights(k), norms, split)
-            finals.append(final)
+            outs = []
+            for d in range(directions):
+                norms = None if self.grad_norms is None else self.grad_norms[k]
+                run = (x, tuple(s[k * directions + d] for s in states), weights[k * directions + d], lengths, d == 1)
+                out, final = (self._direction(*run, split, norms) if fused else
+                              self._direction_reference(*run, step_hook, k))
+                outs.append(out)
+                finals.append(final)
+            x = torch.cat(outs, dim=-1) if directions == 2 else outs[0]  # (T, B, D * H_out): the next layer's input
+            if self.dropout and self.training and k < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
         return x, tuple(torch.stack(s) for s in zip(*finals))
 
+    def _direction(self, x, state, weights, lengths, reverse, split, norms):
+        """One direction of one layer through the kernels: output (T, B, H) and final states, each (B, H)."""
+        x = _reversed(x, lengths) if reverse else x
+        out, c_n = self._fused_layer(x, state, weights[:4], norms, split, lengths)
+        h_n = out[-1] if lengths is None else at_lengths(out, lengths)
+        return (_reversed(out, lengths) if reverse else out), (h_n,) if c_n is None else (h_n, c_n)
 
-class RNN(_Fused, reference.RNN):
+    def _direction_reference(self, x, state, weights, lengths, reverse, step_hook, layer):
+        """One direction of one layer through the reference step loop: output (T, B, H_out) and final states."""
+        x = _reversed(x, lengths) if reverse else x
+        steps = reference.run_layer(lambda x_t, s: self._cell(x_t, s, weights), x, state, step_hook, layer)
+        finals = tuple(s[-1] if lengths is None else at_lengths(s, lengths) for s in steps)
+        return (_reversed(steps[0], lengths) if reverse else steps[0]), finals
+
+
+class RNN(_Fused, nn.RNN):
     """torch.nn.RNN (tanh or relu) with fused Triton kernels; see the module docstring for paths and limits."""
 
+    num_states = 1
     max_fused_hidden = 128
     max_split_hidden = 1024
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, device=None, dtype=None):
-        _reject_unsupported("RNN", dropout, bidirectional)
-        super().__init__(input_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dropout, bidirectional,
-                         device, dtype)
+        super().__init__(input_size, hidden_size, num_layers, nonlinearity=nonlinearity, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional, device=device,
+                         dtype=dtype)
 
-    def _fused_layer(self, x, state, weights, norms, split):
-        out = RNNLayer.apply(x, *state, *weights, norms, self.nonlinearity == "relu", split)
-        return out, (out[-1],)
+    def _fused_layer(self, x, state, weights, norms, split, lengths):
+        return RNNLayer.apply(x, *state, *weights, norms, self.nonlinearity == "relu", split)[0], None
+
+    def _cell(self, x, state, weights):
+        return (reference.rnn_cell(x, *state, *weights[:4], nonlinearity=self.nonlinearity),)
 
 
-class LSTM(_Fused, reference.LSTM):
-    """torch.nn.LSTM (proj_size=0) with fused Triton kernels; see the module docstring for paths and limits."""
+class LSTM(_Fused, nn.LSTM):
+    """torch.nn.LSTM with fused Triton kernels (proj_size > 0 runs the reference step loop); see the module docstring
+    for paths and limits."""
+
+    num_states = 2
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, device=None, dtype=None):
-        _reject_unsupported("LSTM", dropout, bidirectional, proj_size)
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
-                         device, dtype)
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, dropout=dropout,
+                         bidirectional=bidirectional, proj_size=proj_size, device=device, dtype=dtype)
 
-    def _fused_layer(self, x, state, weights, norms, split):
-        out, c_n = LSTMLayer.apply(x, *state, *weights, norms, split)
-        return out, (out[-1], c_n)
+    def _fused_layer(self, x, state, weights, norms, split, lengths):
+        return LSTMLayer.apply(x, *state, *weights, norms, split, lengths)[:2]
+
+    def _cell(self, x, state, weights):
+        h, c = reference.lstm_cell(x, *state, *weights[:4])
+        return (h if weights[4] is None else F.linear(h, weights[4])), c
 
 
-class GRU(_Fused, reference.GRU):
+class GRU(_Fused, nn.GRU):
     """torch.nn.GRU with fused Triton kernels; see the module docstring for paths and limits."""
+
+    num_states = 1
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, device=None, dtype=None):
-        _reject_unsupported("GRU", dropout, bidirectional)
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype)
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, dropout=dropout,
+                         bidirectional=bidirectional, device=device, dtype=dtype)
 
-    def _fused_layer(self, x, state, weights, norms, split):
-        out = GRULayer.apply(x, *state, *weights, norms, split)
-        return out, (out[-1],)
+    def _fused_layer(self, x, state, weights, norms, split, lengths):
+        return GRULayer.apply(x, *state, *weights, norms, split)[0], None
+
+    def _cell(self, x, state, weights):
+        return (reference.gru_cell(x, *state, *weights[:4]),)

@@ -119,21 +119,30 @@ class _Recurrent(nn.Module):
         finals = []
         for k in range(self.num_layers):
             weights = self._weights(k)
-            state, outs = tuple(s[k] for s in states), []  # each (B, H)
-            for t in range(x.shape[0]):
-                h, *rest = self._step(x[t], state, weights)
-                if step_hook is not None:
-                    h = _checked_hook(step_hook, k, t, h)
-                state = (h, *rest)
-                outs.append(h)
-            x = torch.stack(outs)  # (L, B, H): this layer's output is the next layer's input
-            finals.append(state)
+            steps = run_layer(lambda x_t, state: self._step(x_t, state, weights), x, tuple(s[k] for s in states),
+                              step_hook, k)
+            x = steps[0]  # (L, B, H): this layer's output is the next layer's input
+            finals.append(tuple(s[-1] for s in steps))
         return x, tuple(torch.stack(s) for s in zip(*finals))
 
     def _weights(self, k):
         """(w_ih, w_hh, b_ih, b_hh) of layer k; biases are None when bias=False."""
         names = (f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}")
         return tuple(getattr(self, n, None) for n in names)
+
+
+def run_layer(step, x, state, step_hook=None, layer=0):
+    """One layer's time loop: step(x_t, state) -> new state (h first), x (L, B, I), state a tuple of (B, H) tensors.
+    Returns every step's states, a tuple of (L, B, H) tensors: the first (every h_t) is the layer's output, the last
+    rows are the final states. step_hook(layer, t, h) -> h replaces each new h_t before anything uses it."""
+    steps = []
+    for t in range(x.shape[0]):
+        h, *rest = step(x[t], state)
+        if step_hook is not None:
+            h = _checked_hook(step_hook, layer, t, h)
+        state = (h, *rest)
+        steps.append(state)
+    return tuple(torch.stack(s) for s in zip(*steps))
 
 
 def _checked_hook(step_hook, layer, t, h):
