@@ -215,7 +215,8 @@ def add_keys(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     runs["backend"] = _backends(runs)
     names = short_names(runs)
     for column, name in names.items():  # d_model fills the hidden column of the Transformer's runs
-        runs[name] = runs[name].fillna(runs[column]) if name in runs else runs[column]
+        values = runs[column].map(lambda v: tuple(v) if isinstance(v, list) else v)  # list values: hashable
+        runs[name] = runs[name].fillna(values) if name in runs else values
     keys = varying_keys(runs, names)
     values = [[f"{k}={_text(v)}" for v in runs[k]] for k in keys]
     runs["setting"] = [", ".join(p for p in row if not p.endswith("=")) for row in zip(*values)] if keys else ""
@@ -401,12 +402,13 @@ def cells(runs: pd.DataFrame, keys: list[str] = ()) -> pd.DataFrame:
 
 
 def duplicate_seeds(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per seed recorded by more than one run of a cell: cell, seed and the run_ids (the counted one first)."""
+    """One row per seed recorded by more than one run of a cell: cell, seed, the run_ids and their folders (the
+    counted one first)."""
     seeds = [c for c in SEED if c in runs]
-    order = runs.sort_values("counted", ascending=False, kind="stable")
-    rows = [{"cell": cell, "seed": int(seed[0]), "run_ids": list(g.run_id)}
-            for (cell, *seed), g in order.groupby(["cell", *seeds], sort=True) if len(g) > 1]
-    return pd.DataFrame(rows, columns=["cell", "seed", "run_ids"])
+    repeated = runs[runs.duplicated(["cell", *seeds], keep=False)].sort_values("counted", ascending=False, kind="stable")
+    rows = [{"cell": cell, "seed": int(seed[0]), "run_ids": list(g.run_id), "paths": list(g.path)}
+            for (cell, *seed), g in repeated.groupby(["cell", *seeds], sort=True)]
+    return pd.DataFrame(rows, columns=["cell", "seed", "run_ids", "paths"])
 
 
 def comparable(a: pd.Series, b: pd.Series, keys: list[str]) -> bool:
@@ -426,8 +428,10 @@ def comparisons(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> pd.
     difference A - B of the final eval loss and accuracy over the seeds both completed, with its 95% paired percentile
     bootstrap interval (fixed seed: reports are deterministic); no interval below 2 pairs. `runs` carry their `cell`."""
     done = runs[runs.counted & (runs.status == "completed")]
-    done = done.assign(loss=_column(done, "final.eval_loss"), accuracy=_column(done, "final.eval_accuracy"))
-    done = done.dropna(subset=["loss"])
+    done = pd.DataFrame({"cell": done.cell, **{c: done[c] for c in SEED}, "loss": _column(done, "final.eval_loss"),
+                         "accuracy": _column(done, "final.eval_accuracy")}).dropna(subset=["loss"])
+    by_cell = dict(tuple(done.groupby("cell")))
+    empty = done.iloc[:0]
     configurable = runs.get("config.model.backend", pd.Series(None, index=runs.index)).notna().groupby(runs.cell).any()
     table = table.assign(backend_choice=table.backend.where(configurable.reindex(table.index, fill_value=False)))
     rows = []
@@ -437,7 +441,7 @@ def comparisons(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> pd.
                 continue
             if label_order(a.label) > label_order(b.label):
                 a, b = b, a
-            pairs = done[done.cell == a.name].merge(done[done.cell == b.name], on=SEED, suffixes=("_a", "_b"))
+            pairs = by_cell.get(a.name, empty).merge(by_cell.get(b.name, empty), on=SEED, suffixes=("_a", "_b"))
             loss = paired_difference(pairs.loss_a, pairs.loss_b)
             both = pairs.dropna(subset=["accuracy_a", "accuracy_b"])
             acc = paired_difference(both.accuracy_a, both.accuracy_b)

@@ -168,14 +168,15 @@ def _plain_log_labels(ax) -> None:
     axis.set_minor_locator(NullLocator())
 
 
-def _legend_data(labels, colours, baseline=False, variants: dict | None = None, chance=False) -> dict:
-    """Legend entries: a colour per model, a line style (and marker) per variant, the reference lines."""
+def _legend_data(labels, colours, baseline=False, variants: dict | None = None, chance=False, markers=False) -> dict:
+    """Legend entries: a colour per model, a line style (and marker, if drawn) per variant, the reference lines."""
     handles = {label: Line2D([], [], color=colours[label], linewidth=2) for label in labels}
     shown = {variant: style for variant, style in (variants or {}).items() if variant}
     if shown:
         handles["configuration:"] = Line2D([], [], linestyle="none")  # a heading: no line
     for variant, style in shown.items():
-        handles[variant] = Line2D([], [], color="0.3", marker=style.marker, markersize=4, **style.line())
+        handles[variant] = Line2D([], [], color="0.3", marker=style.marker if markers else None, markersize=4,
+                                  **style.line())
     if baseline:
         handles["baseline"] = Line2D([], [], **BASELINE)
     if chance:
@@ -349,7 +350,7 @@ def final_vs_length(d: D.ReportData):
 
     labels = [lab for lab in d.labels if lab in set(stats.label)]
     chance = d.cells.chance.notna().any()
-    return _finish(fig, grid, _legend_data(labels, colours, True, style, chance),
+    return _finish(fig, grid, _legend_data(labels, colours, True, style, chance, markers=True),
                    "Final eval loss (geometric mean ×/÷ 95% t-interval on log loss) and accuracy (mean, 95% bootstrap "
                    f"interval) vs length over seeds; points: each seed where a cell has ≤ {D.FEW_SEEDS}", "length T",
                    ylabel)

@@ -66,8 +66,11 @@ def _cell_name(d: D.ReportData, cell: int) -> str:
 def warnings(d: D.ReportData) -> list[str]:
     """What a reader must know before trusting the numbers: seeds recorded more than once in a cell (counted once)
     and completed runs without a final eval loss (left out of the statistics)."""
-    out = [f"{_cell_name(d, r.cell)}: seed {r.seed} is recorded by {len(r.run_ids)} runs ({', '.join(r.run_ids)}); it "
-           f"counts once ({r.run_ids[0]}), not as {len(r.run_ids)} samples."
+    def where(path) -> str:
+        return str(Path(path).relative_to(d.root)) if Path(path).is_relative_to(d.root) else str(path)
+
+    out = [f"{_cell_name(d, r.cell)}: seed {r.seed} is recorded by {len(r.run_ids)} runs "
+           f"({', '.join(map(where, r.paths))}); it counts once ({where(r.paths[0])}), not as {len(r.run_ids)} samples."
            for r in D.duplicate_seeds(d.runs).itertuples()]
     loss = pd.to_numeric(d.runs.get("final.eval_loss", pd.Series(None, index=d.runs.index)), errors="coerce")
     empty = d.runs[(d.runs.status == "completed") & loss.isna()]

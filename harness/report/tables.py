@@ -141,7 +141,8 @@ def _verdict(name_a, name_b, lo, hi, pairs, lower_is_better: bool, what: str) ->
         return f"{what}: {int(pairs)} paired seed{'s' if pairs != 1 else ''}, too few for an interval"
     if lo > 0 or hi < 0:
         better = name_a if (hi < 0) == lower_is_better else name_b
-        return f"{what}: {better} {'lower' if lower_is_better else 'higher'}"
+        few = f" (only {int(pairs)} pairs: weak evidence)" if pairs <= D.FEW_SEEDS else ""
+        return f"{what}: {better} {'lower' if lower_is_better else 'higher'}{few}"
     return f"{what}: no clear difference"
 
 

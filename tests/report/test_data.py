@@ -138,6 +138,18 @@ def test_backend_is_what_the_record_says_ran(path, backend):
     assert D.backend_name(path) == backend
 
 
+def test_a_run_that_did_not_record_its_path_takes_its_other_seeds_backend():
+    def runs(*paths):
+        rows = synthetic_runs({"config.model.backend": "triton"},
+                              {"config.model.backend": "triton", "config.model.hidden": 16})
+        return D.add_keys(rows.assign(kernel_path=list(paths)))[0]
+
+    fallback = "kernels.fused.LSTM: fallback-reference: CPU tensors, and TRITON_INTERPRET=1 was not set"
+    found = runs(fallback, None, "kernels.fused.LSTM: fused-triton", "kernels.fused.LSTM")  # no forward: no path
+    assert list(found.backend) == ["reference (fallback)", "reference (fallback)", "triton", "triton"]
+    assert list(runs(None, None, None, None).backend) == ["triton"] * 4  # nothing recorded: the configured one
+
+
 def synthetic_runs(*rows: dict) -> pd.DataFrame:
     """Runs as `load_runs` gives them: each row's config keys over defaults (seeds 0 and 1 of each)."""
     out = []

@@ -147,7 +147,7 @@ def test_a_repeated_seed_is_a_warning_not_a_sample(grid_report, grid_results):
     run_id = next((grid_results / "merged").iterdir()).name
     for page in ("index.md", "index.html"):
         text = (grid_report / page).read_text()
-        assert f"seed 0 is recorded by 2 runs ({run_id}, {run_id}); it counts once" in text
+        assert f"seed 0 is recorded by 2 runs (merged/{run_id}, sweep/{run_id}); it counts once" in text
         assert "Warning" in text
     summary = pd.read_csv(grid_report / "tables" / "summary.csv")
     assert list(summary.n) == [2, 2, 2, 2] and summary.repeated_seeds.sum() == 1

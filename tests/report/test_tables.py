@@ -76,13 +76,14 @@ def test_status_table_lists_run_ids_and_shortens_long_lists():
 
 def test_comparison_rows_say_which_model_the_evidence_favours():
     comp = pd.DataFrame({"task": ["adding"] * 3, "length": [10] * 3, "label_a": ["lstm"] * 3, "label_b": ["gru"] * 3,
-                         "backend_a": ["torch"] * 3, "backend_b": ["torch"] * 3, "pairs": [5, 5, 1],
+                         "backend_a": ["torch"] * 3, "backend_b": ["torch"] * 3, "pairs": [5, 8, 1],
                          "loss_diff": [-0.01, 0.02, 0.1], "loss_diff_lo": [-0.02, -0.01, math.nan],
-                         "loss_diff_hi": [-0.005, 0.05, math.nan], "accuracy_pairs": [5, 5, 1],
+                         "loss_diff_hi": [-0.005, 0.05, math.nan], "accuracy_pairs": [5, 8, 1],
                          "accuracy_diff": [0.1, -0.2, 0.0], "accuracy_diff_lo": [0.05, -0.3, math.nan],
                          "accuracy_diff_hi": [0.2, -0.1, math.nan]})
     shown = tables.comparisons(comp)
-    assert list(shown.evidence) == ["loss: lstm lower; accuracy: lstm higher",
+    assert list(shown.evidence) == ["loss: lstm lower (only 5 pairs: weak evidence); accuracy: lstm higher (only 5 pairs: "
+                                    "weak evidence)",
                                     "loss: no clear difference; accuracy: gru higher",
                                     "loss: 1 paired seed, too few for an interval; "
                                     "accuracy: 1 paired seed, too few for an interval"]
