@@ -40,7 +40,6 @@ the RNN at 1024, all spill-free at 16 warps; twice that does not fit.
 hidden state at each step, per batch row) into `module.grad_norms`, (num_layers, T, B), at no extra pass.
 """
 
-import functools
 import math
 import os
 import warnings
@@ -63,14 +62,18 @@ SPLIT_MODE = os.environ.get("SEQBENCH_SPLIT_MODE", "auto")
 SPLIT_MODES = ("auto", "persistent", "stepwise")
 
 
-@functools.cache
+_loaded = []  # load_triton's result, memoized by hand: torch.compile warns about tracing a functools.cache function
+
+
 def load_triton():
     """(kernels.triton_rnn, None), or (None, why) when triton cannot be imported."""
-    try:
-        from . import triton_rnn
-    except ImportError as e:
-        return None, f"triton is not importable ({type(e).__name__}: {e})"
-    return triton_rnn, None
+    if not _loaded:
+        try:
+            from . import triton_rnn
+            _loaded.append((triton_rnn, None))
+        except ImportError as e:
+            _loaded.append((None, f"triton is not importable ({type(e).__name__}: {e})"))
+    return _loaded[0]
 
 
 def _split():
@@ -601,7 +604,7 @@ class _Fused:
         if SPLIT_MODE != "auto":
             return SPLIT_MODE
         gates = self.weight_hh_l0.shape[0] // self.hidden_size
-        return _split().plan(x.shape[1], self.hidden_size, gates, x.device)[0]
+        return _split().plan(x.shape[1], self.hidden_size, gates, x.device, _lowp(x.dtype))[0]
 
     def forward(self, input, hx=None, *, step_hook=None):
         """torch.nn's forward, plus step_hook.
