@@ -35,7 +35,7 @@ SUMMARY_NOTE = (
     "even if it met the criterion before diverging. Steps to solve: median over solved seeds. Baseline loss: the "
     "task's analytic baseline. tokens/s: mean steady-state training throughput. n: distinct seeds completed with a "
     "final eval loss (a seed recorded twice counts once); no final value: completed seeds without a final eval loss "
-    "(listed under problems). No interval for one seed.")
+    "(listed under problems). No interval for one seed. Figures show completed runs, one record per seed.")
 COMPARISON_NOTE = (
     "Paired comparisons of two models in the same task, T and settings, over the seeds both completed (pairs): mean "
     "difference A − B of the final eval loss and of the accuracy [95% paired percentile bootstrap interval, "
@@ -80,13 +80,6 @@ def interval(value, lo, hi, fmt=".2f") -> str:
     if _blank(lo):
         return text
     return f"{text} [{fmt(lo) if callable(fmt) else f'{lo:{fmt}}'}, {fmt(hi) if callable(fmt) else f'{hi:{fmt}}'}]"
-
-
-def mean_pm(mean, ci, fmt: str) -> str:
-    """'m ± h' (no interval for a single seed), '' when there is no value."""
-    if _blank(mean):
-        return ""
-    return f"{mean:{fmt}}" if _blank(ci) else f"{mean:{fmt}} ± {ci:{fmt}}"
 
 
 def _number(x, fmt: str) -> str:

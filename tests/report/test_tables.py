@@ -36,11 +36,6 @@ def test_multiplicative_and_bracketed_intervals():
     assert tables.interval(0.6, 0.5, 0.7) == "0.60 [0.50, 0.70]" and tables.interval(0.6, math.nan, math.nan) == "0.60"
 
 
-def test_one_seed_has_no_interval_and_no_value_is_blank():
-    assert tables.mean_pm(0.5, math.nan, ".3g") == "0.5"
-    assert tables.mean_pm(math.nan, math.nan, ".3g") == ""
-
-
 def test_latex_is_a_captioned_booktabs_table_with_numbers_right_aligned():
     tex = tables.latex(pd.DataFrame({"run_id": ["a_b"], "loss": ["2.0e-4 ×/÷ 2.3"], "rate": ["50%"], "n": ["3"]}),
                        caption="Losses: geometric mean ×/÷ factor", label="tab:x", title="Losses")
