@@ -24,10 +24,23 @@ Which path runs is recorded on every forward in `module.last_path`:
   its own launch (stepwise: the Triton interpreter, or a grid too large to be resident). `SPLIT_MODE` overrides.
 - "fallback-reference: <why>": everything else runs the kernels.reference step loop (same math, same parameters),
   with the reason recorded and warned once per reason. Reasons: a step_hook (it needs every h_t of the step loop),
-  triton not importable, CPU tensors without the interpreter, another device type, float64 (the kernels would round
-  it to fp32), or a hidden size above `max_split_hidden`.
+  proj_size > 0, batch size 0, a torch.func transform or forward-mode AD (the autograd.Functions have no vmap or jvp
+  rule), triton not importable, CPU tensors without the interpreter, another device type, float64 (the kernels would
+  round it to fp32), or a hidden size above `max_split_hidden`.
 The fused paths run on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1 was set before the kernels were loaded
 (at the first fused forward; the Triton interpreter: slow, for tests), in float32, bfloat16 or float16.
+
+Drop-in: the modules subclass torch.nn.RNN / LSTM / GRU (constructor and its checks, parameters, init, state_dict,
+flatten_parameters, all_weights, repr, pickling and isinstance are torch's own) and take what torch.nn's forward takes:
+tensors batched, batch_first or unbatched, PackedSequences (run as the zero-padded batch; each sequence's final state
+is read at its own length, and past it the LSTM's input and forget gates are pinned to 0 and 1 so its cell state
+stops), bidirectional (the reverse direction is the same kernels over each sequence reversed in place), dropout between
+layers in training mode, and autocast (input, states and weights cast to the autocast dtype, as cuDNN's autocast kernel
+does). Backward under create_graph=True (double backward) recomputes through the reference loop, so higher derivatives
+are exact; outputs never alias saved buffers, so in-place ops on them are safe. The kernel launches are torch.library
+custom ops (torch >= 2.4): torch.compile graph-breaks around the module as around any torch.nn.RNNBase, and with
+torch._dynamo.config.allow_rnn traces through it into one graph. tests/kernels/test_dropin.py checks all of this
+against torch.nn, including every nn.RNN/LSTM/GRU sample of torch's own module_db.
 
 Size limits, from compiling every kernel for sm_90 offline (triton 3.9; `python -m kernels.compile_report`, whose
 output is committed in results/bench/compile/sm90.json): one-program kernels at HP = 64 (H padded to a
@@ -37,7 +50,8 @@ weights in shared memory: 160 KiB for the LSTM at KP = 512 (an H100 block gets 2
 the RNN at 1024, all spill-free at 16 warps; twice that does not fit.
 
 `track_grad_norms = True` makes the backward kernels also write ||dL/dh_t|| (the total gradient of each layer's
-hidden state at each step, per batch row) into `module.grad_norms`, (num_layers, T, B), at no extra pass.
+hidden state at each step, per batch row) into `module.grad_norms`, (num_layers, T, B), at no extra pass (fused paths
+only, unidirectional, not under create_graph=True; zero at the padding of a PackedSequence).
 """
 
 import math
