@@ -375,7 +375,7 @@ def _recomputed_grads(ctx, inputs, grad_outputs, layer):
     return tuple(next(grads) if need else None for need in needs)
 
 
-def at_lengths(steps, lengths):
+def _at_lengths(steps, lengths):
     """Row lengths[b] - 1 of batch column b of steps (T, B, H): each sequence's state at its own last step."""
     return steps[lengths - 1, torch.arange(steps.shape[1], device=steps.device)]
 
@@ -455,7 +455,7 @@ class LSTMLayer(torch.autograd.Function):
         if torch.is_grad_enabled():
             def layer(x, h0, c0, *w):
                 hs, cs = reference.run_layer(lambda x_t, s: reference.lstm_cell(x_t, *s, *w), x, (h0, c0))
-                return hs, cs[-1] if ctx.lengths is None else at_lengths(cs, ctx.lengths)
+                return hs, cs[-1] if ctx.lengths is None else _at_lengths(cs, ctx.lengths)
             return _recomputed_grads(ctx, (x, h0, c0, w_ih, w_hh, b_ih, b_hh), (dout, dcn), layer) + (None,) * 3
         T, B, H = dout.shape
         dg, dh0, dc0, norms = _lstm_backward(dout, dcn, w_hh, cs, act, ctx.split, ctx.lowp, ctx.norms is not None)
@@ -708,18 +708,24 @@ class _Fused:
             weights = [tuple(map(cast, w)) for w in weights]
             return self._layers(cast(x), tuple(map(cast, states)), weights, lengths, step_hook)
 
+    def _choose_path(self, x, step_hook):
+        """Record in `last_path` which path this forward takes (warning once per fallback reason) -> (fused, split)."""
+        reason = self.fallback_reason(x, step_hook)
+        if reason is not None:
+            self.last_path = f"fallback-reference: {reason}"
+            _warn_once(f"kernels.{type(self).__name__} runs the reference step loop: {reason}")
+            return False, None
+        split = self.split_mode(x)
+        self.last_path = f"fused-triton-split-{split}" if split else "fused-triton"
+        return True, split
+
     def _layers(self, x, states, weights, lengths, step_hook):
+        """Every layer and direction, with dropout between layers: x (T, B, I) -> output (T, B, D * H_out), finals."""
         for t in (*states, *(w for ws in weights for w in ws if w is not None)):
             if t.dtype != x.dtype:
                 raise ValueError(f"kernels.{type(self).__name__}: input dtype {x.dtype} does not match the dtype "
                                  f"{t.dtype} of hx or a parameter")
-        reason = self.fallback_reason(x, step_hook)
-        fused = reason is None
-        split = self.split_mode(x) if fused else None
-        self.last_path = f"fallback-reference: {reason}" if reason else f"fused-triton-split-{split}" if split else \
-            "fused-triton"
-        if reason:
-            _warn_once(f"kernels.{type(self).__name__} runs the reference step loop: {reason}")
+        fused, split = self._choose_path(x, step_hook)
         self.grad_norms = None
         if fused and self.track_grad_norms:
             if self.bidirectional:
@@ -744,14 +750,14 @@ class _Fused:
         """One direction of one layer through the kernels: output (T, B, H) and final states, each (B, H)."""
         x = _reversed(x, lengths) if reverse else x
         out, c_n = self._fused_layer(x, state, weights[:4], norms, split, lengths)
-        h_n = out[-1] if lengths is None else at_lengths(out, lengths)
+        h_n = out[-1] if lengths is None else _at_lengths(out, lengths)
         return (_reversed(out, lengths) if reverse else out), (h_n,) if c_n is None else (h_n, c_n)
 
     def _direction_reference(self, x, state, weights, lengths, reverse, step_hook, layer):
         """One direction of one layer through the reference step loop: output (T, B, H_out) and final states."""
         x = _reversed(x, lengths) if reverse else x
         steps = reference.run_layer(lambda x_t, s: self._cell(x_t, s, weights), x, state, step_hook, layer)
-        finals = tuple(s[-1] if lengths is None else at_lengths(s, lengths) for s in steps)
+        finals = tuple(s[-1] if lengths is None else _at_lengths(s, lengths) for s in steps)
         return (_reversed(steps[0], lengths) if reverse else steps[0]), finals
 
 
