@@ -1,102 +1,253 @@
-"""Compile every recurrent kernel for an NVIDIA architecture without a GPU and report its resources.
+"""Compile every recurrent kernel, in every configuration the launchers can choose, for an NVIDIA architecture without
+a GPU; report each one's resources and fail where a configuration plan() can choose does not fit the device.
 
-    python -m kernels.compile_report --arch 90 --out results/bench/compile/sm90.json
+    python -m kernels.compile_report --arch 90 --out results/bench/compile/      # writes sm90-triton<version>.json
+    python -m kernels.compile_report --table results/bench/compile/*.json        # prints triton_split.LAUNCH_TABLE
 
-For each kernel, padded hidden size and operand precision the launchers would use: shared memory, registers per
-thread, and spill stack (bytes a thread keeps in local memory), from Triton's compiler and the cuobjdump that ships
-with it. This is how the size limits in kernels.fused were chosen; rerun it after changing a kernel or Triton.
+Configurations: the one-program kernels at every padded width up to their limit; the split kernels at every padded
+width KP up to theirs, in the stepwise mode (batch tile 16) and the persistent mode at every batch tile (16, 32, 64);
+float32, bfloat16 and float16 operands; forward and backward; each at the num_warps and num_stages its launcher uses and
+with the specialization a launch gets (16-byte aligned pointers, step count never specialized). Figures per kernel:
+shared memory (Triton), registers and stack frame per thread (cuobjdump on Triton's cubin), spill stores per thread
+(ptxas -v, where the stack frame is not empty) and the matrix-multiply path (fma, mma, wgmma) from the Triton GPU IR.
+
+Checks (exit status 1): every configuration plan() can choose for this arch (triton_split.LAUNCH_TABLE, and every
+one-program kernel) compiled, fits its reference device's shared memory per block and per multiprocessor (sm_90: H100,
+sm_80: A100) and spills at most triton_split.SPILL_BUDGET bytes a thread. Commit one report per Triton version and
+arch; LAUNCH_TABLE is derived from the committed reports (--table), and tests/kernels/test_compile_table.py checks it
+and plan()'s choices against them without compiling.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import glob
 import inspect
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+from . import fused, triton_rnn, triton_split
+from .triton_split import BATCH_TILES, GATES, SPILL_BUDGET
 
-from . import triton_rnn, triton_split
-
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-
-def one_program_cases():
-    for cell, HP in (("rnn", 128), ("lstm", 64), ("gru", 64)):
-        for direction in ("forward", "backward"):
-            for lowp in (0, 1):
-                kernel = getattr(triton_rnn, f"{cell}_{direction}_kernel")
-                _, cfg = triton_rnn._config(1, HP)
-                yield kernel, {"HP": HP, "BB": cfg["BB"], "LOWP": lowp}, cfg["num_warps"]
+LIMITS = {"rnn": fused.RNN, "lstm": fused.LSTM, "gru": fused.GRU}
+DEVICES = {90: triton_split.H100_SXM, 80: triton_split.A100}  # the reference device of each compiled arch
+LOWPS = (0, 1, 2)  # float32, bfloat16, float16 operands
 
 
-def split_cases():
-    for cell in ("rnn", "lstm", "gru"):
-        for KP in (128, 256, 512) + ((1024,) if cell == "rnn" else ()):
-            for direction in ("forward", "backward"):
-                for lowp in (0, 1):
-                    kernel = getattr(triton_split, f"{cell}_split_{direction}_kernel")
-                    _, _, cfg = triton_split.plan(64, KP, GATES[cell], _NoGPU(), lowp)
-                    constants = {"KP": KP, "HB": cfg["HB"], "BB": 16, "LOWP": lowp, "PERSISTENT": True}
-                    yield kernel, constants, cfg["num_warps"]
+def _widths(limit):
+    """Every padded width (a power of two, at least 16) a hidden size up to `limit` takes."""
+    return [1 << k for k in range(4, 16) if 1 << k <= max(16, triton_rnn.triton.next_power_of_2(limit))]
 
 
-class _NoGPU:
-    type = "cpu"
+def cases():
+    """(kernel name, constants, options, description) of every configuration a launcher can choose."""
+    for cell, module in LIMITS.items():
+        for HP in _widths(module.max_fused_hidden):
+            _, cfg = triton_rnn._config(1, HP)
+            for lowp in LOWPS:
+                for direction in ("forward", "backward"):
+                    yield (f"{cell}_{direction}_kernel", dict(HP=HP, BB=cfg["BB"], LOWP=lowp),
+                           dict(num_warps=cfg["num_warps"]),
+                           dict(cell=cell, direction=direction, mode="one-program", KP=HP, BB=cfg["BB"], LOWP=lowp))
+        for KP in _widths(module.max_split_hidden):
+            for lowp in LOWPS:
+                for mode, BB in [("stepwise", BATCH_TILES[0])] + [("persistent", BB) for BB in BATCH_TILES]:
+                    cfg = triton_split.launch_config(GATES[cell], KP, BB, lowp)
+                    options = {k: cfg.pop(k) for k in ("num_warps", "num_stages")}
+                    for direction in ("forward", "backward"):
+                        constants = dict(cfg, LOWP=lowp, PERSISTENT=mode == "persistent")
+                        yield (f"{cell}_split_{direction}_kernel", constants, options,
+                               dict(cell=cell, direction=direction, mode=mode, KP=KP, BB=BB, LOWP=lowp))
 
 
-def signature(kernel, constants):
-    sig = {}
-    for name in inspect.signature(kernel.fn).parameters:
-        if name in constants or name in ("RELU", "TRACK"):
-            sig[name] = "constexpr"
-        elif name == "sync_ptr":
-            sig[name] = "*i32"
-        else:
-            sig[name] = "*fp32" if name.endswith("_ptr") else "i32"
-    return sig
+def _kernel(name):
+    return getattr(triton_split if "_split_" in name else triton_rnn, name)
 
 
-def compile_one(kernel, constants, num_warps, arch):
-    params = inspect.signature(kernel.fn).parameters
-    constants = {**constants, **{flag: True for flag in ("RELU", "TRACK") if flag in params}}
-    source = ASTSource(kernel, signature(kernel, constants), constexprs=constants)
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"])
-        f.flush()
-        usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
-    fields = dict(re.findall(r"(REG|STACK):(\d+)", usage))
-    return {"kernel": kernel.fn.__name__, **{k: v for k, v in constants.items() if k in ("HP", "KP", "BB", "LOWP")},
-            "num_warps": num_warps, "shared_bytes": compiled.metadata.shared, "registers": int(fields["REG"]),
-            "spill_stack_bytes": int(fields["STACK"])}
+def _source(kernel, constants):
+    """An ASTSource for the launch specialization, for the Triton version installed (3.2's API or 3.3's and later)."""
+    from triton.compiler import ASTSource
+
+    names = list(inspect.signature(kernel.fn).parameters)
+    constants = {**constants, **{flag: True for flag in ("RELU", "TRACK") if flag in names}}
+    kind = lambda n: "*i32" if n in ("sync_ptr", "status_ptr") else "*fp32" if n.endswith("_ptr") else "i32"  # noqa
+    pointers = [i for i, n in enumerate(names) if n.endswith("_ptr")]
+    try:
+        from triton.backends.compiler import AttrsDescriptor  # triton <= 3.2
+    except ImportError:
+        signature = {n: "constexpr" if n in constants else kind(n) for n in names}
+        return ASTSource(kernel, signature, constants, {(i,): [["tt.divisibility", 16]] for i in pointers})
+    signature = {n: kind(n) for n in names if n not in constants}
+    return ASTSource(kernel, signature, constants, AttrsDescriptor.from_hints({i: 16 for i in pointers}))
+
+
+def _mma(ttgir):
+    if "warp_group_dot" in ttgir:
+        return "wgmma"
+    return "mma" if "nvidia_mma" in ttgir else "fma"
+
+
+def _ptxas(arch):
+    """The ptxas Triton itself compiles `arch` with (3.3 and later pick it per arch)."""
+    from triton.backends.nvidia import compiler
+
+    if hasattr(compiler, "get_ptxas"):
+        return compiler.get_ptxas(arch).path
+    return compiler._path_to_binary("ptxas")[0]
+
+
+def compile_one(name, constants, options, arch):
+    """Compile one configuration; its resources as a dict."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    compiled = triton.compile(_source(_kernel(name), constants), target=GPUTarget("cuda", arch, 32), options=options)
+    bin_dir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = os.path.join(tmp, "k.cubin")
+        with open(cubin, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        usage = subprocess.run([os.path.join(bin_dir, "cuobjdump"), "--dump-resource-usage", cubin],
+                               capture_output=True, text=True, check=True).stdout
+        fields = {k: int(v) for k, v in re.findall(r"(REG|STACK):(\d+)", usage)}
+        spills = 0
+        if fields["STACK"]:  # how much of the stack frame is spilling: ptxas -v on the same PTX
+            ptx = os.path.join(tmp, "k.ptx")
+            with open(ptx, "w") as f:
+                f.write(compiled.asm["ptx"])
+            gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+            log = subprocess.run([_ptxas(arch), "-v", f"--gpu-name={gpu}", ptx, "-o",
+                                  os.path.join(tmp, "v.cubin")], capture_output=True, text=True, check=True)
+            spills = int(re.search(r"(\d+) bytes spill stores", log.stdout + log.stderr).group(1))
+    return {"num_warps": options["num_warps"], "num_stages": compiled.metadata.num_stages,
+            "shared_bytes": compiled.metadata.shared, "registers": fields["REG"], "stack_bytes": fields["STACK"],
+            "spill_store_bytes": spills, "mma": _mma(compiled.asm.get("ttgir", ""))}
+
+
+def _compile_row(case_and_arch):
+    (name, constants, options, row), arch = case_and_arch
+    return {"kernel": name, **row, **compile_one(name, constants, options, arch)}
+
+
+def key(row):
+    """A configuration, the same in every report: kernel, mode and sizes."""
+    return (row["kernel"], row["mode"], row["KP"], row["BB"], row["LOWP"])
+
+
+def choosable(arch):
+    """The keys of every configuration plan() and the one-program launcher can choose on `arch`'s reference device."""
+    device = DEVICES[arch]
+    for name, _, _, row in cases():
+        if row["mode"] == "one-program":
+            yield key({"kernel": name, **row})
+        elif row["mode"] in ("stepwise", "persistent"):
+            tiles = triton_split.batch_tiles(device, GATES[row["cell"]], row["KP"], row["LOWP"])
+            if row["BB"] in (tiles[:1] if row["mode"] == "stepwise" else tiles):
+                yield key({"kernel": name, **row})
+
+
+def problems(rows, arch):
+    """Why a configuration plan() can choose on `arch` would fail there; empty when none would."""
+    device, by_key, out = DEVICES[arch], {key(r): r for r in rows}, []
+    for k in sorted(set(choosable(arch))):
+        row = by_key.get(k)
+        if row is None:
+            out.append(f"{k}: not compiled")
+        elif row["shared_bytes"] > device.shared_per_block or row["shared_bytes"] + 1024 > device.shared_per_sm:
+            out.append(f"{k}: {row['shared_bytes']} bytes of shared memory, {device.name} gives a block "
+                       f"{device.shared_per_block}")
+        elif row["spill_store_bytes"] > SPILL_BUDGET:
+            out.append(f"{k}: spills {row['spill_store_bytes']} bytes a thread, over the budget of {SPILL_BUDGET}")
+    return out
+
+
+def derive_table(reports):
+    """LAUNCH_TABLE from reports: per compiled arch, (cell, LOWP) and KP, the shared KiB at each batch tile (worst over
+    Triton versions, directions and modes), or None where a kernel is missing, over the reference device's shared
+    memory or over the spill budget in any report."""
+    table = {}
+    for arch in sorted({r["arch"] for r in reports}):
+        device, rows = DEVICES[arch], [row for r in reports if r["arch"] == arch for row in r["kernels"]]
+        split = [row for row in rows if row["mode"] in ("stepwise", "persistent")]
+        for cell, LOWP, KP in sorted({(r["cell"], r["LOWP"], r["KP"]) for r in split}):
+            tiles = []
+            for BB in BATCH_TILES:
+                modes = ("stepwise", "persistent") if BB == BATCH_TILES[0] else ("persistent",)
+                found = [r for r in split if (r["cell"], r["LOWP"], r["KP"], r["BB"]) == (cell, LOWP, KP, BB)
+                         and r["mode"] in modes]
+                expected = 2 * len(modes) * sum(r["arch"] == arch for r in reports)
+                shared = max((r["shared_bytes"] for r in found), default=math.inf)
+                fits = (len(found) == expected and all(r["spill_store_bytes"] <= SPILL_BUDGET for r in found)
+                        and shared <= device.shared_per_block and shared + 1024 <= device.shared_per_sm)
+                tiles.append(-(-shared // 1024) if fits else None)
+            table.setdefault(arch, {}).setdefault((cell, LOWP), {})[KP] = tuple(tiles)
+    return table
+
+
+def format_table(table, reports):
+    lines = ["LAUNCH_TABLE = {"]
+    for arch, cells in table.items():
+        versions = ", ".join(sorted({r["triton"] for r in reports if r["arch"] == arch}))
+        lines.append(f"    {arch}: {{  # sm_{arch}, {DEVICES[arch].name} limits; triton {versions}")
+        for cell_lowp, widths in cells.items():
+            body = ", ".join(f"{KP}: {tuple(t)}" for KP, t in widths.items())
+            lines += textwrap.wrap(f"{cell_lowp!r}: {{{body}}},", 120, initial_indent=" " * 8,
+                                   subsequent_indent=" " * 12)
+        lines.append("    },")
+    return "\n".join(lines + ["}"])
+
+
+def load_reports(paths):
+    reports = []
+    for path in paths:
+        with open(path) as f:
+            reports.append(json.load(f))
+    return reports
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kernels.compile_report", description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 (H100/H200), 80 (A100)")
-    parser.add_argument("--out", help="JSON file to write (default: print only)")
+    parser.add_argument("--arch", type=int, default=90, choices=sorted(DEVICES), help="compute capability: 90, 80")
+    parser.add_argument("--out", help="directory (or .json file) to write the report to")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compilations")
+    parser.add_argument("--table", nargs="+", metavar="REPORT", help="print LAUNCH_TABLE derived from these reports")
+    parser.add_argument("--match", help="only configurations whose kernel name and sizes match this regex (no check)")
     args = parser.parse_args(argv)
+    if args.table:
+        reports = load_reports(sorted(p for pattern in args.table for p in glob.glob(pattern)))
+        print(format_table(derive_table(reports), reports))
+        return 0
+    import triton
+
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the launch default; also silences triton 3.9's warning
-    rows = []
-    for kernel, constants, num_warps in [*one_program_cases(), *split_cases()]:
-        row = compile_one(kernel, constants, num_warps, args.arch)
-        rows.append(row)
-        print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    todo = [(case, args.arch) for case in cases() if not args.match or re.search(args.match, f"{case[0]} {case[3]}")]
+    with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
+        rows = []
+        for row in pool.map(_compile_row, todo):
+            rows.append(row)
+            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    command = "python -m kernels.compile_report " + " ".join(argv or sys.argv[1:])
+    doc = {"arch": args.arch, "triton": triton.__version__, "device_limits": DEVICES[args.arch].__dict__,
+           "spill_budget": SPILL_BUDGET, "command": command, "kernels": rows}
     if args.out:
-        doc = {"arch": args.arch, "triton": triton.__version__, "command": " ".join(["python -m kernels.compile_report",
-                                                                                     *(argv or sys.argv[1:])]),
-               "kernels": rows}
-        with open(args.out, "w") as f:
-            json.dump(doc, f, indent=1)
-    return 0
+        path = args.out
+        if not path.endswith(".json"):
+            path = os.path.join(path, f"sm{args.arch}-triton{triton.__version__}.json")
+        with open(path, "w") as f:  # one line per kernel, for readable diffs
+            head = json.dumps({k: v for k, v in doc.items() if k != "kernels"}, indent=1)[:-2]
+            f.write(head + ',\n "kernels": [\n' + ",\n".join(json.dumps(r) for r in rows) + "\n ]\n}\n")
+        print(f"wrote {path}")
+    found = [] if args.match else problems(rows, args.arch)
+    for line in found:
+        print(f"FAIL {line}", file=sys.stderr)
+    return 1 if found else 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Layouts (all fp32, contiguous): states hs/cs (T+1, B, H) with row 0 the initial 
 saved activations and pre-activation gradients (T, B, G*H) or (T, B, 4H), gate k in columns [k*H, (k+1)*H).
 """
 
+import contextlib
 import inspect
 import os
 
@@ -331,6 +332,11 @@ def gru_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, dh0_ptr, norm_
 
 
 # ---- launchers: shapes in, one launch out ---------------------------------------------------------------------------
+
+
+def on_device(device):
+    """Launch on `device` whatever the current CUDA device is: Triton launches on the current device and stream."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def check_buffers(*tensors):

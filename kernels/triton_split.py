@@ -22,37 +22,93 @@ with slab T zero, and read slab t+1 for the recurrent term; dh0 = dg[0] W_hh (+ 
 the caller, as are the weight and input gradients. Layouts are those of kernels.triton_rnn.
 """
 
+import dataclasses
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
-from .triton_rnn import (_dot, _gru_cell, _gru_cell_backward, _load4, _lstm_cell, _lstm_cell_backward, _operand,
-                         _store4, _tanh, check_buffers)
+from .triton_rnn import (INTERPRET, _dot, _gru_cell, _gru_cell_backward, _load4, _lstm_cell, _lstm_cell_backward,
+                         _operand, _store4, _tanh, check_buffers, on_device)
 
 HIDDEN_BLOCK = 16  # hidden units per program: the smallest N tl.dot takes, so the most programs for a given H
-MAX_SPINS = tl.constexpr(1 << 24)  # barrier polls (each an L2 round trip, ~1 us) before giving up: seconds, not forever
+LINE = 32  # int32 words in a 128-byte line: each arrival counter, and the status words, get a line of their own
+_LINE = tl.constexpr(LINE)
+# On a GPU a barrier wait is bounded by time (%globaltimer, an inline PTX read); the interpreter has no clock, so
+# there `patience` counts polls.
+_TIMED = tl.constexpr(not INTERPRET)
+# A wait also needs this many polls before it may give up, so that a context switched out for longer than the
+# patience (another process's time slice, a debugger) gives its other programs a chance to arrive once it resumes.
+MIN_POLLS = tl.constexpr(4096)
+
+# The status line (per device): words the first program to give up writes, read back by BarrierTimeout.
+STATUS_FIELDS = ("flag", "step", "polls", "waited_us", "program0", "program1", "seen", "target", "left", "left_polls")
+(S_STEP, S_POLLS, S_WAITED_US, S_PID0, S_PID1, S_SEEN, S_TARGET, S_LEFT, S_LEFT_POLLS) = (
+    tl.constexpr(STATUS_FIELDS.index(name)) for name in STATUS_FIELDS[1:])
 
 
 @triton.jit
-def _grid_sync(sync_ptr, err_ptr, target):
-    """Wait until `target` programs of this batch tile have arrived at the counter `sync_ptr` (this one included)."""
+def _clock():
+    """%globaltimer in ns on a GPU; 0 in the interpreter."""
+    now = 0
+    if _TIMED:
+        now = tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False,
+                                        pack=1)
+    return now
+
+
+@triton.jit
+def _out_of_patience(start, polls, patience):
+    """patience microseconds and at least MIN_POLLS polls on a GPU; patience polls in the interpreter."""
+    if _TIMED:
+        spent = (_clock() - start >= patience.to(tl.int64) * 1000) & (polls >= MIN_POLLS)
+    else:
+        spent = polls >= patience
+    return spent
+
+
+@triton.jit
+def _grid_sync(count_ptr, status_ptr, target, step, patience):
+    """Wait until `target` programs of this batch tile have arrived at the counter `count_ptr` (this one included).
+    Returns 1 when they have, 0 when this wait, or any program's, gave up (the status flag is set): the caller then
+    leaves its step loop, so a launch that cannot complete ends after one wait, not one wait per step."""
     tl.debug_barrier()  # every thread's stores of this step are issued before the arrival is released
-    tl.atomic_add(sync_ptr, 1, sem="release")
-    seen = tl.atomic_add(sync_ptr, 0, sem="acquire")
-    spins = 0
-    while (seen < target) & (spins < MAX_SPINS):
-        seen = tl.atomic_add(sync_ptr, 0, sem="acquire")
-        spins += 1
-    if seen < target:
-        tl.atomic_xchg(err_ptr, 1)
+    tl.atomic_add(count_ptr, 1, sem="release")
+    seen = tl.atomic_add(count_ptr, 0, sem="acquire")
+    failed = tl.atomic_add(status_ptr, 0, sem="relaxed")
+    start = _clock()
+    polls = 0
+    waiting = (seen < target) & (failed == 0)
+    while waiting:
+        seen = tl.atomic_add(count_ptr, 0, sem="acquire")
+        failed = tl.atomic_add(status_ptr, 0, sem="relaxed")
+        polls += 1
+        waiting = (seen < target) & (failed == 0) & (_out_of_patience(start, polls, patience) == 0)
+    if (seen < target) & (failed == 0):  # this wait gave up; the first program to do so records why
+        if tl.atomic_cas(status_ptr, 0, 1, sem="relaxed") == 0:
+            tl.store(status_ptr + S_STEP, step)
+            tl.store(status_ptr + S_POLLS, polls)
+            tl.store(status_ptr + S_WAITED_US, ((_clock() - start) // 1000).to(tl.int32) if _TIMED else -1)
+            tl.store(status_ptr + S_PID0, tl.program_id(0))
+            tl.store(status_ptr + S_PID1, tl.program_id(1))
+            tl.store(status_ptr + S_SEEN, seen)
+            tl.store(status_ptr + S_TARGET, target)
+    if failed != 0:  # another program gave up: leave at once
+        tl.atomic_add(status_ptr + S_LEFT, 1, sem="relaxed")
+        tl.atomic_add(status_ptr + S_LEFT_POLLS, polls, sem="relaxed")
     tl.debug_barrier()
+    return ((seen >= target) & (failed == 0)).to(tl.int32)
 
 
 @triton.jit
-def _step_done(sync_ptr, err_ptr, NB, s, PERSISTENT: tl.constexpr):
-    """End of step s: in the persistent mode, the barrier of this program's batch tile."""
+def _step_done(sync_ptr, status_ptr, s, patience, PERSISTENT: tl.constexpr):
+    """End of step s: in the persistent mode, the barrier of this program's batch tile (its counter on a line of its
+    own). 1 to go on, 0 to leave the step loop."""
+    go = tl.full((), 1, tl.int32)
     if PERSISTENT:
-        _grid_sync(sync_ptr + tl.program_id(1), err_ptr + NB, tl.num_programs(0) * (s + 1))
+        go = _grid_sync(sync_ptr + tl.program_id(1) * _LINE, status_ptr, tl.num_programs(0) * (s + 1), s, patience)
+    return go
 
 
 @triton.jit
@@ -83,9 +139,11 @@ def _weight_slice(w_ptr, gate, H, units, ks, FORWARD: tl.constexpr, LOWP: tl.con
 
 
 @triton.jit
-def _load_shared(ptr, mask):
-    """Data other programs wrote this launch: read through L2 (.cg), never from a stale L1 line."""
-    return tl.load(ptr, mask=mask, other=0.0, cache_modifier=".cg")
+def _load_shared(ptr, mask, go):
+    """Data other programs wrote this launch: read through L2 (.cg), never from a stale L1 line. `go` is the last
+    barrier's result: masking with it makes the load depend on that barrier's acquire, so no compiler can issue it
+    (prefetch h_t) before the barrier has seen every program arrive."""
+    return tl.load(ptr, mask=mask & (tl.broadcast_to(go, mask.shape) != 0), other=0.0, cache_modifier=".cg")
 
 
 @triton.jit
@@ -95,11 +153,17 @@ def _store_sq_norm(norm_ptr, dh, rows, B, TRACK: tl.constexpr):
         tl.store(norm_ptr + tl.program_id(0) * B + rows, tl.sum(dh * dh, axis=1), mask=rows < B)
 
 
+# A stepwise launch passes nsteps = 1, which Triton would otherwise compile as a constant: the step loop would vanish
+# and both modes would be different programs (triton 3.2's ptxas then spills ~3 KB a thread in the LSTM backward). Kept a
+# runtime value, both modes compile the same loop, which the compile report checks.
+_step_kernel = triton.jit(do_not_specialize=["nsteps"])
+
+
 # ---- Elman RNN ------------------------------------------------------------------------------------------------------
 
 
-@triton.jit
-def rnn_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, sync_ptr, nsteps, B, H, NB, RELU: tl.constexpr,
+@_step_kernel
+def rnn_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, sync_ptr, status_ptr, nsteps, B, H, patience, RELU: tl.constexpr,
                              PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr,
                              BB: tl.constexpr):
     """Steps t0 .. t0+nsteps-1, xp_ptr and hs_ptr at slab t0: reads hs[t], writes this program's block of hs[t+1]."""
@@ -107,25 +171,28 @@ def rnn_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, sync_ptr, nsteps, B, H, NB, 
     own_off = rows[:, None] * H + units[None, :]
     full_off = rows[:, None] * H + ks[None, :]
     w = _weight_slice(w_ptr, 0, H, units, ks, True, LOWP)
-    for s in range(nsteps):
-        pre = tl.load(xp_ptr + own_off, mask=own, other=0.0) + _dot(_load_shared(hs_ptr + full_off, full), w, LOWP)
+    go = tl.full((), 1, tl.int32)  # the last barrier's result: 1 while every program keeps up
+    for s in tl.range(0, nsteps, num_stages=1):  # never pipelined: nothing is prefetched across a barrier
+        h = _load_shared(hs_ptr + full_off, full, go)
+        pre = tl.load(xp_ptr + own_off, mask=own, other=0.0) + _dot(h, w, LOWP)
         hs_ptr += B * H
         tl.store(hs_ptr + own_off, tl.maximum(pre, 0.0) if RELU else _tanh(pre), mask=own)
         xp_ptr += B * H
-        _step_done(sync_ptr, sync_ptr, NB, s, PERSISTENT)
+        go = _step_done(sync_ptr, status_ptr, s, patience, PERSISTENT)
 
 
-@triton.jit
-def rnn_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, dg_ptr, norm_ptr, sync_ptr, nsteps, B, H, NB, RELU: tl.constexpr,
-                              TRACK: tl.constexpr, PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr,
-                              HB: tl.constexpr, BB: tl.constexpr):
+@_step_kernel
+def rnn_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, dg_ptr, norm_ptr, sync_ptr, status_ptr, nsteps, B, H, patience,
+                              RELU: tl.constexpr, TRACK: tl.constexpr, PERSISTENT: tl.constexpr, LOWP: tl.constexpr,
+                              KP: tl.constexpr, HB: tl.constexpr, BB: tl.constexpr):
     """Steps t0, t0-1, ... with dout, dg, norm at step t0 and hs at h_{t0+1}: dh_t = dout_t + dg[t+1] W; dg[t]."""
     rows, units, ks, own, full = _split_tile(B, H, KP, HB, BB)
     own_off = rows[:, None] * H + units[None, :]
     full_off = rows[:, None] * H + ks[None, :]
     w = _weight_slice(w_ptr, 0, H, units, ks, False, LOWP)
-    for s in range(nsteps):
-        dg_next = _load_shared(dg_ptr + B * H + full_off, full)
+    go = tl.full((), 1, tl.int32)  # the last barrier's result: 1 while every program keeps up
+    for s in tl.range(0, nsteps, num_stages=1):  # never pipelined: nothing is prefetched across a barrier
+        dg_next = _load_shared(dg_ptr + B * H + full_off, full, go)
         dh = tl.load(dout_ptr + own_off, mask=own, other=0.0) + _dot(dg_next, w, LOWP)
         _store_sq_norm(norm_ptr, dh, rows, B, TRACK)
         h = tl.load(hs_ptr + own_off, mask=own, other=0.0)
@@ -134,14 +201,14 @@ def rnn_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, dg_ptr, norm_ptr, sync_pt
         hs_ptr -= B * H
         dg_ptr -= B * H
         norm_ptr -= tl.num_programs(0) * B
-        _step_done(sync_ptr, sync_ptr, NB, s, PERSISTENT)
+        go = _step_done(sync_ptr, status_ptr, s, patience, PERSISTENT)
 
 
 # ---- LSTM -----------------------------------------------------------------------------------------------------------
 
 
-@triton.jit
-def lstm_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, sync_ptr, nsteps, B, H, NB,
+@_step_kernel
+def lstm_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, sync_ptr, status_ptr, nsteps, B, H, patience,
                               PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr,
                               BB: tl.constexpr):
     """Gates (i, f, g, o); xp, act at step t0, hs and cs at slab t0 (read), this program's block of slab t+1 written."""
@@ -154,8 +221,9 @@ def lstm_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, sync_ptr, 
     w_g = _weight_slice(w_ptr, 2, H, units, ks, True, LOWP)
     w_o = _weight_slice(w_ptr, 3, H, units, ks, True, LOWP)
     c = tl.load(cs_ptr + own_off, mask=own, other=0.0)
-    for s in range(nsteps):
-        h = _load_shared(hs_ptr + full_off, full)
+    go = tl.full((), 1, tl.int32)  # the last barrier's result: 1 while every program keeps up
+    for s in tl.range(0, nsteps, num_stages=1):  # never pipelined: nothing is prefetched across a barrier
+        h = _load_shared(hs_ptr + full_off, full, go)
         x_i, x_f, x_g, x_o = _load4(xp_ptr + gate_off, H, own)
         i, f, g, o, c, h_own = _lstm_cell(x_i + _dot(h, w_i, LOWP), x_f + _dot(h, w_f, LOWP),
                                           x_g + _dot(h, w_g, LOWP), x_o + _dot(h, w_o, LOWP), c)
@@ -166,13 +234,13 @@ def lstm_split_forward_kernel(xp_ptr, w_ptr, hs_ptr, cs_ptr, act_ptr, sync_ptr, 
         _store4(act_ptr + gate_off, H, i, f, g, o, own)
         xp_ptr += 4 * B * H
         act_ptr += 4 * B * H
-        _step_done(sync_ptr, sync_ptr, NB, s, PERSISTENT)
+        go = _step_done(sync_ptr, status_ptr, s, patience, PERSISTENT)
 
 
-@triton.jit
-def lstm_split_backward_kernel(dout_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, carry_ptr, norm_ptr, sync_ptr, nsteps, B, H,
-                               NB, TRACK: tl.constexpr, PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr,
-                               HB: tl.constexpr, BB: tl.constexpr):
+@_step_kernel
+def lstm_split_backward_kernel(dout_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, carry_ptr, norm_ptr, sync_ptr, status_ptr,
+                               nsteps, B, H, patience, TRACK: tl.constexpr, PERSISTENT: tl.constexpr,
+                               LOWP: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr, BB: tl.constexpr):
     """Steps t0, t0-1, ...: dout, act, dg, norm at step t0, cs at c_{t0+1}; carry holds dL/dc_{t0+1} (in) and
     dL/dc of the last step's input state (out)."""
     rows, units, ks, own, full = _split_tile(B, H, KP, HB, BB)
@@ -184,12 +252,13 @@ def lstm_split_backward_kernel(dout_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, carry_p
     w_g = _weight_slice(w_ptr, 2, H, units, ks, False, LOWP)
     w_o = _weight_slice(w_ptr, 3, H, units, ks, False, LOWP)
     dc = tl.load(carry_ptr + own_off, mask=own, other=0.0)
-    for s in range(nsteps):
+    go = tl.full((), 1, tl.int32)  # the last barrier's result: 1 while every program keeps up
+    for s in tl.range(0, nsteps, num_stages=1):  # never pipelined: nothing is prefetched across a barrier
         dh = tl.load(dout_ptr + own_off, mask=own, other=0.0)
-        dh += (_dot(_load_shared(dg_ptr + next_off, full), w_i, LOWP)
-               + _dot(_load_shared(dg_ptr + next_off + H, full), w_f, LOWP)
-               + _dot(_load_shared(dg_ptr + next_off + 2 * H, full), w_g, LOWP)
-               + _dot(_load_shared(dg_ptr + next_off + 3 * H, full), w_o, LOWP))
+        dh += (_dot(_load_shared(dg_ptr + next_off, full, go), w_i, LOWP)
+               + _dot(_load_shared(dg_ptr + next_off + H, full, go), w_f, LOWP)
+               + _dot(_load_shared(dg_ptr + next_off + 2 * H, full, go), w_g, LOWP)
+               + _dot(_load_shared(dg_ptr + next_off + 3 * H, full, go), w_o, LOWP))
         _store_sq_norm(norm_ptr, dh, rows, B, TRACK)
         i, f, g, o = _load4(act_ptr + gate_off, H, own)
         c = tl.load(cs_ptr + own_off, mask=own, other=0.0)
@@ -201,15 +270,15 @@ def lstm_split_backward_kernel(dout_ptr, w_ptr, cs_ptr, act_ptr, dg_ptr, carry_p
         act_ptr -= 4 * B * H
         dg_ptr -= 4 * B * H
         norm_ptr -= tl.num_programs(0) * B
-        _step_done(sync_ptr, sync_ptr, NB, s, PERSISTENT)
+        go = _step_done(sync_ptr, status_ptr, s, patience, PERSISTENT)
     tl.store(carry_ptr + own_off, dc, mask=own)
 
 
 # ---- GRU ------------------------------------------------------------------------------------------------------------
 
 
-@triton.jit
-def gru_split_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, sync_ptr, nsteps, B, H, NB,
+@_step_kernel
+def gru_split_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, sync_ptr, status_ptr, nsteps, B, H, patience,
                              PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr, HB: tl.constexpr,
                              BB: tl.constexpr):
     """Gates (r, z, n), r scaling (W_hn h + b_hn); xp (x W_ih^T + b_ih + b_hr, b_hz) and act at step t0, hs at slab
@@ -223,8 +292,9 @@ def gru_split_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, sync_ptr, 
     w_z = _weight_slice(w_ptr, 1, H, units, ks, True, LOWP)
     w_n = _weight_slice(w_ptr, 2, H, units, ks, True, LOWP)
     b_hn = tl.load(bhn_ptr + units, mask=units < H, other=0.0)[None, :]
-    for s in range(nsteps):
-        h = _load_shared(hs_ptr + full_off, full)
+    go = tl.full((), 1, tl.int32)  # the last barrier's result: 1 while every program keeps up
+    for s in tl.range(0, nsteps, num_stages=1):  # never pipelined: nothing is prefetched across a barrier
+        h = _load_shared(hs_ptr + full_off, full, go)
         hn = _dot(h, w_n, LOWP) + b_hn
         r, z, n, h_own = _gru_cell(tl.load(xp_ptr + x_off, mask=own, other=0.0) + _dot(h, w_r, LOWP),
                                    tl.load(xp_ptr + x_off + H, mask=own, other=0.0) + _dot(h, w_z, LOWP),
@@ -235,13 +305,13 @@ def gru_split_forward_kernel(xp_ptr, w_ptr, bhn_ptr, hs_ptr, act_ptr, sync_ptr, 
         _store4(act_ptr + a_off, H, r, z, n, hn, own)
         xp_ptr += 3 * B * H
         act_ptr += 4 * B * H
-        _step_done(sync_ptr, sync_ptr, NB, s, PERSISTENT)
+        go = _step_done(sync_ptr, status_ptr, s, patience, PERSISTENT)
 
 
-@triton.jit
-def gru_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, carry_ptr, norm_ptr, sync_ptr, nsteps, B, H, NB,
-                              TRACK: tl.constexpr, PERSISTENT: tl.constexpr, LOWP: tl.constexpr, KP: tl.constexpr,
-                              HB: tl.constexpr, BB: tl.constexpr):
+@_step_kernel
+def gru_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, carry_ptr, norm_ptr, sync_ptr, status_ptr,
+                              nsteps, B, H, patience, TRACK: tl.constexpr, PERSISTENT: tl.constexpr, LOWP: tl.constexpr,
+                              KP: tl.constexpr, HB: tl.constexpr, BB: tl.constexpr):
     """Steps t0, t0-1, ...: dout, act, dg, norm at step t0, hs at h_{t0} (the step's input state); carry holds the
     pointwise part dh * z of dL/dh passed back from step t0+1 (in) and from the last step (out). dg[t] is
     (dr, dz, dn, d(W_hn h + b_hn)); the recurrent side uses columns of r, z and W_hn h."""
@@ -253,11 +323,12 @@ def gru_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, carry_pt
     w_z = _weight_slice(w_ptr, 1, H, units, ks, False, LOWP)
     w_n = _weight_slice(w_ptr, 2, H, units, ks, False, LOWP)
     carry = tl.load(carry_ptr + own_off, mask=own, other=0.0)
-    for s in range(nsteps):
+    go = tl.full((), 1, tl.int32)  # the last barrier's result: 1 while every program keeps up
+    for s in tl.range(0, nsteps, num_stages=1):  # never pipelined: nothing is prefetched across a barrier
         dh = tl.load(dout_ptr + own_off, mask=own, other=0.0) + carry
-        dh += (_dot(_load_shared(dg_ptr + next_off, full), w_r, LOWP)
-               + _dot(_load_shared(dg_ptr + next_off + H, full), w_z, LOWP)
-               + _dot(_load_shared(dg_ptr + next_off + 3 * H, full), w_n, LOWP))
+        dh += (_dot(_load_shared(dg_ptr + next_off, full, go), w_r, LOWP)
+               + _dot(_load_shared(dg_ptr + next_off + H, full, go), w_z, LOWP)
+               + _dot(_load_shared(dg_ptr + next_off + 3 * H, full, go), w_n, LOWP))
         _store_sq_norm(norm_ptr, dh, rows, B, TRACK)
         r, z, n, hn = _load4(act_ptr + gate_off, H, own)
         d_r, d_z, d_n, d_hn = _gru_cell_backward(dh, r, z, n, hn, tl.load(hs_ptr + own_off, mask=own, other=0.0))
@@ -268,7 +339,7 @@ def gru_split_backward_kernel(dout_ptr, w_ptr, hs_ptr, act_ptr, dg_ptr, carry_pt
         act_ptr -= 4 * B * H
         dg_ptr -= 4 * B * H
         norm_ptr -= tl.num_programs(0) * B
-        _step_done(sync_ptr, sync_ptr, NB, s, PERSISTENT)
+        go = _step_done(sync_ptr, status_ptr, s, patience, PERSISTENT)
     tl.store(carry_ptr + own_off, carry, mask=own)
 
 
@@ -281,45 +352,264 @@ def cdiv_hidden(H):
 
 
 class BarrierTimeout(RuntimeError):
-    """A persistent split kernel's programs were not all resident (another kernel or process holding SMs?)."""
+    """A persistent split kernel's step barrier gave up: its programs were not all resident at once (another kernel or
+    process holding multiprocessors?). The launch ended within one wait; its outputs are not valid. `status`: what
+    the first program to give up recorded (STATUS_FIELDS)."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+class GridNotResident(RuntimeError):
+    """A persistent split launch that the GPU cannot hold at once: refused before it starts."""
+
+
+# ---- launch plan: which mode and batch tile, from what is known to compile and fit -----------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """What plan() needs to know of a GPU. `arch` is 10 * major + minor; shared memory in bytes."""
+
+    name: str
+    arch: int
+    multiprocessors: int
+    shared_per_block: int  # the most a block can opt in to
+    shared_per_sm: int
+    registers_per_sm: int = 65536
+    threads_per_sm: int = 2048
+
+
+H100_SXM = Device("H100 SXM", 90, 132, 232448, 233472)
+H100_PCIE = Device("H100 PCIe", 90, 114, 232448, 233472)
+A100 = Device("A100", 80, 108, 166912, 167936)
+REFERENCE_DEVICES = (H100_SXM, H100_PCIE, A100)  # the devices docs/kernels.md and the launch-table test describe
+
+
+@functools.cache
+def device_info(index):
+    """The Device for CUDA device `index`, from torch and Triton's driver (which reports the opt-in shared memory)."""
+    props = torch.cuda.get_device_properties(index)
+    triton_props = triton.runtime.driver.active.utils.get_device_properties(index)
+    per_block = triton_props["max_shared_mem"]
+    return Device(props.name, 10 * props.major + props.minor, props.multi_processor_count, per_block,
+                  getattr(props, "shared_memory_per_multiprocessor", per_block + 1024),
+                  getattr(props, "regs_per_multiprocessor", 65536),
+                  getattr(props, "max_threads_per_multi_processor", 2048))
+
+
+def programs_per_sm(registers, shared, num_warps, device):
+    """How many programs of a compiled kernel one multiprocessor holds at once (threads, registers allocated per warp
+    in units of 256, shared memory plus the 1 KiB the driver reserves per block)."""
+    threads = 32 * num_warps
+    registers_per_warp = -(-registers * 32 // 256) * 256
+    by_registers = device.registers_per_sm // (registers_per_warp * num_warps) if registers else 32
+    return min(device.threads_per_sm // threads, by_registers, device.shared_per_sm // (shared + 1024), 32)
+
+
+BATCH_TILES = (16, 32, 64)
+SPILL_BUDGET = 64  # bytes a thread a configuration plan() may choose may spill to local memory (compile report)
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+CELLS = {G: cell for cell, G in GATES.items()}
+
+
+def _table_arch(arch):
+    """The compiled arch whose figures hold for `arch`: sm_80 code for every 8.x (Triton emits the same kernels for
+    8.0, 8.6, 8.7, 8.9), sm_90 for 9.0; None for others (no compile table)."""
+    return 80 if arch // 10 == 8 else 90 if arch == 90 else None
+
+
+def batch_tiles(device, G, KP, lowp):
+    """The batch tiles whose forward and backward kernels, both modes, compiled for this device's arch under every
+    supported Triton version within its shared memory and the spill budget (LAUNCH_TABLE, from the compile report).
+    An arch with no table gets the smallest tile only; Triton then checks the shared memory at launch."""
+    table = LAUNCH_TABLE.get(_table_arch(device.arch))
+    if table is None:
+        return BATCH_TILES[:1]
+    kib = table.get((CELLS[G], lowp), {}).get(KP, (None,) * len(BATCH_TILES))
+    return tuple(BB for BB, k in zip(BATCH_TILES, kib)
+                 if k is not None and k * 1024 <= device.shared_per_block and k * 1024 + 1024 <= device.shared_per_sm)
+
+
+def launch_config(G, KP, BB, lowp):
+    """Constexprs and launch options of a split kernel. num_stages=1: the step loop is never software-pipelined (its
+    loads must stay behind the barrier; a pipelined loop multi-buffers the dot operands past the shared memory)."""
+    # More warps as the weight slices grow; with bf16/fp16 operands the LSTM/GRU kernels spill less at 8 warps than 16.
+    num_warps = 4 if KP <= 32 else 8 if KP <= 64 or (lowp and G > 1) else 16
+    return dict(KP=KP, HB=HIDDEN_BLOCK, BB=BB, num_warps=num_warps, num_stages=1)
 
 
 def plan(B, H, G, device, lowp=0):
-    """(mode, grid, constexprs) for a split launch: "persistent" when the grid fits the GPU's multiprocessors at once,
-    else "stepwise". The batch tile grows (16 .. 64 rows) until the grid fits, if it can."""
-    KP, HB = max(16, triton.next_power_of_2(H)), HIDDEN_BLOCK
-    NH = cdiv_hidden(H)
-    slots = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
-    BB = 16
-    while NH * triton.cdiv(B, BB) > slots and BB < 64:
-        BB *= 2
-    fits = NH * triton.cdiv(B, BB) <= slots
-    if not fits:
-        BB = 16  # stepwise: the most programs
-    # Compiled offline for sm_90 (triton 3.9) at these warp counts, every split kernel keeps its weight slices in
-    # shared memory and runs without register spills for KP <= 512 (the RNN's to 1024); with bf16/fp16 operands the
-    # LSTM/GRU kernels spill less at 8 warps than at 16 (none up to KP = 256, <= 40 bytes a thread at 512).
-    num_warps = 4 if KP <= 32 else 8 if KP <= 64 or (lowp and G > 1) else 16
-    mode = "persistent" if fits else "stepwise"
-    return mode, (NH, triton.cdiv(B, BB)), dict(KP=KP, HB=HB, BB=BB, num_warps=num_warps)
+    """(mode, grid, config) for a split launch over B rows, H hidden units, G gates, on `device` (a torch.device or a
+    Device). "persistent" with the smallest batch tile that fits (batch_tiles) whose grid the GPU holds at once,
+    counting one program per multiprocessor; else "stepwise" with the smallest tile. CPU (the interpreter): stepwise.
+    Raises ValueError where no tile fits this GPU's shared memory."""
+    KP, NH = max(16, triton.next_power_of_2(H)), cdiv_hidden(H)
+    if not isinstance(device, Device):
+        if device.type != "cuda":
+            return "stepwise", (NH, triton.cdiv(B, BATCH_TILES[0])), launch_config(G, KP, BATCH_TILES[0], lowp)
+        device = device_info(device.index if device.index is not None else torch.cuda.current_device())
+    tiles = batch_tiles(device, G, KP, lowp)
+    if not tiles:
+        raise ValueError(f"the {CELLS[G]} split kernels at H={H} (KP={KP}, LOWP={lowp}) need more shared memory than "
+                         f"{device.name} (sm_{device.arch}) gives a block ({device.shared_per_block} bytes)")
+    for BB in tiles:
+        if NH * triton.cdiv(B, BB) <= device.multiprocessors:
+            return "persistent", (NH, triton.cdiv(B, BB)), launch_config(G, KP, BB, lowp)
+    return "stepwise", (NH, triton.cdiv(B, tiles[0])), launch_config(G, KP, tiles[0], lowp)
+
+
+# ---- launches -------------------------------------------------------------------------------------------------------
+
+#: Persistent launches: "auto" launches cooperatively where the installed Triton can (>= 3.3: the driver then
+#: guarantees that every program is resident at once, or refuses the launch), "off" never.
+COOPERATIVE = "auto"
+#: How long a persistent kernel's barrier waits for the other programs of its batch tile before giving up (GPU).
+BARRIER_TIMEOUT_S = 2.0
+#: The interpreter has no clock: its barriers give up after this many polls.
+INTERPRETER_POLLS = 1000
+
+
+@functools.cache
+def cooperative_launch_available():
+    """True when the installed Triton takes launch_cooperative_grid=True (3.3 and later)."""
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:
+        return False
+    return "launch_cooperative_grid" in getattr(CUDAOptions, "__dataclass_fields__", {})
+
+
+class _Status:
+    """A device's barrier status line: zero until a persistent launch's barrier gives up, then what the first program
+    to give up recorded (STATUS_FIELDS). Sticky on the device until read here. The first persistent launch of each
+    kernel and grid is checked at once (one host sync); later ones by a non-blocking copy that the next persistent
+    launch reads if it has landed, or by check_barriers(); nothing is read while a CUDA graph is being captured."""
+
+    def __init__(self, device):
+        self.device = device
+        self.words = torch.zeros(LINE, dtype=torch.int32, device=device)
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros(LINE, dtype=torch.int32, pin_memory=True) if self.cuda else None
+        self.copied, self.copied_what = None, None
+        self.checked = set()
+
+    def after_launch(self, what, key):
+        """`what`: (kernel name, programs) for the message; `key`: the launch's kernel, grid and config."""
+        if self.cuda and torch.cuda.is_current_stream_capturing():
+            return
+        if not self.cuda or key not in self.checked:
+            self.checked.add(key)
+            self.check(what)
+            return
+        self.host.copy_(self.words, non_blocking=True)
+        self.copied, self.copied_what = torch.cuda.Event(), what
+        self.copied.record()
+
+    def check_landed(self):
+        """Raise for an earlier launch whose status copy has landed and shows a failure; never waits."""
+        if self.copied is not None and not torch.cuda.is_current_stream_capturing() and self.copied.query():
+            self.copied = None
+            if self.host[0].item():
+                self._raise(self.copied_what, self.host.tolist())
+
+    def check(self, what=("a persistent split kernel", "its")):
+        """Raise BarrierTimeout if any launch so far gave up (waits for the device)."""
+        words = self.words.tolist()
+        if words[0]:
+            self._raise(what, words)
+
+    def _raise(self, what, words):
+        self.words.zero_()
+        if self.host is not None:
+            self.host.zero_()
+        status = dict(zip(STATUS_FIELDS, words))
+        raise BarrierTimeout(_timeout_message(*what, status), status)
+
+
+def _timeout_message(name, programs, st):
+    waited = "" if st["waited_us"] < 0 else f", {st['waited_us'] / 1e6:.2f} s"
+    return (f"{name}: program ({st['program0']}, {st['program1']}) gave up at step {st['step']}'s barrier after "
+            f"{st['polls']} polls{waited}, with {st['seen']} of {st['target']} arrivals; {st['left']} later barrier wait(s) "
+            f"saw its flag and ended after {st['left_polls']} polls in all: not all {programs} programs "
+            f"were resident (another process or kernel holding multiprocessors?); "
+            f"SEQBENCH_SPLIT_MODE=stepwise runs one launch per step instead")
+
+
+_statuses = {}
+
+
+def _status(device):
+    key = (device.type, device.index)
+    if key not in _statuses:
+        _statuses[key] = _Status(device)
+    return _statuses[key]
+
+
+def check_barriers(device=None):
+    """Raise BarrierTimeout if a persistent launch on `device` (default: every device used) gave up; waits for the
+    device. For launches whose failure was not yet reported: those inside a captured CUDA graph, and the last ones."""
+    for (kind, index), status in list(_statuses.items()):
+        if device is None or (kind, index) == (torch.device(device).type, torch.device(device).index):
+            status.check()
+
+
+def _check_resident(kernel, args, options, grid):
+    """Refuse a persistent launch whose grid the GPU cannot hold at once, judged from the compiled kernel's own
+    registers, shared memory and warps (compiled here as the launch will use it; Triton caches it)."""
+    device = args[0].device
+    compiled = kernel.warmup(*args, grid=grid, **options)
+    compiled._init_handles()  # loads the binary: n_regs, and Triton's own shared-memory check (OutOfResources)
+    info = device_info(device.index)
+    per_sm = programs_per_sm(compiled.n_regs, compiled.metadata.shared, compiled.metadata.num_warps, info)
+    programs = grid[0] * grid[1]
+    if programs > per_sm * info.multiprocessors:
+        raise GridNotResident(
+            f"{kernel.fn.__name__}: a persistent grid of {programs} programs, but {info.name} holds {per_sm} per "
+            f"multiprocessor x {info.multiprocessors} ({compiled.n_regs} registers a thread, "
+            f"{compiled.metadata.shared} bytes of shared memory, {compiled.metadata.num_warps} warps); "
+            f"SEQBENCH_SPLIT_MODE=stepwise or auto runs it")
+
+
+def _persistent(kernel, grid, cfg, T, pointers, sizes, constexprs):
+    """One launch running all T steps, its programs meeting at a barrier after each."""
+    device = pointers[0].device
+    status = _status(device)
+    if status.cuda:
+        status.check_landed()
+    counters = torch.zeros(grid[1] * LINE, dtype=torch.int32, device=device)  # one line per batch tile
+    patience = INTERPRETER_POLLS if INTERPRET else int(BARRIER_TIMEOUT_S * 1e6)
+    args = (*pointers, counters, status.words, T, *sizes, patience)
+    options = dict(PERSISTENT=True, **constexprs, **cfg)
+    cooperative = status.cuda and COOPERATIVE == "auto" and cooperative_launch_available()
+    if cooperative:
+        options["launch_cooperative_grid"] = True
+    if status.cuda:
+        _check_resident(kernel, args, options, grid)
+    what = (kernel.fn.__name__, grid[0] * grid[1])
+    try:
+        kernel[grid](*args, **options)
+    except RuntimeError as e:
+        if cooperative and "cooperative" in str(e).lower():
+            raise GridNotResident(f"{what[0]}: the driver refused the cooperative launch ({e}); "
+                                  f"SEQBENCH_SPLIT_MODE=stepwise runs one launch per step instead") from e
+        raise
+    status.after_launch(what, (kernel.fn.__name__, grid, tuple(sorted(cfg.items()))))
 
 
 def _run(kernel, mode, grid, cfg, T, at_step, sizes, walk_back=False, **constexprs):
-    """Launch `kernel` over T steps. at_step(t) -> the pointer arguments at step t, sizes = (B, H); persistent: one
-    launch from the first step; stepwise: one launch per step, in time order (reversed when walk_back)."""
+    """Launch `kernel` over T steps on the tensors' device (whatever the current one). at_step(t) -> the pointer
+    arguments at step t, sizes = (B, H); persistent: one launch from the first step; stepwise: one launch per step, in
+    time order (reversed when walk_back)."""
     device = at_step(0)[0].device
-    NB = grid[1]
-    sync = torch.zeros(NB + 1, dtype=torch.int32, device=device)  # arrival counter per batch tile, then error flag
-    if mode == "persistent":
-        first = T - 1 if walk_back else 0
-        kernel[grid](*at_step(first), sync, T, *sizes, NB, PERSISTENT=True, **constexprs, **cfg)
-        if sync[NB].item():
-            raise BarrierTimeout(f"{kernel.fn.__name__}: a step barrier gave up after {MAX_SPINS.value} polls: not all "
-                                 f"{grid[0] * grid[1]} programs were resident (is another process using the GPU?); "
-                                 f"SEQBENCH_SPLIT_MODE=stepwise runs one launch per step instead")
-        return
-    for t in (range(T - 1, -1, -1) if walk_back else range(T)):
-        kernel[grid](*at_step(t), sync, 1, *sizes, NB, PERSISTENT=False, **constexprs, **cfg)
+    with on_device(device):
+        if mode == "persistent":
+            _persistent(kernel, grid, cfg, T, at_step(T - 1 if walk_back else 0), sizes, constexprs)
+            return
+        unused = _status(device).words  # the barrier's buffers: not read by a stepwise launch
+        for t in (range(T - 1, -1, -1) if walk_back else range(T)):
+            kernel[grid](*at_step(t), unused, unused, 1, *sizes, 0, PERSISTENT=False, **constexprs, **cfg)
 
 
 def rnn_forward(xp, w_hh, hs, relu, mode, lowp=0):
@@ -382,3 +672,8 @@ def gru_backward(dout, w_hh, hs, act, dg, carry, norms, mode, lowp=0):
     _run(gru_split_backward_kernel, mode, grid, cfg, T,
          lambda t: (dout[t], w_hh, hs[t], act[t], dg[t], carry, norms[t] if track else dg[t]), walk_back=True,
          sizes=(B, H), LOWP=lowp, TRACK=track)
+
+
+# ---- launch table ---------------------------------------------------------------------------------------------------
+
+LAUNCH_TABLE = {}
