@@ -7,13 +7,22 @@ previous state of its batch rows, written by all NH programs of the row tile, so
 One kernel body serves two launch modes, chosen by the constexpr PERSISTENT:
 
 - persistent (GPU): one launch runs `nsteps` steps; after each step the NH programs of a batch tile meet at a barrier
-  (a per-tile arrival counter: CTA barrier, release-add, acquire-poll). All NH*NB programs must be resident at once,
-  so the launcher only takes this mode when the grid is at most the GPU's multiprocessor count. A barrier that has
-  waited `MAX_SPINS` polls gives up and raises a flag; the launcher turns it into an error (never a hang or a silent
-  wrong answer).
+  (a per-tile arrival counter on its own 128-byte line: CTA barrier, release-add, acquire-poll). All NH*NB programs
+  must be resident at once: plan() takes this mode only when the grid is at most one program per multiprocessor, the
+  launcher checks that from the compiled kernel's registers and shared memory, and launches cooperatively where
+  Triton can (>= 3.3: the driver then guarantees co-residency or refuses). A wait that has lasted BARRIER_TIMEOUT_S
+  (%globaltimer; in the interpreter, INTERPRETER_POLLS polls) gives up and raises the device's status flag, recording
+  where and after how long; every later wait, of any program, sees the flag at its first read and does not wait, so a
+  launch that cannot complete ends after one wait. The launcher turns the flag into BarrierTimeout (never a hang or a
+  silent wrong answer), without a host sync after every launch: see _Status. The step loop is never software-pipelined
+  (num_stages=1) and each step's loads of other programs' data are masked by the last barrier's result, so no compiler
+  can move them (prefetch h_t) above the barrier.
 - stepwise: one launch per step (`nsteps` = 1); the launch boundary is the barrier. This is the CPU-testable sibling
   of the persistent mode, since the Triton interpreter runs programs one after another and a program waiting on a
-  later one would deadlock there. It also serves GPUs where the grid would not be co-resident.
+  later one would deadlock there. It also serves grids a GPU cannot hold at once.
+
+Which mode and batch tile (16, 32 or 64 rows) a size takes comes from LAUNCH_TABLE, derived from the compile reports
+(kernels.compile_report) of every supported Triton version: docs/kernels.md says which sizes take which path and why.
 
 Both modes run the same arithmetic in the same order, with no atomics on data, so results are deterministic.
 What a step keeps in registers across steps (the LSTM cell state, or its gradient; the GRU's dh * z) goes through a
@@ -409,7 +418,9 @@ def programs_per_sm(registers, shared, num_warps, device):
 
 
 BATCH_TILES = (16, 32, 64)
-SPILL_BUDGET = 64  # bytes a thread a configuration plan() may choose may spill to local memory (compile report)
+# Spill stores a thread that a configuration plan() may choose can have (compile report): a few hundred bytes stay in
+# L1 and cost little next to a step's barrier; kilobytes (the 64-row tiles, the RNN's 32-row bf16 tiles) do not.
+SPILL_BUDGET = 512
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 CELLS = {G: cell for cell, G in GATES.items()}
 

@@ -9,13 +9,23 @@ import time
 import pytest
 import torch
 
+import triton
+import triton.language as tl
+
 from kernels import fused, triton_split
-from kernels.triton_split import H100_PCIE, H100_SXM, BarrierTimeout, programs_per_sm
+from kernels.triton_split import H100_PCIE, H100_SXM, BarrierTimeout, _grid_sync, programs_per_sm
 
 from .test_fused import make_inputs, needs_kernels, run
 from .test_split import split_module
 
 POLLS = 200  # the interpreter's patience here: a first wait polls this often, later ones not at all
+
+
+@triton.jit
+def unmeetable_barrier(count_ptr, status_ptr, patience, STEPS: tl.constexpr):
+    """STEPS barriers whose target is one more than the grid: none can be met."""
+    for s in range(STEPS):
+        _grid_sync(count_ptr, status_ptr, tl.num_programs(0) * (s + 1) + 1, s, patience)
 
 
 def split_buffers(cell, T, B, H):
@@ -63,6 +73,19 @@ def test_a_barrier_that_cannot_be_met_ends_the_launch_after_one_wait(patience, c
     assert f"after {POLLS} polls" in str(caught.value)
     assert elapsed < 60, f"{elapsed:.1f} s"  # the interpreter's pace on a shared 2-core machine; a GPU: ~2 s
     print(f"{cell} {direction}: BarrierTimeout after {elapsed:.1f} s: {caught.value}")
+
+
+@needs_kernels
+def test_waits_after_the_first_give_up_do_not_poll():
+    """The barrier alone: 4 programs, 5 steps, targets never met. In the interpreter program 0 waits POLLS polls at
+    step 0 and gives up; every other wait (4 x 5 - 1) sees the flag at its first read. (The GPU test runs this kernel
+    with %globaltimer.)"""
+    status = torch.zeros(triton_split.LINE, dtype=torch.int32)
+    counter = torch.zeros(triton_split.LINE, dtype=torch.int32)
+    unmeetable_barrier[(4,)](counter, status, POLLS, STEPS=5)
+    st = dict(zip(triton_split.STATUS_FIELDS, status.tolist()))
+    assert st == {**st, "flag": 1, "step": 0, "polls": POLLS, "program0": 0, "seen": 1, "target": 5, "left": 19,
+                  "left_polls": 0, "waited_us": -1}, st
 
 
 @needs_kernels
