@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test,ray]"
 	touch $(STAMP)
 
-# The main job: the quick sweep on CPU (every model on copy and adding at T=10 and 40, 2 seeds) and its report.
+# The main job: the quick sweep on CPU (every model on adding at T=10/100 and a short copy task at T=10/20, 3 seeds)
+# and its report.
 demo: $(STAMP)
 	$(VENV)/bin/seqbench sweep quick --out results
 	$(VENV)/bin/seqbench report results/quick

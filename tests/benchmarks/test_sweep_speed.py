@@ -13,7 +13,7 @@ import yaml
 from harness.cli import main
 from harness.loaders import load_runs
 
-# The quick preset's run settings (T=40, 300 steps, batch 32): the short runs users actually sweep on a CPU.
+# Short CPU runs (T=40, 300 steps, batch 32), like those users sweep on a CPU.
 SPEC = {"name": "bench8", "base": {"task": "adding", "task.length": 40, "device": "cpu", "train.steps": 300,
                                    "train.batch_size": 32, "train.lr": 0.003, "train.eval_every": 50,
                                    "train.eval_size": 512},

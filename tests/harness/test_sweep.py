@@ -87,10 +87,17 @@ def test_presets_are_valid(name):
     assert {c.model.name for c in configs} == {"rnn", "lstm", "gru", "transformer"}
 
 
-def test_quick_preset_covers_both_tasks_at_two_lengths_with_two_seeds():
+def test_quick_preset_shows_both_tasks_at_two_lengths_with_three_seeds():
     configs = expand(*load_spec("quick"), {})
-    assert {(c.task.name, c.task.length) for c in configs} == {(t, n) for t in ("copy", "adding") for n in (10, 40)}
-    assert {c.seed for c in configs} == {0, 1} and {c.device for c in configs} == {"cpu"}
+    assert {(c.task.name, c.task.length) for c in configs} == {("adding", 10), ("adding", 100), ("copy", 10),
+                                                               ("copy", 20)}
+    assert {c.seed for c in configs} == {0, 1, 2} and {c.device for c in configs} == {"cpu"}
+    assert len(configs) == 4 * 4 * 3
+    # a fair comparison: within a task, every model trains with the same settings
+    for task in ("adding", "copy"):
+        train = {json.dumps(c.train.model_dump(), sort_keys=True) for c in configs
+                 if c.task.name == task and c.task.length == 10}
+        assert len(train) == 1, task
 
 
 # --- local execution -------------------------------------------------------------------------------------------------
