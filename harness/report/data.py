@@ -218,8 +218,10 @@ def add_keys(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         values = runs[column].map(lambda v: tuple(v) if isinstance(v, list) else v)  # list values: hashable
         runs[name] = runs[name].fillna(values) if name in runs else values
     keys = varying_keys(runs, names)
-    values = [[f"{k}={_text(v)}" for v in runs[k]] for k in keys]
-    runs["setting"] = [", ".join(p for p in row if not p.endswith("=")) for row in zip(*values)] if keys else ""
+    # figures facet by task: a key that differs only between tasks (each task's step budget) needs no line style
+    styled = [k for k in keys if runs[k].map(_text).groupby(runs["config.task.name"]).nunique().max() > 1]
+    values = [[f"{k}={_text(v)}" for v in runs[k]] for k in styled]
+    runs["setting"] = [", ".join(p for p in row if not p.endswith("=")) for row in zip(*values)] if styled else ""
     backend = [f"backend={b}" for b in runs.backend] if runs.backend.nunique() > 1 else [""] * len(runs)
     runs["variant"] = [", ".join(p for p in row if p) for row in zip(backend, runs.setting)]
     return mark_counted(runs, [*CELL, *keys]), keys

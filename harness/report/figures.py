@@ -96,17 +96,28 @@ HGAP, WGAP, WGAP_SHARED = 0.95, 1.05, 0.3
 STRIP = 0.07  # below the panel, in axes fractions: where exact zeros (underflow) are marked
 
 
-def _facets(frame, row: str, col: str, title: str, row_order=None, col_order=None, sharey="row"):
-    """One panel per (row, col) value pair -> (figure, {(row value, col value): axes}); rows share y if "row"."""
+def _facets(frame, row: str, col: str, title: str, row_order=None, col_order=None, sharey="row", ragged=False):
+    """One panel per (row, col) value pair -> (figure, {(row value, col value): axes}); rows share y if "row".
+    `ragged`: only the pairs present, each row's columns from the left."""
     rows = row_order or sorted(frame[row].unique())
     cols = col_order or sorted(frame[col].unique())
+    if ragged:
+        cols = range(max(frame.loc[frame[row] == r, col].nunique() for r in rows))
     wgap = WGAP_SHARED if sharey == "row" else WGAP
     width = LEFT + len(cols) * PANEL_W + (len(cols) - 1) * wgap + RIGHT
     height = TOP + len(rows) * PANEL_H + (len(rows) - 1) * HGAP + BOTTOM
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(width, height), squeeze=False, sharey=sharey,
                              gridspec_kw=dict(left=LEFT / width, right=1 - RIGHT / width, bottom=BOTTOM / height,
                                               top=1 - TOP / height, wspace=wgap / PANEL_W, hspace=HGAP / PANEL_H))
-    grid = {(r, c): axes[i, j] for i, r in enumerate(rows) for j, c in enumerate(cols)}
+    if ragged:  # each row its own column values, left-aligned (each task its own lengths): no empty panels between
+        per_row = {r: sorted(frame.loc[frame[row] == r, col].unique()) for r in rows}
+        grid = {(r, c): axes[i, j] for i, r in enumerate(rows) for j, c in enumerate(per_row[r])}
+        used = {id(ax) for ax in grid.values()}
+        for ax in axes.flat:
+            if id(ax) not in used:
+                ax.set_axis_off()
+    else:
+        grid = {(r, c): axes[i, j] for i, r in enumerate(rows) for j, c in enumerate(cols)}
     for (r, c), ax in grid.items():
         ax.set_title(title.format(row=r, col=c))
     return fig, grid
@@ -258,7 +269,7 @@ def _curves(d: D.ReportData, metric: str, ylabel, title: str, baseline: bool):
     bands = D.seed_bands(d.metrics, metric)
     if bands.empty:
         return None
-    fig, grid = _facets(bands, "task", "length", "{row}, T = {col}")
+    fig, grid = _facets(bands, "task", "length", "{row}, T = {col}", ragged=True)
     colours, style = palette(d.labels), styles(bands.variant, d.cells.variant)
     _map(bands, grid, ["task", "length"], _band, colours, style)
     seeds = d.metrics[d.metrics.metric == metric]
