@@ -204,6 +204,31 @@ def format_table(table, reports):
     return "\n".join(lines + ["}"])
 
 
+def paths_markdown(batches=(1, 16, 64, 128, 256), dtypes=(("fp32", 0), ("bf16/fp16", 1))):
+    """A markdown table of the path plan() takes on each reference device at the padded widths of the split kernels:
+    mode and batch tile per batch size (docs/kernels.md)."""
+    out = []
+    for device in triton_split.REFERENCE_DEVICES:
+        out += [f"**{device.name}** (sm_{device.arch}, {device.multiprocessors} SMs, "
+                f"{device.shared_per_block // 1024} KiB shared memory a block)", "",
+                "| cell | H | operands | " + " | ".join(f"B={B}" for B in batches) + " |",
+                "|---|---|---|" + "---|" * len(batches)]
+        for cell, module in LIMITS.items():
+            for KP in (KP for KP in _widths(module.max_split_hidden) if KP > module.max_fused_hidden):
+                for name, lowp in dtypes:
+                    cells = []
+                    for B in batches:
+                        try:
+                            mode, grid, cfg = triton_split.plan(B, KP, GATES[cell], device, lowp)
+                            cells.append(f"{mode} {cfg['BB']}")
+                        except ValueError:
+                            cells.append("does not fit")
+                    lo = max(module.max_fused_hidden, KP // 2) + 1
+                    out.append(f"| {cell} | {lo}-{KP} | {name} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def load_reports(paths):
     reports = []
     for path in paths:
@@ -218,8 +243,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="directory (or .json file) to write the report to")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compilations")
     parser.add_argument("--table", nargs="+", metavar="REPORT", help="print LAUNCH_TABLE derived from these reports")
+    parser.add_argument("--paths", action="store_true", help="print the paths plan() takes (markdown) and exit")
     parser.add_argument("--match", help="only configurations whose kernel name and sizes match this regex (no check)")
     args = parser.parse_args(argv)
+    if args.paths:
+        print(paths_markdown())
+        return 0
     if args.table:
         reports = load_reports(sorted(p for pattern in args.table for p in glob.glob(pattern)))
         print(format_table(derive_table(reports), reports))

@@ -142,27 +142,29 @@ def test_split_persistent_equals_stepwise(split_mode, arch):
 # ---- every launch plan the split kernels can take on this GPU -------------------------------------------------------
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PLAN_H = (65, 100, 128, 129, 200, 256, 257, 384, 512, 513, 768, 1024)
-PLAN_B = (1, 16, 17, 64, 100, 128, 129, 200, 256)
+# Per padded width KP, hidden sizes from its fewest hidden blocks to its most; every batch size up to 256.
+PLAN_H = sorted({H for KP in (128, 256, 512, 1024) for H in (KP // 2 + 1, 3 * KP // 4, KP)} | {65, 100})
+PLAN_B = range(1, 257)
 
 
 def plan_paths():
-    """One (arch, H, B, dtype) for each distinct launch plan the split kernels can choose on this GPU at H = 64..1024,
-    B <= 256: (cell, mode, batch tile, warps, operand precision); the smallest B * H that takes it."""
+    """One (arch, H, B, dtype) for each distinct launch plan the split kernels can choose on this GPU at H = 65..1024,
+    B <= 256: (cell, mode, padded width, batch tile, operand precision); the smallest B * H that takes it."""
     if not torch.cuda.is_available():
         return []
     device, seen, cases = torch.device("cuda"), set(), []
     limits = {"rnn-tanh": fused.RNN, "lstm": fused.LSTM, "gru": fused.GRU}
-    sizes = sorted(itertools.product(PLAN_H, PLAN_B), key=lambda hb: hb[0] * hb[1])
+    sizes = sorted(itertools.product(PLAN_H, PLAN_B), key=lambda hb: (hb[0] * hb[1], hb))
     for (arch, module), (name, dtype), (H, B) in itertools.product(limits.items(), DTYPES.items(), sizes):
         if not module.max_fused_hidden < H <= module.max_split_hidden:
             continue
         G = {"rnn-tanh": 1, "lstm": 4, "gru": 3}[arch]
         mode, _, cfg = triton_split.plan(B, H, G, device, fused._lowp(dtype))
-        path = (arch, mode, cfg["BB"], cfg["num_warps"], name)
+        path = (arch, mode, cfg["KP"], cfg["BB"], name)  # one compiled kernel pair and launch mode
         if path not in seen:
             seen.add(path)
-            cases.append(pytest.param(arch, H, B, dtype, mode, id=f"{arch}-{mode}-BB{cfg['BB']}-H{H}-B{B}-{name}"))
+            cases.append(pytest.param(arch, H, B, dtype, mode,
+                                      id=f"{arch}-{mode}-KP{cfg['KP']}-BB{cfg['BB']}-H{H}-B{B}-{name}"))
     return cases
 
 
