@@ -351,10 +351,10 @@ def _config(B, H, *tensors):
     `tensors` with check_buffers."""
     check_buffers(*tensors)
     HP = max(16, triton.next_power_of_2(H))
-    # More warps as the weight tiles grow: at 16 warps the HP = 64 LSTM/GRU kernels compile for sm_90 without spills
-    # (at 8 the LSTM forward needs 255 registers a thread and spills); the RNN at HP = 128 takes 32 (at 16 its float32
-    # forward spills 1.7 KB a thread under triton 3.6; see kernels.compile_report).
-    num_warps = 4 if HP <= 16 else 8 if HP <= 32 else 16 if HP <= 64 else 32
+    # More warps as the weight tiles grow. From HP = 64 on, 32: at 16 the float32 LSTM/GRU forwards at HP = 64 spill
+    # 1.6-1.7 KB a thread under triton 3.9 and the RNN's at HP = 128 1.7 KB under 3.6; at 32 no kernel spills more
+    # than 20 bytes under 3.2, 3.6 or 3.9 (kernels.compile_report, results/bench/compile/).
+    num_warps = 4 if HP <= 16 else 8 if HP <= 32 else 32
     return (triton.cdiv(B, BATCH_TILE),), dict(HP=HP, BB=BATCH_TILE, num_warps=num_warps)
 
 
