@@ -81,8 +81,9 @@ def save(fig, folder: Path, name: str) -> tuple[Path, Path]:
     """Write `name`.png and `name`.pdf under `folder`, then close the figure."""
     folder.mkdir(parents=True, exist_ok=True)
     png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
-    fig.savefig(png, dpi=DPI)
-    fig.savefig(pdf)
+    # no creation dates or software strings: the same records give the same files, byte for byte
+    fig.savefig(png, dpi=DPI, metadata={"Software": None})
+    fig.savefig(pdf, metadata={"CreationDate": None, "Producer": None, "Creator": None})
     plt.close(fig)
     return png, pdf
 

@@ -17,7 +17,7 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{padding:3px 8px;text-align:left}
 thead th{border-bottom:1px solid #444}tbody tr:nth-child(even){background:#f4f4f4}
 img{max-width:100%}figcaption{font-size:13px;color:#444}pre{background:#f4f4f4;padding:1em;overflow-x:auto}
-.skipped{color:#a33}.warning{color:#a33}td.num,th.num{text-align:right}"""
+.skipped{color:#a33}.warning{color:#a33}td.num,th.num{text-align:right}td.num{white-space:nowrap}"""
 
 # --- blocks: ("h", level, text) ("p", text) ("list", items) ("warnings", items) ("code", lines) ("table", DataFrame)
 # ("figure", name, caption, png or why skipped) ---------------------------------------------------------------------

@@ -181,3 +181,11 @@ def test_summary_runs_maps_each_configuration_to_its_run_ids(grid_report, grid_r
         assert row.run_id == s["run_id"] and row.hidden == s["config"]["model"]["hidden"]
     assert runs.counted.sum() == len(runs) - 1
     assert "| hidden |" in (grid_report / "tables" / "summary.md").read_text()
+
+
+def test_the_same_records_give_the_same_report_byte_for_byte(report, results, tmp_path):
+    again = build_report(results, tmp_path / "again").parent
+    files = sorted(p.relative_to(report) for p in report.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    changed = [str(f) for f in files if (report / f).read_bytes() != (again / f).read_bytes()]
+    assert changed == []  # no creation dates in the PDFs, no timestamps on the page
