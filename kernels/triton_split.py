@@ -702,6 +702,26 @@ def gru_backward(dout, w_hh, hs, act, dg, carry, norms, mode, lowp=0):
 # each padded width KP, the shared memory in KiB of the batch tiles 16, 32, 64 (worst over Triton versions, directions
 # and modes), None where a kernel spills past SPILL_BUDGET or does not fit the arch's reference device.
 LAUNCH_TABLE = {
+    80: {  # sm_80, A100 limits; triton 3.6.0
+        ('gru', 0): {16: (4, 5, 7), 32: (8, 10, 14), 64: (16, 20, 28), 128: (32, 40, None), 256: (64, 80, None), 512:
+            (128, None, None)},
+        ('gru', 1): {16: (3, 4, 6), 32: (5, 7, 11), 64: (10, 14, 22), 128: (20, 28, 44), 256: (40, 56, None), 512: (80,
+            None, None)},
+        ('gru', 2): {16: (3, 4, 6), 32: (5, 7, 11), 64: (10, 14, 22), 128: (20, 28, 44), 256: (40, 56, None), 512: (80,
+            None, None)},
+        ('lstm', 0): {16: (5, 6, 8), 32: (10, 12, 16), 64: (20, 24, 32), 128: (40, 48, None), 256: (80, 96, None), 512:
+            (160, None, None)},
+        ('lstm', 1): {16: (3, 4, 6), 32: (6, 8, 12), 64: (12, 16, 24), 128: (24, 32, None), 256: (48, None, None), 512:
+            (96, None, None)},
+        ('lstm', 2): {16: (3, 4, 6), 32: (6, 8, 12), 64: (12, 16, 24), 128: (24, 32, None), 256: (48, None, None), 512:
+            (96, None, None)},
+        ('rnn', 0): {16: (2, 3, 5), 32: (4, 6, 10), 64: (8, 12, 20), 128: (16, 24, 40), 256: (32, 48, 80), 512: (64, 96,
+            160), 1024: (128, None, None)},
+        ('rnn', 1): {16: (2, 3, 5), 32: (3, 5, 9), 64: (6, 10, 18), 128: (12, 20, 36), 256: (24, 40, 72), 512: (48, 80,
+            None), 1024: (96, None, None)},
+        ('rnn', 2): {16: (2, 3, 5), 32: (3, 5, 9), 64: (6, 10, 18), 128: (12, 20, 36), 256: (24, 40, 72), 512: (48, 80,
+            None), 1024: (96, None, None)},
+    },
     90: {  # sm_90, H100 SXM limits; triton 3.2.0, 3.6.0, 3.9.0
         ('gru', 0): {16: (5, 6, 7), 32: (8, 10, None), 64: (16, 20, None), 128: (32, 40, None), 256: (64, 80, None),
             512: (128, None, None)},
