@@ -702,7 +702,7 @@ def gru_backward(dout, w_hh, hs, act, dg, carry, norms, mode, lowp=0):
 # each padded width KP, the shared memory in KiB of the batch tiles 16, 32, 64 (worst over Triton versions, directions
 # and modes), None where a kernel spills past SPILL_BUDGET or does not fit the arch's reference device.
 LAUNCH_TABLE = {
-    80: {  # sm_80, A100 limits; triton 3.6.0
+    80: {  # sm_80, A100 limits; triton 3.6.0, 3.9.0
         ('gru', 0): {16: (4, 5, 7), 32: (8, 10, 14), 64: (16, 20, 28), 128: (32, 40, None), 256: (64, 80, None), 512:
             (128, None, None)},
         ('gru', 1): {16: (3, 4, 6), 32: (5, 7, 11), 64: (10, 14, 22), 128: (20, 28, 44), 256: (40, 56, None), 512: (80,
