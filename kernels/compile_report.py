@@ -46,8 +46,8 @@ def _widths(limit):
     return [1 << k for k in range(4, 16) if 1 << k <= max(16, triton_rnn.triton.next_power_of_2(limit))]
 
 
-def cases():
-    """(kernel name, constants, options, description) of every configuration a launcher can choose."""
+def cases(arch=90):
+    """(kernel name, constants, options, description) of every configuration a launcher can choose on `arch`."""
     for cell, module in LIMITS.items():
         for HP in _widths(module.max_fused_hidden):
             _, cfg = triton_rnn._config(1, HP)
@@ -59,7 +59,7 @@ def cases():
         for KP in _widths(module.max_split_hidden):
             for lowp in LOWPS:
                 for mode, BB in [("stepwise", BATCH_TILES[0])] + [("persistent", BB) for BB in BATCH_TILES]:
-                    cfg = triton_split.launch_config(GATES[cell], KP, BB, lowp)
+                    cfg = triton_split.launch_config(GATES[cell], KP, BB, lowp, arch=arch)
                     options = {k: cfg.pop(k) for k in ("num_warps", "num_stages")}
                     for direction in ("forward", "backward"):
                         constants = dict(cfg, LOWP=lowp, PERSISTENT=mode == "persistent")
@@ -144,7 +144,7 @@ def key(row):
 def choosable(arch):
     """The keys of every configuration plan() and the one-program launcher can choose on `arch`'s reference device."""
     device = DEVICES[arch]
-    for name, _, _, row in cases():
+    for name, _, _, row in cases(arch):
         if row["mode"] == "one-program":
             yield key({"kernel": name, **row})
         elif row["mode"] in ("stepwise", "persistent"):
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     import triton
 
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the launch default; also silences triton 3.9's warning
-    todo = [(case, args.arch) for case in cases() if not args.match or re.search(args.match, f"{case[0]} {case[3]}")]
+    todo = [(case, args.arch) for case in cases(args.arch) if not args.match or re.search(args.match, f"{case[0]} {case[3]}")]
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
         rows = []
         for row in pool.map(_compile_row, todo):

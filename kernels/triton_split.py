@@ -446,14 +446,17 @@ def batch_tiles(device, G, KP, lowp):
 TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
 
 
-def launch_config(G, KP, BB, lowp, triton_version=TRITON_VERSION):
-    """Constexprs and launch options of a split kernel. num_stages=1: the step loop is never software-pipelined (its
-    loads must stay behind the barrier; a pipelined loop multi-buffers the dot operands past the shared memory)."""
+def launch_config(G, KP, BB, lowp, triton_version=TRITON_VERSION, arch=90):
+    """Constexprs and launch options of a split kernel for a compiled arch (80 or 90) and Triton version. num_stages=1:
+    the step loop is never software-pipelined (its loads must stay behind the barrier; a pipelined loop multi-buffers
+    the dot operands past the shared memory)."""
     # More warps as the weight slices grow; with bf16/fp16 operands the LSTM/GRU kernels spill less at 8 warps than
-    # 16, and so does the RNN at KP = 1024 under triton 3.2 (<= 356 bytes a thread, against 944 at 16 warps; from 3.3
-    # on 16 warps spill <= 100 bytes and 8 warps 700: the compile reports).
-    half_at_8 = lowp and (G > 1 or (KP >= 1024 and triton_version < (3, 3)))
-    num_warps = 4 if KP <= 32 else 8 if KP <= 64 or half_at_8 else 16
+    # 16. Under triton 3.2 two more take 8 (from 3.3 on, 16 warps spill <= 100 bytes there and 8 warps more), from
+    # the compile reports: the RNN at KP = 1024 in bf16/fp16 (356 bytes a thread, against 944 at 16 warps) and, for
+    # sm_80, the fp32 LSTM at KP = 512 (236 against 3064 in the persistent backward).
+    old = triton_version < (3, 3)
+    at_8 = (lowp and (G > 1 or (KP >= 1024 and old))) or (old and arch < 90 and G == 4 and KP >= 512 and not lowp)
+    num_warps = 4 if KP <= 32 else 8 if KP <= 64 or at_8 else 16
     return dict(KP=KP, HB=HIDDEN_BLOCK, BB=BB, num_warps=num_warps, num_stages=1)
 
 
@@ -468,13 +471,14 @@ def plan(B, H, G, device, lowp=0):
             return "stepwise", (NH, triton.cdiv(B, BATCH_TILES[0])), launch_config(G, KP, BATCH_TILES[0], lowp)
         device = device_info(device.index if device.index is not None else torch.cuda.current_device())
     tiles = batch_tiles(device, G, KP, lowp)
+    arch = _table_arch(device.arch) or device.arch
     if not tiles:
         raise ValueError(f"the {CELLS[G]} split kernels at H={H} (KP={KP}, LOWP={lowp}) need more shared memory than "
                          f"{device.name} (sm_{device.arch}) gives a block ({device.shared_per_block} bytes)")
     for BB in tiles:
         if NH * triton.cdiv(B, BB) <= device.multiprocessors:
-            return "persistent", (NH, triton.cdiv(B, BB)), launch_config(G, KP, BB, lowp)
-    return "stepwise", (NH, triton.cdiv(B, tiles[0])), launch_config(G, KP, tiles[0], lowp)
+            return "persistent", (NH, triton.cdiv(B, BB)), launch_config(G, KP, BB, lowp, arch=arch)
+    return "stepwise", (NH, triton.cdiv(B, tiles[0])), launch_config(G, KP, tiles[0], lowp, arch=arch)
 
 
 # ---- launches -------------------------------------------------------------------------------------------------------
@@ -702,24 +706,24 @@ def gru_backward(dout, w_hh, hs, act, dg, carry, norms, mode, lowp=0):
 # each padded width KP, the shared memory in KiB of the batch tiles 16, 32, 64 (worst over Triton versions, directions
 # and modes), None where a kernel spills past SPILL_BUDGET or does not fit the arch's reference device.
 LAUNCH_TABLE = {
-    80: {  # sm_80, A100 limits; triton 3.6.0, 3.9.0
-        ('gru', 0): {16: (4, 5, 7), 32: (8, 10, 14), 64: (16, 20, 28), 128: (32, 40, None), 256: (64, 80, None), 512:
-            (128, None, None)},
-        ('gru', 1): {16: (3, 4, 6), 32: (5, 7, 11), 64: (10, 14, 22), 128: (20, 28, 44), 256: (40, 56, None), 512: (80,
+    80: {  # sm_80, A100 limits; triton 3.2.0, 3.6.0, 3.9.0
+        ('gru', 0): {16: (5, 6, 7), 32: (8, 10, None), 64: (16, 20, None), 128: (32, 40, None), 256: (64, 80, None),
+            512: (128, None, None)},
+        ('gru', 1): {16: (4, 5, 8), 32: (5, 7, 11), 64: (10, 14, 22), 128: (20, 28, 44), 256: (40, 56, None), 512: (80,
             None, None)},
-        ('gru', 2): {16: (3, 4, 6), 32: (5, 7, 11), 64: (10, 14, 22), 128: (20, 28, 44), 256: (40, 56, None), 512: (80,
+        ('gru', 2): {16: (4, 5, 8), 32: (5, 7, 11), 64: (10, 14, 22), 128: (20, 28, 44), 256: (40, 56, None), 512: (80,
             None, None)},
-        ('lstm', 0): {16: (5, 6, 8), 32: (10, 12, 16), 64: (20, 24, 32), 128: (40, 48, None), 256: (80, 96, None), 512:
-            (160, None, None)},
-        ('lstm', 1): {16: (3, 4, 6), 32: (6, 8, 12), 64: (12, 16, 24), 128: (24, 32, None), 256: (48, None, None), 512:
+        ('lstm', 0): {16: (6, 7, 8), 32: (10, 12, 16), 64: (20, 24, None), 128: (40, 48, None), 256: (80, 96, None),
+            512: (160, None, None)},
+        ('lstm', 1): {16: (6, 8, 11), 32: (7, 9, 13), 64: (12, 16, 24), 128: (24, 32, None), 256: (48, None, None), 512:
             (96, None, None)},
-        ('lstm', 2): {16: (3, 4, 6), 32: (6, 8, 12), 64: (12, 16, 24), 128: (24, 32, None), 256: (48, None, None), 512:
+        ('lstm', 2): {16: (6, 8, 11), 32: (7, 9, 13), 64: (12, 16, 24), 128: (24, 32, None), 256: (48, None, None), 512:
             (96, None, None)},
-        ('rnn', 0): {16: (2, 3, 5), 32: (4, 6, 10), 64: (8, 12, 20), 128: (16, 24, 40), 256: (32, 48, 80), 512: (64, 96,
-            160), 1024: (128, None, None)},
-        ('rnn', 1): {16: (2, 3, 5), 32: (3, 5, 9), 64: (6, 10, 18), 128: (12, 20, 36), 256: (24, 40, 72), 512: (48, 80,
+        ('rnn', 0): {16: (2, 4, 5), 32: (4, 6, 10), 64: (8, 12, None), 128: (16, 24, 40), 256: (32, 48, 80), 512: (64,
+            96, None), 1024: (128, None, None)},
+        ('rnn', 1): {16: (3, 5, 8), 32: (4, 6, 10), 64: (6, 10, 18), 128: (12, 20, 36), 256: (24, 40, 72), 512: (48, 80,
             None), 1024: (96, None, None)},
-        ('rnn', 2): {16: (2, 3, 5), 32: (3, 5, 9), 64: (6, 10, 18), 128: (12, 20, 36), 256: (24, 40, 72), 512: (48, 80,
+        ('rnn', 2): {16: (3, 5, 8), 32: (4, 6, 10), 64: (6, 10, 18), 128: (12, 20, 36), 256: (24, 40, 72), 512: (48, 80,
             None), 1024: (96, None, None)},
     },
     90: {  # sm_90, H100 SXM limits; triton 3.2.0, 3.6.0, 3.9.0

@@ -47,7 +47,8 @@ def test_every_choosable_configuration_compiled_and_fits(report):
             want = triton_rnn._config(1, row["KP"])[1]["num_warps"]
         else:
             version = tuple(int(part) for part in report["triton"].split(".")[:2])
-            cfg = triton_split.launch_config(GATES[row["cell"]], row["KP"], row["BB"], row["LOWP"], version)
+            cfg = triton_split.launch_config(GATES[row["cell"]], row["KP"], row["BB"], row["LOWP"], version,
+                                             report["arch"])
             want = cfg["num_warps"]
             assert row["num_stages"] == cfg["num_stages"], row
         assert row["num_warps"] == want, row
