@@ -43,7 +43,7 @@ torch._dynamo.config.allow_rnn traces through it into one graph. tests/kernels/t
 against torch.nn, including every nn.RNN/LSTM/GRU sample of torch's own module_db.
 
 Size limits, from compiling every kernel for sm_90 offline (triton 3.9; `python -m kernels.compile_report`, whose
-output is committed in results/bench/compile/sm90.json): one-program kernels at HP = 64 (H padded to a
+output is committed in results/bench/compile/sm90-triton*.json; see docs/kernels.md): one-program kernels at HP = 64 (H padded to a
 power of two) run spill-free at 16 warps in <= 124 KiB of shared memory; at HP = 128 the LSTM and GRU would need
 200-376 KiB and spill, so they stop at 64, while the RNN fits at 128. The split kernels keep (gates x KP x 16) fp32
 weights in shared memory: 160 KiB for the LSTM at KP = 512 (an H100 block gets 227 KiB), 128 KiB for the GRU at 512 and
