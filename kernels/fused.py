@@ -42,12 +42,11 @@ custom ops (torch >= 2.4): torch.compile graph-breaks around the module as aroun
 torch._dynamo.config.allow_rnn traces through it into one graph. tests/kernels/test_dropin.py checks all of this
 against torch.nn, including every nn.RNN/LSTM/GRU sample of torch's own module_db.
 
-Size limits, from compiling every kernel for sm_90 offline (triton 3.9; `python -m kernels.compile_report`, whose
-output is committed in results/bench/compile/sm90-triton*.json; see docs/kernels.md): one-program kernels at HP = 64 (H padded to a
-power of two) run spill-free at 16 warps in <= 124 KiB of shared memory; at HP = 128 the LSTM and GRU would need
-200-376 KiB and spill, so they stop at 64, while the RNN fits at 128. The split kernels keep (gates x KP x 16) fp32
-weights in shared memory: 160 KiB for the LSTM at KP = 512 (an H100 block gets 227 KiB), 128 KiB for the GRU at 512 and
-the RNN at 1024, all spill-free at 16 warps; twice that does not fit.
+Size limits come from compiling every kernel for sm_90 and sm_80 offline under triton 3.2, 3.6 and 3.9
+(`python -m kernels.compile_report`; reports in results/bench/compile/, figures and reasons in docs/kernels.md): the
+one-program kernels take RNN H <= 128 and LSTM/GRU H <= 64 (32 warps, spill-free); the split kernels keep
+(gates x KP x 16) weights in shared memory, 160 KiB for the LSTM at KP = 512, up to RNN 1024 and LSTM/GRU 512, with
+their batch tiles from `triton_split.LAUNCH_TABLE`.
 
 `track_grad_norms = True` makes the backward kernels also write ||dL/dh_t|| (the total gradient of each layer's
 hidden state at each step, per batch row) into `module.grad_norms`, (num_layers, T, B), at no extra pass (fused paths
