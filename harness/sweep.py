@@ -144,11 +144,21 @@ def run_state(run_dir: Path) -> str:
     return "to run"
 
 
+def varied_keys(spec: SweepSpec) -> list[str]:
+    """The keys the sweep's grid and zip groups vary (seeds aside), in the spec's order."""
+    return [k for k in dict.fromkeys([*spec.grid, *(k for g in spec.zip_groups() for k in g)]) if k != "seed"]
+
+
+def point_of(cfg: RunConfig, keys: list[str]) -> tuple:
+    """A run's values of `keys` (a bare `task`/`model` is the name)."""
+    flat = _flatten(cfg.canonical())
+    return tuple(flat.get(k if k not in ("task", "model") else k + ".name") for k in keys)
+
+
 def describe_point(cfg: RunConfig, spec: SweepSpec) -> str:
     """The values that vary across the sweep, for one run."""
-    keys = list(spec.grid) + [k for g in spec.zip_groups() for k in g] + ["seed"]
-    flat = _flatten(cfg.canonical())
-    return " ".join(f"{k}={flat.get(k if k not in ('task', 'model') else k + '.name')}" for k in keys)
+    keys = [*varied_keys(spec), "seed"]
+    return " ".join(f"{k}={v}" for k, v in zip(keys, point_of(cfg, keys)))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -239,12 +249,10 @@ def report_lines(name: str, results: list[dict], sweep_dir: Path) -> list[str]:
 def results_table(spec: SweepSpec, configs: list[RunConfig], sweep_dir: Path) -> str:
     """The sweep's results at a glance, one row per point of the sweep up to the seeds: final eval loss and accuracy
     (mean over the seeds whose runs completed) and how many runs met the task's solved criterion."""
-    keys = [k for k in dict.fromkeys([*spec.grid, *(k for g in spec.zip_groups() for k in g)]) if k != "seed"]
+    keys = varied_keys(spec)
     rows: dict[tuple, list[dict]] = {}
     for cfg in configs:
-        flat = _flatten(cfg.canonical())
-        point = tuple(flat.get(k if k not in ("task", "model") else k + ".name") for k in keys)
-        rows.setdefault(point, []).append(read_summary(sweep_dir / cfg.run_id) or {"status": "incomplete"})
+        rows.setdefault(point_of(cfg, keys), []).append(read_summary(sweep_dir / cfg.run_id) or {"status": "incomplete"})
     header = [*(k.removesuffix(".name") for k in keys), "runs", "final eval loss", "accuracy", "solved"]
     lines = [header]
     for point, summaries in rows.items():

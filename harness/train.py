@@ -355,7 +355,7 @@ def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: 
         writer.config(cfg.canonical())
         with run_environment(cfg), stop_on_signals() as stop:
             writer.started(provenance(cfg.device))
-            summary = run_record(cfg, writer, progress, ckpt, stop, sink)
+            summary = _run_record(cfg, writer, progress, ckpt, stop, sink)  # already in the run's environment
         writer.summary(summary)
         writer.drop_checkpoint()
         if staged != run_dir:
