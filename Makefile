@@ -50,8 +50,8 @@ clean:
 # Issue 10: compile every kernel configuration for sm_90 and sm_80 with the installed Triton (no GPU needed), write
 # results/bench/compile/sm<arch>-triton<version>.json and fail if any configuration plan() can choose does not fit.
 # Run it under each supported Triton, then regenerate triton_split.LAUNCH_TABLE:
-#   $(PY) -m kernels.compile_report --table results/bench/compile/sm*-triton*.json
+#   $(PY) -m seqbench.kernels.compile_report --table results/bench/compile/sm*-triton*.json
 .PHONY: compile-report
 compile-report: $(STAMP)
-	$(PY) -m kernels.compile_report --arch 90 --out results/bench/compile/
-	$(PY) -m kernels.compile_report --arch 80 --out results/bench/compile/
+	$(PY) -m seqbench.kernels.compile_report --arch 90 --out results/bench/compile/
+	$(PY) -m seqbench.kernels.compile_report --arch 80 --out results/bench/compile/

@@ -2,5 +2,5 @@
 
 import torch._dynamo  # noqa: F401  (torch.optim imports it on first use; seconds on a small CPU)
 
-import harness.executors  # noqa: F401
-import harness.train  # noqa: F401
+import seqbench.harness.executors  # noqa: F401
+import seqbench.harness.train  # noqa: F401

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from kernels import as_reference
-from kernels.testing import rel_err
+from ..kernels import as_reference
+from ..kernels.testing import rel_err
 
 from .models.recurrent import BACKENDS
 from .provenance import git_state, provenance

@@ -227,7 +227,7 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from kernels import reference  # noqa: F401  (import check: the registries below are complete)
+    from ..kernels import reference  # noqa: F401  (import check: the registries below are complete)
 
     from .config import TASK_CONFIGS
     from .models import MODELS
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run a sweep spec (YAML file or preset name), resumably")
     sw.add_argument("spec", metavar="SPEC|PRESET")
     sw.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to the sweep's base config")
-    sw.add_argument("--executor", choices=("local", "ray"), default="local")
+    sw.add_argument("--executor", choices=("local", "ray", "slurm"), default="local")
     sw.add_argument("--workers", type=int, help="parallel runs (default: one per GPU, else one per core up to 8)")
     sw.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local one)")
     sw.add_argument("--out", default="results", help="output folder; records go to OUT/<sweep name>/ (default: results)")
@@ -266,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run again the runs whose record says failed (each old record is replaced only once the new "
                          "run is finished); without it a failed run is not rerun")
     sw.add_argument("--force", action="store_true", help="run every run again, finished or not")
+    from .resources import add_arguments as add_resource_arguments
+
+    add_resource_arguments(sw)
     sw.set_defaults(func=cmd_sweep)
     rpt = sub.add_parser("report", help="figures, tables and an HTML/Markdown page from any results folder")
     rpt.add_argument("dir", metavar="DIR", help="a results folder: single runs or sweeps, nested")

@@ -15,8 +15,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from tasks import TASKS
-from tasks.base import Task
+from ..tasks import TASKS
+from ..tasks.base import Task
 
 from .models import MODELS
 

@@ -94,7 +94,7 @@ def _context() -> mp.context.BaseContext:
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["harness._worker_preload"])
+    ctx.set_forkserver_preload(["seqbench.harness._worker_preload"])
     return ctx
 
 

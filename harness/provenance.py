@@ -15,20 +15,37 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).resolve().parents[1]
+SOURCE = Path(__file__).resolve().parents[1]  # the repository root in a checkout; site-packages/seqbench installed
 
 
 @functools.lru_cache(maxsize=1)
 def git_state() -> dict:
-    """Commit and dirty flag of the seqbench source tree (null when not run from a git checkout)."""
+    """Commit and dirty flag of the code that runs, and where they come from (`commit_source`): the git checkout
+    it runs from, else the commit baked into the package when it was built (seqbench/_build.py, see setup.py), else
+    null (a build from a tree that was not a git checkout)."""
     def git(*args) -> str:
         return subprocess.run(["git", "-C", str(SOURCE), *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
     try:
-        # results/ holds records, not code: new records there must not mark the runs writing them as dirty
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", ".", ":!results"))}
+        # Only when SOURCE is the top of a checkout: an installed copy inside some other repository (a venv in a
+        # project folder) must not record that repository's commit.
+        if Path(git("rev-parse", "--show-toplevel")).resolve() == SOURCE:
+            # results/ holds records, not code: new records there must not mark the runs writing them as dirty
+            return {"commit": git("rev-parse", "HEAD"),
+                    "dirty": bool(git("status", "--porcelain", "--", ".", ":!results")), "commit_source": "git"}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        pass
+    try:
+        from seqbench import _build
+        return {"commit": _build.commit, "dirty": _build.dirty, "commit_source": "build"}
+    except ImportError:
+        return {"commit": None, "dirty": None, "commit_source": None}
+
+
+def seqbench_version() -> str:
+    """The installed distribution's version, else (a checkout run without installing) the package's own."""
+    from seqbench import __version__
+    return _version("seqbench") or __version__
 
 
 def _version(dist: str) -> str | None:
@@ -66,7 +83,7 @@ def device_info(device: str) -> dict:
 def provenance(device: str) -> dict:
     return {
         **git_state(),
-        "seqbench": _version("seqbench"),
+        "seqbench": seqbench_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "triton": _version("triton"),

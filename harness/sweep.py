@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .config import ConfigError, RunConfig, merge, resolve, set_dotted
 from .loaders import load_runs
 from .provenance import git_state
+from .resources import Resources, SlurmSettings
 from .records import CHECKPOINT, FINISHED, read_json, read_summary, remove_stale_temps, write_json
 
 STATUSES = ("completed", "diverged", "failed", "skipped", "busy")
@@ -34,6 +35,8 @@ class SweepSpec(BaseModel):
     zip: dict[str, list] | list[dict[str, list]] = Field(default_factory=list,
                                                          description="key -> values varied together (equal lengths)")
     seeds: int | list[int] = Field(1, description="a count (seeds 0..n-1) or an explicit list")
+    resources: Resources = Field(default_factory=Resources, description="what each run asks of Ray or SLURM")
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings, description="the SLURM array job's settings")
 
     @field_validator("grid")
     @classmethod
@@ -71,7 +74,7 @@ class SweepSpec(BaseModel):
 
 
 def presets() -> dict[str, Path]:
-    folder = resources.files("harness") / "sweeps"
+    folder = resources.files(__package__) / "sweeps"
     return {p.name.removesuffix(".yaml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 

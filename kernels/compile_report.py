@@ -1,8 +1,8 @@
 """Compile every recurrent kernel, in every configuration the launchers can choose, for an NVIDIA architecture without
 a GPU; report each one's resources and fail where a configuration plan() can choose does not fit the device.
 
-    python -m kernels.compile_report --arch 90 --out results/bench/compile/      # writes sm90-triton<version>.json
-    python -m kernels.compile_report --table results/bench/compile/*.json        # prints triton_split.LAUNCH_TABLE
+    python -m seqbench.kernels.compile_report --arch 90 --out results/bench/compile/      # writes sm90-triton<version>.json
+    python -m seqbench.kernels.compile_report --table results/bench/compile/*.json        # prints triton_split.LAUNCH_TABLE
 
 Configurations: the one-program kernels at every padded width up to their limit; the split kernels at every padded
 width KP up to theirs, in the stepwise mode (batch tile 16) and the persistent mode at every batch tile (16, 32, 64);
@@ -238,7 +238,7 @@ def load_reports(paths):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.compile_report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m seqbench.kernels.compile_report", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, choices=sorted(DEVICES), help="compute capability: 90, 80")
     parser.add_argument("--out", help="directory (or .json file) to write the report to")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compilations")
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
         for row in pool.map(_compile_row, todo):
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-    command = "python -m kernels.compile_report " + " ".join(argv or sys.argv[1:])
+    command = "python -m seqbench.kernels.compile_report " + " ".join(argv or sys.argv[1:])
     doc = {"arch": args.arch, "triton": triton.__version__, "device_limits": DEVICES[args.arch].__dict__,
            "spill_budget": SPILL_BUDGET, "command": command, "kernels": rows}
     if args.out:

@@ -43,7 +43,7 @@ torch._dynamo.config.allow_rnn traces through it into one graph. tests/kernels/t
 against torch.nn, including every nn.RNN/LSTM/GRU sample of torch's own module_db.
 
 Size limits come from compiling every kernel for sm_90 and sm_80 offline under triton 3.2, 3.6 and 3.9
-(`python -m kernels.compile_report`; reports in results/bench/compile/, figures and reasons in docs/kernels.md): the
+(`python -m seqbench.kernels.compile_report`; reports in results/bench/compile/, figures and reasons in docs/kernels.md): the
 one-program kernels take RNN H <= 128 and LSTM/GRU H <= 64 (32 warps, spill-free); the split kernels keep
 (gates x KP x 16) weights in shared memory, 160 KiB for the LSTM at KP = 512, up to RNN 1024 and LSTM/GRU 512, with
 their batch tiles from `triton_split.LAUNCH_TABLE`.

@@ -9,8 +9,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-import kernels
-from kernels import as_reference, reference
+from ... import kernels
+from ...kernels import as_reference, reference
 
 from .base import ModelConfigBase, SequenceModel, encoder
 

@@ -119,13 +119,14 @@ def label_order(label: str) -> tuple:
 
 
 def backend_name(kernel_path) -> str | None:
-    """What computed the recurrence, from a record's `kernel_path` (see harness.models.recurrent and kernels.fused):
+    """What computed the recurrence, from a record's `kernel_path` (see seqbench.harness.models.recurrent and seqbench.kernels.fused):
     `triton` where a fused path ran, `reference (fallback)` where a fused module fell back to its step loop,
     `reference` for the reference backend, `torch` for torch.nn modules and the Transformer's attention; None where
     the record does not say (no path recorded, or a fused module that never ran a forward)."""
     if not isinstance(kernel_path, str):
         return None
     module, _, path = kernel_path.partition(": ")
+    module = module.removeprefix("seqbench.")  # records made before the package moved under `seqbench` lack it
     if path.startswith("fused-triton"):
         return "triton"
     if path.startswith("fallback-"):

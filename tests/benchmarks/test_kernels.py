@@ -10,9 +10,9 @@ round's teardown), so a kernel that goes wrong once warm, or a timed call that d
 import pytest
 import torch
 
-from harness.bench import TOLERANCE, build, check, forward_backward, make_inputs
-from kernels import as_reference
-from kernels.testing import rel_err
+from seqbench.harness.bench import TOLERANCE, build, check, forward_backward, make_inputs
+from seqbench.kernels import as_reference
+from seqbench.kernels.testing import rel_err
 
 GPU = torch.cuda.is_available()
 DEVICE = "cuda" if GPU else "cpu"

@@ -13,8 +13,8 @@ import random
 
 import pytest
 
-from harness.report import build_report
-from harness.train import execute
+from seqbench.harness.report import build_report
+from seqbench.harness.train import execute
 from tests.harness.conftest import tiny
 
 MODELS, TASKS, LENGTHS, SEEDS = ["rnn", "lstm", "gru", "transformer"], ["adding", "copy"], [50, 100, 200, 400, 750], 25

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.config import parse_overrides, resolve
-from harness.train import Trainer
+from seqbench.harness.config import parse_overrides, resolve
+from seqbench.harness.train import Trainer
 
 CONFIG = ["task=adding", "task.length=100", "model=lstm", "model.hidden=64", "train.batch_size=64", "device=cpu",
           "train.eval_size=64", "train.grad_profile_batch=1"]

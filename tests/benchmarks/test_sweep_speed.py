@@ -10,8 +10,8 @@ import pytest
 import ray
 import yaml
 
-from harness.cli import main
-from harness.loaders import load_runs
+from seqbench.harness.cli import main
+from seqbench.harness.loaders import load_runs
 
 # Short CPU runs (T=40, 300 steps, batch 32), like those users sweep on a CPU.
 SPEC = {"name": "bench8", "base": {"task": "adding", "task.length": 40, "device": "cpu", "train.steps": 300,

@@ -1,6 +1,6 @@
 import pytest
 
-from harness.config import parse_overrides, resolve
+from seqbench.harness.config import parse_overrides, resolve
 
 TINY = ["task=adding", "task.length=12", "train.steps=6", "train.batch_size=4",
         "train.eval_every=3", "train.log_every=2", "train.eval_size=16", "train.grad_profile_batch=4"]

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from harness.bench import bench_one, run_bench
-from harness.cli import main
+from seqbench.harness.bench import bench_one, run_bench
+from seqbench.harness.cli import main
 
 
 def test_bench_checks_then_times_and_writes_machine_info(tmp_path):
@@ -19,7 +19,7 @@ def test_bench_checks_then_times_and_writes_machine_info(tmp_path):
 
 
 def test_a_wrong_kernel_gets_no_number(monkeypatch):
-    import harness.bench as bench
+    import seqbench.harness.bench as bench
 
     monkeypatch.setattr(bench, "check", lambda *a: 0.5)
     row = bench_one("lstm", "torch", 2, 3, 4, "float32", "cpu")
@@ -28,7 +28,7 @@ def test_a_wrong_kernel_gets_no_number(monkeypatch):
 
 def one_gradient_off(monkeypatch, which):
     """Builds of the backend under test ("reference") get one gradient 1% off, their output bitwise right."""
-    import harness.bench as bench
+    import seqbench.harness.bench as bench
 
     original = bench.build
 
@@ -58,9 +58,9 @@ def test_bad_bench_arguments_exit_2(capsys):
 
 
 def test_report_reads_bench_results(tmp_path):
-    from harness.report import build_report
-    from harness.report.data import load_bench
-    from harness.train import execute
+    from seqbench.harness.report import build_report
+    from seqbench.harness.report.data import load_bench
+    from seqbench.harness.train import execute
 
     from .conftest import tiny
 
@@ -73,7 +73,7 @@ def test_report_reads_bench_results(tmp_path):
 
 
 def test_floor_over_device_ceilings():
-    from harness.bench import ceilings, floor, floor_time
+    from seqbench.harness.bench import ceilings, floor, floor_time
 
     row = {"dtype": "float32", **floor("lstm", 64, 512, "float32"), "us_per_step": 8.0}
     assert row["flops_per_step"] == 2 * 64 * 4 * 512 * 1024 and row["bytes_per_step"] == 2 * 64 * 512 * 4

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from harness.cli import main
+from seqbench.harness.cli import main
 
 from .conftest import TINY
 
@@ -45,7 +45,7 @@ def test_list_shows_tasks_models_backends_and_keys(capsys):
 
 def test_console_command(tmp_path):
     """The installed entry point runs as a user types it; bad input -> exit 2."""
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "train.steps=0", "--out", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "seqbench.harness.cli", "run", "train.steps=0", "--out", str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "train.steps=0" in r.stderr
 

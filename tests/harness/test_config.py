@@ -3,7 +3,7 @@ import typing
 
 import pytest
 
-from harness.config import ConfigError, RunConfig, TrainConfig, describe_keys, parse_overrides, resolve
+from seqbench.harness.config import ConfigError, RunConfig, TrainConfig, describe_keys, parse_overrides, resolve
 
 
 def cfg(*items):

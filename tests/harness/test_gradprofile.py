@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from harness.loaders import load_grad_profiles
-from harness.train import Trainer, execute
+from seqbench.harness.loaders import load_grad_profiles
+from seqbench.harness.train import Trainer, execute
 
 from .conftest import tiny
 

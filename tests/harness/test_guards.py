@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from harness.train import LoopState, RunInterrupted, Trainer, derive_seed, execute
+from seqbench.harness.train import LoopState, RunInterrupted, Trainer, derive_seed, execute
 
 from .conftest import tiny
 from .test_train import records, untimed

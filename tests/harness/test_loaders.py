@@ -1,7 +1,7 @@
 import json
 
-from harness.loaders import load_metrics, load_runs
-from harness.train import execute
+from seqbench.harness.loaders import load_metrics, load_runs
+from seqbench.harness.train import execute
 
 from .conftest import tiny
 

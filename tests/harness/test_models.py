@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from harness.train import Trainer
+from seqbench.harness.train import Trainer
 
 from .conftest import tiny
 
@@ -71,7 +71,7 @@ def test_token_and_feature_inputs_shapes():
 
 @pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
 def test_triton_backend_matches_torch_and_records_its_path(tmp_path, model):
-    from harness.train import execute
+    from seqbench.harness.train import execute
 
     a = build(f"model={model}")
     b = build(f"model={model}", "model.backend=triton")
@@ -86,7 +86,7 @@ def test_triton_backend_matches_torch_and_records_its_path(tmp_path, model):
 
 
 def test_triton_backend_above_the_one_program_limit_takes_the_split_kernels(tmp_path):
-    from harness.train import execute
+    from seqbench.harness.train import execute
 
     summary, _ = execute(tiny("model=lstm", "model.backend=triton", "model.hidden=70", "train.steps=1"), tmp_path,
                          progress=False)

@@ -7,10 +7,10 @@ import pytest
 import ray
 import yaml
 
-from harness.cli import main
-from harness.executors import run_ray
-from harness.loaders import load_runs
-from harness.sweep import expand, load_spec
+from seqbench.harness.cli import main
+from seqbench.harness.executors import run_ray
+from seqbench.harness.loaders import load_runs
+from seqbench.harness.sweep import expand, load_spec
 
 from .test_sweep import TINY_BASE, untimed_metrics
 
@@ -47,7 +47,7 @@ def test_a_dead_worker_is_retried_and_its_run_recorded_once(local_ray, spec_path
     marker = tmp_path / "died-once"
 
     def dies_on_first_attempt(config, threads):
-        from harness.executors import _ray_run
+        from seqbench.harness.executors import _ray_run
 
         if not os.path.exists(marker):
             open(marker, "w").close()

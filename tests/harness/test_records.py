@@ -1,7 +1,7 @@
 import os
 import subprocess
 
-from harness.records import atomic_write, remove_stale_temps
+from seqbench.harness.records import atomic_write, remove_stale_temps
 
 
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):

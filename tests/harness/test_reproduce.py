@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from harness.cli import main
-from harness.reproduce import compare, overall
-from harness.train import execute
+from seqbench.harness.cli import main
+from seqbench.harness.reproduce import compare, overall
+from seqbench.harness.train import execute
 
 from .conftest import tiny
 

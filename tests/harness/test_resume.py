@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from harness.loaders import load_runs
-from harness.provenance import git_state
-from harness.records import CHECKPOINT, claim
-from harness.train import RunInterrupted, Trainer, execute
+from seqbench.harness.loaders import load_runs
+from seqbench.harness.provenance import git_state
+from seqbench.harness.records import CHECKPOINT, claim
+from seqbench.harness.train import RunInterrupted, Trainer, execute
 
 from .conftest import tiny
 from .test_train import records, untimed
@@ -55,7 +55,7 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, monkeypatch, mod
 def test_periodic_checkpoint_holds_everything_to_resume(tmp_path):
     cfg = tiny("train.checkpoint_every=4")
     saved = {}
-    from harness import records as rec
+    from seqbench.harness import records as rec
 
     original = rec.RunWriter.checkpoint
 

@@ -8,10 +8,10 @@ import time
 import pytest
 import yaml
 
-from harness.cli import main
-from harness.config import parse_overrides
-from harness.loaders import load_runs
-from harness.sweep import expand, load_spec, points, presets
+from seqbench.harness.cli import main
+from seqbench.harness.config import parse_overrides
+from seqbench.harness.loaders import load_runs
+from seqbench.harness.sweep import expand, load_spec, points, presets
 
 TINY_BASE = {"task": "adding", "task.length": 8, "model.hidden": 8, "device": "cpu", "train.steps": 6,
              "train.batch_size": 4, "train.eval_every": 3, "train.log_every": 2, "train.eval_size": 16,
@@ -141,7 +141,7 @@ KILL_BASE = {**TINY_BASE, "task.length": 30, "model.hidden": 32, "train.steps": 
 
 
 def sweep_cmd(path, out, workers=2):
-    return [sys.executable, "-m", "harness.cli", "sweep", str(path), "--out", str(out), "--workers", str(workers)]
+    return [sys.executable, "-m", "seqbench.harness.cli", "sweep", str(path), "--out", str(out), "--workers", str(workers)]
 
 
 @pytest.mark.slow
@@ -230,7 +230,7 @@ def test_failed_runs_are_retried_only_when_asked(tmp_path, capsys):
 
 
 def test_a_retried_run_keeps_its_old_record_until_the_new_one_is_finished(tmp_path, monkeypatch):
-    from harness.train import RunInterrupted, execute
+    from seqbench.harness.train import RunInterrupted, execute
 
     from .test_resume import interrupt_at
 

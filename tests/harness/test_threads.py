@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from harness.loaders import load_runs
-from harness.records import CHECKPOINT, read_json
-from harness.train import RunInterrupted, execute
+from seqbench.harness.loaders import load_runs
+from seqbench.harness.records import CHECKPOINT, read_json
+from seqbench.harness.train import RunInterrupted, execute
 
 from .conftest import tiny
 from .test_resume import interrupt_at
@@ -28,7 +28,7 @@ SENSITIVE = {"task": "copy", "task.length": 10, "model": "lstm", "model.hidden":
 
 
 def sensitive(**extra):
-    from harness.config import parse_overrides, resolve
+    from seqbench.harness.config import parse_overrides, resolve
 
     return resolve(parse_overrides([f"{k}={v}" for k, v in {**SENSITIVE, **extra}.items()]))
 
@@ -67,7 +67,7 @@ def test_a_resumed_run_keeps_its_recorded_thread_count(tmp_path, monkeypatch):
 
 
 def test_deterministic_mode_holds_during_the_run_only_and_is_recorded(tmp_path, monkeypatch):
-    from harness.train import Trainer
+    from seqbench.harness.train import Trainer
 
     seen, original = [], Trainer.step
 
@@ -125,7 +125,7 @@ def test_a_run_of_a_two_worker_sweep_reproduces_bitwise_in_a_fresh_process(tmp_p
     run_dir = next(p.parent for p in (tmp_path / "r").glob("*/summary.json"))
     # the fresh process would compute with every core by default; the record says how many the run used
     env = {**os.environ, "OMP_NUM_THREADS": "3"}
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "reproduce", str(run_dir), "--quiet"],
+    done = subprocess.run([sys.executable, "-m", "seqbench.harness.cli", "reproduce", str(run_dir), "--quiet"],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1] == "verdict: identical"

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from harness.train import Trainer, execute
+from seqbench.harness.train import Trainer, execute
 
 from .conftest import tiny
 

@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import fused, triton_split
-from kernels.triton_split import H100_PCIE, H100_SXM, BarrierTimeout, _grid_sync, programs_per_sm
+from seqbench.kernels import fused, triton_split
+from seqbench.kernels.triton_split import H100_PCIE, H100_SXM, BarrierTimeout, _grid_sync, programs_per_sm
 
 from .test_fused import make_inputs, needs_kernels, run
 from .test_split import split_module

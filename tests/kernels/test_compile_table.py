@@ -1,5 +1,5 @@
 """The launch table against the committed compile reports (results/bench/compile/sm*-triton*.json, written by
-`python -m kernels.compile_report` under each supported Triton version), without compiling anything: the table is what
+`python -m seqbench.kernels.compile_report` under each supported Triton version), without compiling anything: the table is what
 the reports say, every report compiled what the launchers launch, and every configuration plan() chooses on an H100
 SXM, an H100 PCIe and an A100 compiled under every version within the device's shared memory and the spill budget,
 with a persistent grid the device holds at once."""
@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from kernels import compile_report, triton_rnn, triton_split
-from kernels.triton_split import GATES, REFERENCE_DEVICES, SPILL_BUDGET, plan, programs_per_sm
+from seqbench.kernels import compile_report, triton_rnn, triton_split
+from seqbench.kernels.triton_split import GATES, REFERENCE_DEVICES, SPILL_BUDGET, plan, programs_per_sm
 
 REPORTS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "results", "bench", "compile")
 REPORTS = compile_report.load_reports(sorted(glob.glob(os.path.join(REPORTS_DIR, "sm*-triton*.json"))))
@@ -34,7 +34,7 @@ def test_reports_cover_the_supported_triton_versions():
 
 def test_launch_table_is_derived_from_the_reports():
     assert triton_split.LAUNCH_TABLE == compile_report.derive_table(REPORTS), (
-        "regenerate it: python -m kernels.compile_report --table results/bench/compile/sm*-triton*.json")
+        "regenerate it: python -m seqbench.kernels.compile_report --table results/bench/compile/sm*-triton*.json")
 
 
 @pytest.mark.parametrize("report", REPORTS, ids=lambda r: f"sm{r['arch']}-triton{r['triton']}")

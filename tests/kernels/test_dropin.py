@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence
 
-import kernels
-from kernels import fused
-from kernels.testing import assert_close
+from seqbench import kernels
+from seqbench.kernels import fused
+from seqbench.kernels.testing import assert_close
 
 from .test_fused import RTOL_GRAD, RTOL_OUT, needs_kernels
 

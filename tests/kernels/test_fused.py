@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-import kernels
-from kernels import as_reference, fused, reference
-from kernels.testing import assert_close
+from seqbench import kernels
+from seqbench.kernels import as_reference, fused, reference
+from seqbench.kernels.testing import assert_close
 
 I = 5  # input features
 RTOL_OUT, RTOL_GRAD = 1e-5, 1e-4  # float32 kernels against float64 references

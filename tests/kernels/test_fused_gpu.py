@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from kernels import as_reference, fused, triton_split
+from seqbench.kernels import as_reference, fused, triton_split
 
 from .test_fused import assert_all_close, build, cast, make_inputs, reference_grad_norms, run
 
@@ -105,7 +105,7 @@ SPLIT_SIZES = [pytest.param("lstm", 512, id="lstm-H512"), pytest.param("lstm", 1
 
 @pytest.fixture
 def split_mode(monkeypatch):
-    from kernels import fused
+    from seqbench.kernels import fused
 
     def set_mode(mode):
         monkeypatch.setattr(fused, "SPLIT_MODE", mode)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from kernels import as_reference, reference
-from kernels.testing import assert_close
+from seqbench.kernels import as_reference, reference
+from seqbench.kernels.testing import assert_close
 
 RTOL = 1e-10
 I = 5  # input features

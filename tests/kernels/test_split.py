@@ -7,7 +7,7 @@ the auto mode takes above the one-program limit; determinism and ||dL/dh_t||."""
 import pytest
 import torch
 
-from kernels import as_reference, fused
+from seqbench.kernels import as_reference, fused
 
 from .test_fused import (REF, RTOL_GRAD, RTOL_HALF, RTOL_OUT, TORCH, assert_all_close, build, cast, make_inputs,
                          needs_kernels, reference_grad_norms, run, twin)

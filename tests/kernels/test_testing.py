@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kernels.testing import assert_close, rel_err
+from seqbench.kernels.testing import assert_close, rel_err
 
 REF = torch.tensor([[3.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
 

@@ -17,9 +17,9 @@ import shutil
 
 import pytest
 
-from harness.report import build_report, data
-from harness.train import Trainer, execute
-from tasks.adding import AddingTask
+from seqbench.harness.report import build_report, data
+from seqbench.harness.train import Trainer, execute
+from seqbench.tasks.adding import AddingTask
 from tests.harness.conftest import tiny
 
 MODELS, TASKS, LENGTHS, SEEDS = ["lstm", "transformer"], ["adding", "copy"], [8, 12], [0, 1]

@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from harness.report import data as D
+from seqbench.harness.report import data as D
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (30, 2.042),

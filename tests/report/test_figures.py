@@ -6,8 +6,8 @@ import matplotlib.pyplot as plt
 import pytest
 import seaborn as sns
 
-from harness.report import data as D
-from harness.report import figures as F
+from seqbench.harness.report import data as D
+from seqbench.harness.report import figures as F
 
 from .test_data import BENCH
 

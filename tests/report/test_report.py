@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.report import build_report
+from seqbench.harness.report import build_report
 
 from .conftest import SWEEP_COMMIT
 

@@ -4,8 +4,8 @@ import re
 import pandas as pd
 import pytest
 
-from harness.report import data as D
-from harness.report import tables
+from seqbench.harness.report import data as D
+from seqbench.harness.report import tables
 
 from .test_data import hand_written_cell
 

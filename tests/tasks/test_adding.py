@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tasks import AddingTask
+from seqbench.tasks import AddingTask
 
 LENGTHS = [2, 3, 4, 101, 100]
 

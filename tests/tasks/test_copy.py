@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tasks import CopyTask
+from seqbench.tasks import CopyTask
 
 SIZES = [  # (T, c, n)
     pytest.param(100, 10, 8, id="T100-c10-n8"),

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-import tasks
-from tasks import TASKS, AddingTask, CopyTask, Task, get_task
+from seqbench import tasks
+from seqbench.tasks import TASKS, AddingTask, CopyTask, Task, get_task
 
 
 def test_registry():
