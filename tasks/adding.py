@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from .base import Task, param
+
+if TYPE_CHECKING:  # imported where computed, so that listing the tasks needs no torch
+    import torch
 
 #: Hochreiter & Schmidhuber's criterion for a correctly answered sequence.
 TOLERANCE = 0.04
@@ -41,6 +43,8 @@ class AddingTask(Task):
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu"):
         """Returns ``x`` float32 (n, T, 2) and ``y`` float32 (n,) on ``device``."""
+        import torch
+
         T, half = self.length, self.length // 2
         values = torch.rand(n, T, generator=generator, device=device)  # (n, T)
         first = torch.randint(0, half, (n, 1), generator=generator, device=device)
@@ -60,6 +64,8 @@ class AddingTask(Task):
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """MSE of the last step's output against the target; ``out`` (B, T, 1), ``y`` (B,)."""
+        from torch.nn import functional as F
+
         pred = self._prediction(out, y)
         # y is float32; casting it lets a float64 model (e.g. a gradient diagnostic) keep its precision.
         return F.mse_loss(pred, y.to(pred.dtype))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
+if TYPE_CHECKING:  # the methods import torch themselves: the command line lists tasks without importing it
+    import torch
 
 
 def param(default, help: str, **bounds) -> dataclasses.Field:

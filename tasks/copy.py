@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from .base import Task, param
+
+if TYPE_CHECKING:  # imported where computed, so that listing the tasks needs no torch
+    import torch
 
 BLANK = 0
 
@@ -54,6 +56,8 @@ class CopyTask(Task):
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu"):
         """Returns ``x`` and ``y``, both LongTensors (n, L) on ``device``."""
+        import torch
+
         T, c = self.length, self.copy_len
         symbols = torch.randint(1, self.n_symbols + 1, (n, c), generator=generator, device=device)  # (n, c)
         x = torch.full((n, self.seq_len), BLANK, dtype=torch.long, device=device)
@@ -71,6 +75,8 @@ class CopyTask(Task):
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy averaged over all L positions and the batch (the papers' convention); ``out`` (B, L, n + 1)."""
+        from torch.nn import functional as F
+
         self._check(out, y)
         return F.cross_entropy(out.flatten(0, 1), y.flatten())
 
@@ -79,6 +85,8 @@ class CopyTask(Task):
 
         Accuracy counts the recall positions only: over the whole sequence a memoryless model would score ~99%.
         """
+        from torch.nn import functional as F
+
         self._check(out, y)
         ce = F.cross_entropy(out.transpose(1, 2), y, reduction="none")  # (B, L)
         recall = self.recall_slice

@@ -1,7 +1,9 @@
-"""Model registry: a short user-facing name -> the pydantic config class whose `build(task)` makes the nn.Module."""
+"""Model registry: a short user-facing name -> the pydantic config class whose `build(task)` makes the nn.Module.
 
-from .recurrent import GRUConfig, LSTMConfig, RNNConfig
-from .transformer import TransformerConfig
+The configs live in `configs.py`, free of torch; the modules (`recurrent.py`, `transformer.py`) load when built.
+"""
+
+from .configs import GRUConfig, LSTMConfig, RNNConfig, TransformerConfig
 
 MODELS = {
     "rnn": RNNConfig,

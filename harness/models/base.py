@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import copy
+
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-
-class ModelConfigBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from .configs import ModelConfigBase  # noqa: F401  (its home before)
 
 
 def encoder(task, width: int) -> nn.Module:

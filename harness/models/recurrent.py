@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
 from ... import kernels
 from ...kernels import as_reference, reference
 
-from .base import ModelConfigBase, SequenceModel, encoder
+from .base import SequenceModel, encoder
+from .configs import Backend, GRUConfig, LSTMConfig, RecurrentConfig, RNNConfig  # noqa: F401  (their home before)
 
 #: backend name -> {cell name -> torch.nn-compatible module class}
 BACKENDS: dict[str, dict[str, type[nn.Module]]] = {
@@ -20,55 +19,16 @@ BACKENDS: dict[str, dict[str, type[nn.Module]]] = {
     "reference": {"rnn": reference.RNN, "lstm": reference.LSTM, "gru": reference.GRU},
     "triton": {"rnn": kernels.RNN, "lstm": kernels.LSTM, "gru": kernels.GRU},
 }
-Backend = Literal["torch", "reference", "triton"]
 
 
-class RecurrentConfig(ModelConfigBase):
-    hidden: int = Field(64, ge=1, description="hidden units per layer")
-    layers: int = Field(1, ge=1, description="stacked recurrent layers")
-    backend: Backend = Field("torch", description="torch (cuDNN/oneDNN) | reference (per-step loop) | triton (fused)")
-    embed: int | None = Field(None, ge=1, description="width of the input embedding/linear input; default: hidden")
-    init: Literal["default", "orthogonal"] = Field("default", description="recurrent-weight init")
-
-    @model_validator(mode="after")
-    def _resolve(self):
-        if self.embed is None:
-            self.embed = self.hidden
-        return self
-
-    def core_kwargs(self) -> dict:
-        return {}
-
-    def build(self, task) -> RecurrentModel:
-        core = BACKENDS[self.backend][self.name](self.embed, self.hidden, num_layers=self.layers, batch_first=True,
-                                                  **self.core_kwargs())
-        model = RecurrentModel(encoder(task, self.embed), core, nn.Linear(self.hidden, task.output_size))
-        if self.init == "orthogonal":
-            orthogonal_recurrent_(core)
-        return model
-
-
-class RNNConfig(RecurrentConfig):
-    name: Literal["rnn"] = "rnn"
-    nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="RNN activation")
-
-    def core_kwargs(self) -> dict:
-        return {"nonlinearity": self.nonlinearity}
-
-
-class LSTMConfig(RecurrentConfig):
-    name: Literal["lstm"] = "lstm"
-    forget_bias: float | None = Field(1.0, description="initial forget-gate bias (b_ih + b_hh); null = torch's init")
-
-    def build(self, task) -> RecurrentModel:
-        model = super().build(task)
-        if self.forget_bias is not None:
-            set_forget_bias_(model.core, self.forget_bias)
-        return model
-
-
-class GRUConfig(RecurrentConfig):
-    name: Literal["gru"] = "gru"
+def build_recurrent(cfg: RecurrentConfig, task) -> RecurrentModel:
+    """encoder -> the configured backend's core -> linear head, with the configured recurrent-weight init."""
+    core = BACKENDS[cfg.backend][cfg.name](cfg.embed, cfg.hidden, num_layers=cfg.layers, batch_first=True,
+                                           **cfg.core_kwargs())
+    model = RecurrentModel(encoder(task, cfg.embed), core, nn.Linear(cfg.hidden, task.output_size))
+    if cfg.init == "orthogonal":
+        orthogonal_recurrent_(core)
+    return model
 
 
 class RecurrentModel(SequenceModel):

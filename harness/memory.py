@@ -1,0 +1,213 @@
+"""How much memory a run will need, estimated from its config alone, and the check that refuses, before anything is
+written, a run its device cannot hold (`train.memory_check=false` runs it anyway).
+
+The estimate adds what a run allocates: the parameters with their gradients and optimiser state (and the float64 copy
+the gradient profile trains through), the task's data tensors (evaluation set, profile batch, training batch), and the
+largest of three phases that never overlap: a training step (the activations kept for backward), an evaluation chunk
+and a gradient profile. Activations are counted in values kept per sequence, position and unit of width (hidden size or
+d_model); those constants were measured as the peak RSS growth of short CPU runs under torch 2.13 (oneDNN) and are
+checked against fresh measurements, within a factor of 2, by tests/harness/test_memory.py. On CUDA (cuDNN, the fused
+kernels) the same constants apply, unmeasured; the float64 gradient profile of a Transformer adds attention's T^2
+there, where scaled_dot_product_attention falls back to its math kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .errors import ConfigError
+from .models.configs import GATES
+
+EVAL_CHUNK = 256  # train.EVAL_CHUNK, the evaluation's batch (kept equal by a test; train.py imports torch)
+OVERHEAD = 16 * 2**20  # allocator and oneDNN workspaces of even the smallest run (measured: 12-16 MiB)
+LOGIT_VALUES = 2.5  # per output value and position: the logits, the loss's saved softmax and their gradient
+
+#: values kept per (sequence, position, hidden unit) in a training step of a recurrent model: (per layer, once), the
+#: latter for the encoder output, the head's input and the backward pass's transients. `triton` runs the reference loop
+#: on a CPU; on a GPU its fused kernels keep less (the gates and states), so the reference's figures are an upper bound.
+RECURRENT = {
+    ("torch", "lstm"): (6.7, 11.8), ("torch", "gru"): (8.3, 4.6), ("torch", "rnn"): (2.5, 3.5),
+    ("reference", "lstm"): (11.5, 1.5), ("reference", "gru"): (15.8, 3.4), ("reference", "rnn"): (4.5, 1.2),
+}
+PROBES = 4  # the gradient profile's extra values per position and unit: zero probes on x_t and every h_t, and grads
+
+
+def transformer_values(ff_mult: int) -> tuple[float, float]:
+    """Per layer: LayerNorms, q/k/v, the attention output, the projection and the MLP's two ff-wide tensors; once:
+    the encoder output, the final LayerNorm and the head's input (measured 16.25 and 4.9 at ff_mult 4)."""
+    return 8 + 2 * ff_mult, 5.0
+
+
+@dataclasses.dataclass
+class Estimate:
+    """Bytes by part; `why` names, for each part, the config keys that make it large."""
+
+    parts: dict[str, int]
+    why: dict[str, str]
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def largest(self) -> str:
+        return max((p for p in self.parts if p != "overhead"), key=self.parts.get)
+
+
+def parameter_count(cfg) -> int:
+    """The number of trainable parameters `cfg.model.build(task)` makes (checked against built models in the tests)."""
+    task, m = cfg.task.build(), cfg.model
+    width = m.d_model if m.name == "transformer" else m.embed
+    enc = task.input_size * width + (0 if task.input_kind == "tokens" else width)
+    if m.name == "transformer":
+        d, ff = m.d_model, m.ff_mult * m.d_model
+        block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * ff + ff + ff * d + d)
+        pos = task.seq_len * d if m.pos_encoding == "learned" else 0
+        return enc + pos + m.layers * block + 2 * d + d * task.output_size + task.output_size
+    G, H = GATES[m.name], m.hidden
+    core = sum(G * H * ((m.embed if layer == 0 else H) + H) + 2 * G * H for layer in range(m.layers))
+    return enc + core + H * task.output_size + task.output_size
+
+
+def _optimizer_slots(train) -> int:
+    if train.optimizer in ("adam", "adamw"):
+        return 2
+    return (train.optimizer == "rmsprop") + (train.momentum > 0)
+
+
+def _sequence_bytes(task) -> int:
+    """One sequence of the task's data, input and target, as `task.sample` makes it."""
+    L = task.seq_len
+    x = 8 * L if task.input_kind == "tokens" else 4 * L * task.input_size
+    y = 4 if task.name == "adding" else 8 * L
+    return x + y
+
+
+def _values_per_position(m) -> tuple[float, float, float]:
+    """Values kept per (sequence, position, unit of width) by a training step, an evaluation chunk (no grad) and the
+    gradient profile (the reference loop with zero probes, or the Transformer itself)."""
+    if m.name == "transformer":
+        per_layer, once = transformer_values(m.ff_mult)
+        train_values = once + per_layer * m.layers
+        return train_values, 4 + 2 * m.ff_mult + m.layers, train_values + PROBES  # eval: measured 14.4 at 2 layers
+    per_layer, once = RECURRENT[(m.backend if m.backend != "triton" else "reference", m.name)]
+    ref_layer, ref_once = RECURRENT[("reference", m.name)]
+    return once + per_layer * m.layers, 3 + m.layers, ref_once + ref_layer * m.layers + PROBES
+
+
+def estimate(cfg) -> Estimate:
+    task, m, t = cfg.task.build(), cfg.model, cfg.train
+    L, out = task.seq_len, task.output_size
+    P = parameter_count(cfg)
+    profile_bytes = 8 if t.grad_profile_dtype == "float64" else 4
+    parts = {"parameters": P * 4 * (2 + _optimizer_slots(t)) + P * profile_bytes * 2,
+             "data": (t.eval_size + t.grad_profile_batch + t.batch_size) * _sequence_bytes(task)}
+    width, width_key = (m.d_model, f"model.d_model={m.d_model}") if m.name == "transformer" \
+        else (m.hidden, f"model.hidden={m.hidden}")
+    train_values, eval_values, profile_values = _values_per_position(m)
+    chunk = min(t.eval_size, EVAL_CHUNK)
+    phases = {  # part -> (bytes, the key that sets its batch)
+        "training-step activations": (t.batch_size * L * (width * train_values + out * LOGIT_VALUES) * 4,
+                                      f"train.batch_size={t.batch_size}"),
+        "evaluation activations": (chunk * L * (width * eval_values + out * LOGIT_VALUES) * 4,
+                                   f"min(train.eval_size, {EVAL_CHUNK})={chunk}"),
+        "gradient-profile activations": (t.grad_profile_batch * L * (width * profile_values + out * LOGIT_VALUES)
+                                         * profile_bytes, f"train.grad_profile_batch={t.grad_profile_batch}"),
+    }
+    if m.name == "transformer" and cfg.device == "cuda" and profile_bytes == 8:  # math-kernel attention: (B, h, L, L)
+        size, why = phases["gradient-profile activations"]
+        phases["gradient-profile activations"] = (size + (m.layers + 2) * t.grad_profile_batch * m.heads * L * L * 8, why)
+    phase = max(phases, key=lambda k: phases[k][0])
+    parts[phase] = int(phases[phase][0])
+    parts["overhead"] = OVERHEAD
+    length = f"sequence length {L} (task.length={task.length})"
+    layers = f"model.layers={m.layers}"
+    per_position = f"{width_key} x {layers}"
+    if out * LOGIT_VALUES > width * train_values:  # the head's outputs, not the body, fill the activations
+        per_position = f"{out} outputs" + (f" (task.n_symbols={task.n_symbols})" if hasattr(task, "n_symbols") else "")
+    why = {"parameters": f"{P:,} parameters ({width_key}, {layers}) with gradients and {t.optimizer} state",
+           "data": f"train.eval_size={t.eval_size} sequences of {length}",
+           phase: f"{phases[phase][1]} x {length} x {per_position}"}
+    return Estimate(parts, why)
+
+
+def available(device: str) -> tuple[int, str]:
+    """(bytes the device has free now, where that figure comes from)."""
+    if device == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return free, f"cuda:{torch.cuda.current_device()} free memory"
+    free, source = _meminfo("MemAvailable"), "available RAM"
+    limit = _cgroup_room()
+    return (limit, "room under this process's cgroup memory limit") if limit is not None and limit < free \
+        else (free, source)
+
+
+def _meminfo(field: str) -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(next(line for line in f if line.startswith(field + ":")).split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):  # not Linux: the physical memory, an upper bound
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _cgroup_room() -> int | None:
+    for limit, usage in (("memory.max", "memory.current"),  # cgroup v2, then v1
+                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            cap = Path("/sys/fs/cgroup", limit).read_text().strip()
+            used = int(Path("/sys/fs/cgroup", usage).read_text())
+        except (OSError, ValueError):
+            continue
+        if cap.isdigit() and int(cap) < 2**60:
+            return max(int(cap) - used, 0)
+    return None
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def check(cfg, at_once: int = 1, free: tuple[int, str] | None = None) -> Estimate:
+    """Raise ConfigError when `at_once` runs like `cfg` would need more memory than `cfg.device` has available, unless
+    the config says `train.memory_check=false`. Returns the estimate."""
+    est = estimate(cfg)
+    if not cfg.train.memory_check:
+        return est
+    limit, source = free or available(cfg.device)
+    if est.total * at_once > limit:
+        part = est.largest()
+        times = f" x {at_once} runs at once (--workers)" if at_once > 1 else ""
+        raise ConfigError(f"memory: run {cfg.run_id} needs about {human(est.total)}{times} (mostly {part}, "
+                          f"{human(est.parts[part])}: {est.why[part]}) but {cfg.device} has {human(limit)} "
+                          f"({source}); make it smaller{' or use fewer --workers' if at_once > 1 else ''}, or set "
+                          f"train.memory_check=false to run anyway")
+    return est
+
+
+def bench_bytes(cell: str, B: int, T: int, H: int) -> int:
+    """What `seqbench bench` holds for one (cell, B, T, H): the input and the output-gradient weight (float32), the
+    input in float64, the float64 reference's activations and gradients, the timed module's, and three copies of the
+    weights (float32, float64, gradients)."""
+    ref_layer, ref_once = RECURRENT[("reference", cell)]
+    torch_layer, torch_once = RECURRENT[("torch", cell)]
+    params = GATES[cell] * H * 2 * H + 2 * GATES[cell] * H
+    return int(B * T * H * (4 * 2 + 8 + 8 * (ref_layer + ref_once) + 4 * (torch_layer + torch_once))) \
+        + params * 4 * 6 + OVERHEAD
+
+
+def check_bench(cells, batches, hiddens, lengths, device: str) -> None:
+    """Refuse (ConfigError) a benchmark whose largest combination would not fit the device's available memory."""
+    need, cell, B, T, H = max((bench_bytes(c, B, T, H), c, B, T, H)
+                              for c in cells for B in batches for T in lengths for H in hiddens)
+    limit, source = available(device)
+    if need > limit:
+        raise ConfigError(f"memory: bench {cell} --batch {B} --length {T} --hidden {H} needs about {human(need)} but "
+                          f"{device} has {human(limit)} ({source}); give smaller sizes, or pass --no-memory-check")

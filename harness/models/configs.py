@@ -1,0 +1,88 @@
+"""The models' configurations (the `model.*` keys): pydantic classes whose `build(task)` makes the nn.Module.
+
+Kept apart from the modules and free of torch, so that validating a config, `seqbench list` and `--help` never import
+torch; `build` imports the module code when a run needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Backend = Literal["torch", "reference", "triton"]
+#: the backends a recurrent model can run on (see recurrent.BACKENDS for the classes behind each name)
+BACKEND_NAMES: tuple[str, ...] = Backend.__args__
+#: gate blocks per recurrent cell: the rows of W_ih and W_hh are this many times the hidden size
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+class ModelConfigBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RecurrentConfig(ModelConfigBase):
+    hidden: int = Field(64, ge=1, description="hidden units per layer")
+    layers: int = Field(1, ge=1, description="stacked recurrent layers")
+    backend: Backend = Field("torch", description="torch (cuDNN/oneDNN) | reference (per-step loop) | triton (fused)")
+    embed: int | None = Field(None, ge=1, description="width of the input embedding/linear input; default: hidden")
+    init: Literal["default", "orthogonal"] = Field("default", description="recurrent-weight init")
+
+    @model_validator(mode="after")
+    def _resolve(self):
+        if self.embed is None:
+            self.embed = self.hidden
+        return self
+
+    def core_kwargs(self) -> dict:
+        return {}
+
+    def build(self, task):
+        from .recurrent import build_recurrent
+
+        return build_recurrent(self, task)
+
+
+class RNNConfig(RecurrentConfig):
+    name: Literal["rnn"] = "rnn"
+    nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="RNN activation")
+
+    def core_kwargs(self) -> dict:
+        return {"nonlinearity": self.nonlinearity}
+
+
+class LSTMConfig(RecurrentConfig):
+    name: Literal["lstm"] = "lstm"
+    forget_bias: float | None = Field(1.0, description="initial forget-gate bias (b_ih + b_hh); null = torch's init")
+
+    def build(self, task):
+        from .recurrent import set_forget_bias_
+
+        model = super().build(task)
+        if self.forget_bias is not None:
+            set_forget_bias_(model.core, self.forget_bias)
+        return model
+
+
+class GRUConfig(RecurrentConfig):
+    name: Literal["gru"] = "gru"
+
+
+class TransformerConfig(ModelConfigBase):
+    name: Literal["transformer"] = "transformer"
+    d_model: int = Field(64, ge=1, description="residual width")
+    heads: int = Field(4, ge=1, description="attention heads (must divide d_model)")
+    layers: int = Field(2, ge=1, description="decoder blocks")
+    ff_mult: int = Field(4, ge=1, description="MLP width as a multiple of d_model")
+    pos_encoding: Literal["sinusoidal", "learned"] = Field("sinusoidal", description="positional encoding")
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.d_model % self.heads:
+            raise ValueError(f"model.heads={self.heads} must divide model.d_model={self.d_model}")
+        return self
+
+    def build(self, task):
+        from .transformer import Transformer
+
+        return Transformer(self, task)
