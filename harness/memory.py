@@ -116,7 +116,8 @@ def estimate(cfg) -> Estimate:
     }
     if m.name == "transformer" and cfg.device == "cuda" and profile_bytes == 8:  # math-kernel attention: (B, h, L, L)
         size, why = phases["gradient-profile activations"]
-        phases["gradient-profile activations"] = (size + (m.layers + 2) * t.grad_profile_batch * m.heads * L * L * 8, why)
+        attention = (m.layers + 2) * t.grad_profile_batch * m.heads * L * L * 8
+        phases["gradient-profile activations"] = (size + attention, why)
     phase = max(phases, key=lambda k: phases[k][0])
     parts[phase] = int(phases[phase][0])
     parts["overhead"] = OVERHEAD
