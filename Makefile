@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,ray]"
+	$(PY) -m pip install -q -e ".[test,ray,trackers,slurm]"
 	touch $(STAMP)
 
 # The main job: the quick sweep on CPU (every model on adding at T=10/100 and a short copy task at T=10/20, 3 seeds)

@@ -1,50 +1,151 @@
 """The `seqbench` command: `run` one configuration, `sweep` many, `report` on results, `reproduce` a record,
-`list` what can be configured."""
+`list` what can be configured.
+
+Every bad input ends the same way: one line on stderr naming the key, value or file and what is allowed, exit code 2,
+nothing written. Commands import torch (and pandas, pydantic's models) only when they need them, so `seqbench --help`
+and `seqbench list` answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import signal
 import sys
 from pathlib import Path
 
-import yaml
-
-from .config import ConfigError, describe_keys, merge, parse_overrides, resolve
+from .errors import ConfigError
+from .export import add_parser as add_export_parser
+from .trackers import add_flag as add_tracker_flag, with_trackers
 
 EXIT_BAD_INPUT = 2
+BENCH_DTYPES = ("float32", "bfloat16")  # bench.DTYPES' names (bench.py imports torch; a test keeps the two equal)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or action.required or "default" in text or action.default is argparse.SUPPRESS
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            return text
+        return f"{text} (default: {_default_text(action.default)})".lstrip()
+
+
+def _default_text(value) -> str:
+    if value is False:
+        return "off"
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value).replace("%", "%%")  # help strings are %-formatted
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2: the same rule as every other bad input
+    """One-line errors (exit 2, like every other bad input), and key=value overrides anywhere among the options."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._intermixing = False
+
+    def error(self, message: str):
         raise ConfigError(message)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # A command's positionals (the overrides) may come before, between and after its options: argparse alone would
+        # stop collecting them at the first option (`run task.length=5 --quiet train.steps=5`).
+        if self._subparsers is not None or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _load_config_file(path: str) -> dict:
-    try:
-        data = yaml.safe_load(Path(path).read_text())  # JSON is YAML
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"--config {path}: cannot read: {e}".splitlines()[0]) from None
+    from .config import from_mapping, read_yaml
+
+    data = read_yaml(path, "--config")  # JSON is YAML
     if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of config keys")
-    return data
+        raise ConfigError(f"--config {path}: expected a mapping of config keys (task: adding, train.steps: 500, ...)")
+    return from_mapping(data, f"--config {path}: ")
+
+
+def output_folder(text: str, flag: str) -> Path:
+    """`text` as a folder to write into: created later if missing, but refused now (before anything is written) when
+    empty, when it or one of its parents is a file, or when its nearest existing parent is not writable."""
+    if not text.strip():
+        raise ConfigError(f"{flag} {text!r}: empty; give a folder (created if missing)")
+    path = Path(text)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        where = "it" if existing == path else str(existing)
+        raise ConfigError(f"{flag} {text}: {where} is a file, not a folder; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {text}: {existing} is not writable")
+    return path
+
+
+def _json_or_text(args) -> None:
+    if getattr(args, "json", False) and not getattr(args, "dry_run", True):
+        raise ConfigError(f"--json: only with --dry-run (seqbench {args.command} --dry-run --json)")
 
 
 def cmd_run(args) -> int:
-    from .train import execute  # after validation, so bad input fails fast
+    from .config import merge, parse_overrides, resolve
 
-    from .train import RunInterrupted
-
+    _json_or_text(args)
+    out = output_folder(args.out, "--out")
     raw = _load_config_file(args.config) if args.config else {}
     cfg = resolve(merge(raw, parse_overrides(args.overrides)))
+    cfg = with_trackers([cfg], args.tracker)[0]  # before anything is written: a missing tracker names its extra
+    output_folder(str(out / cfg.run_id), "--out")
+    if args.dry_run:
+        return _dry_run(cfg, out, args.json)
+    from .records import is_finished
+
+    if args.force or not is_finished(out / cfg.run_id):  # a recorded run is only shown, whatever its size
+        from .memory import check
+
+        check(cfg)
+    from .train import RunInterrupted, execute  # after validation, so bad input fails fast
+
     try:
-        summary, run_dir = execute(cfg, Path(args.out), progress=not args.quiet, force=args.force)
+        summary, run_dir = execute(cfg, out, progress=not args.quiet, force=args.force)
     except RunInterrupted as e:
         print(f"run {cfg.run_id}: {e}; run the same command again to resume", file=sys.stderr)
         return 130
     print(describe_summary(summary, run_dir))
     return 1 if summary["status"] == "failed" else 0
+
+
+def _dry_run(cfg, out: Path, as_json: bool) -> int:
+    """The resolved config, its run_id, where it would be recorded and what that folder holds; nothing is run."""
+    from .memory import available, estimate, human
+    from .sweep import run_state
+
+    est, (free, source) = estimate(cfg), available(cfg.device)
+    state = run_state(out / cfg.run_id)
+    if as_json:
+        print(json.dumps({"run_id": cfg.run_id, "run_dir": str(out / cfg.run_id), "state": state,
+                          "memory": {"estimate_bytes": est.total, "available_bytes": free, "available_source": source,
+                                     "parts": est.parts},
+                          "config": cfg.canonical()}, indent=2))
+        return 0
+    from .config import flatten, user_text
+
+    print(f"run {cfg.run_id}: {state} -> {out / cfg.run_id}")
+    print(f"memory: about {human(est.total)} needed, {human(free)} {source}"
+          + ("" if est.total <= free or not cfg.train.memory_check else " (seqbench run would refuse it)"))
+    for key, value in flatten(cfg.canonical()).items():
+        print(f"  {key}={user_text(value)}")
+    return 0
 
 
 def describe_summary(s: dict, run_dir: Path) -> str:
@@ -72,27 +173,67 @@ def cmd_sweep(args) -> int:
     from .records import is_finished
     from .sweep import describe_point, expand, load_spec, recorded_threads, run_state, to_rerun
 
+    from .config import parse_overrides
+
+    _json_or_text(args)
+    out = output_folder(args.out, "--out")
     spec, source = load_spec(args.spec)
-    configs = expand(spec, source, parse_overrides(args.overrides))
-    sweep_dir = Path(args.out) / spec.name
+    configs = with_trackers(expand(spec, source, parse_overrides(args.overrides)), args.tracker)
+    sweep_dir = output_folder(str(out / spec.name), "--out")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
     if args.ray_address and args.executor != "ray":
         raise ConfigError("--ray-address needs --executor ray")
+    from .slurm import slurm_settings
+
+    slurm_settings(args, spec)  # SLURM flags and settings are checked here, before anything is written
+    from .resources import resolve_resources
+
+    resolve_resources(spec.resources, args)  # the resource flags too, whatever the executor, dry run or not
     if args.force and args.retry_failed:
         raise ConfigError("--force reruns every run, failed ones included; give --force or --retry-failed, not both")
+    states = {c.run_id: run_state(sweep_dir / c.run_id) for c in configs}  # a corrupt record fails here, not midway
     rerun = to_rerun(configs, sweep_dir, args.force, args.retry_failed)
+    todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
     if args.dry_run:
-        for cfg in configs:
-            again = "  (runs again)" if cfg.run_id in rerun else ""
-            print(f"{cfg.run_id}  {run_state(sweep_dir / cfg.run_id):<38} {describe_point(cfg, spec)}{again}")
-        todo = sum(not is_finished(sweep_dir / c.run_id) or c.run_id in rerun for c in configs)
-        print(f"sweep {spec.name}: {len(configs)} runs, {todo} to run, {len(configs) - todo} already done "
-              f"-> {sweep_dir}")
-        return 0
+        return _sweep_dry_run(spec, configs, sweep_dir, states, rerun, todo, args.json)
     workers = args.workers or default_workers(configs[0].device)
+    if args.executor == "local" and todo:  # Ray and SLURM run elsewhere: their nodes' memory is not known here
+        from .memory import available, check
+
+        free = available(todo[0].device)
+        at_once = min(workers, len(todo)) if todo[0].device == "cpu" else 1
+        for cfg in todo:
+            try:
+                check(cfg, at_once, free)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: at {describe_point(cfg, spec)}: {e}") from None
     threads, note = recorded_threads(sweep_dir, workers)
     return _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun)
+
+
+def _sweep_dry_run(spec, configs, sweep_dir: Path, states: dict, rerun, todo, as_json: bool) -> int:
+    from .memory import available, estimate, human
+    from .sweep import describe_point, point_of, varied_keys
+
+    sizes = {c.run_id: estimate(c).total for c in configs}
+    free, source = available(configs[0].device)
+    if as_json:
+        keys = [*varied_keys(spec), "seed"]
+        runs = [{"run_id": c.run_id, "state": states[c.run_id], "runs_again": c.run_id in rerun,
+                 "point": dict(zip(keys, point_of(c, keys))), "memory_bytes": sizes[c.run_id],
+                 "run_dir": str(sweep_dir / c.run_id)} for c in configs]
+        print(json.dumps({"sweep": spec.name, "sweep_dir": str(sweep_dir), "runs": runs, "total": len(configs),
+                          "to_run": len(todo), "done": len(configs) - len(todo), "available_bytes": free,
+                          "available_source": source}, indent=2))
+        return 0
+    for cfg in configs:
+        again = "  (runs again)" if cfg.run_id in rerun else ""
+        print(f"{cfg.run_id}  {states[cfg.run_id]:<38} {describe_point(cfg, spec)}{again}")
+    print(f"sweep {spec.name}: {len(configs)} runs, {len(todo)} to run, {len(configs) - len(todo)} already done "
+          f"-> {sweep_dir}")
+    print(f"memory: the largest run needs about {human(max(sizes.values()))}; {human(free)} {source}")
+    return 0
 
 
 def _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun) -> int:
@@ -101,6 +242,13 @@ def _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, r
     from .records import is_finished, read_summary, wait_for_claim
     from .sweep import report_lines, results_table, to_rerun, write_runs_table, write_sweep_file
 
+    if args.executor == "ray":  # before anything is written: refuse runs that no node of the cluster can hold
+        from .executors import check_ray
+        from .resources import resolve_resources
+
+        resources = resolve_resources(spec.resources, args)
+        check_ray([c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun], sweep_dir,
+                  threads, args.ray_address, resources)
     write_sweep_file(sweep_dir, spec, source, args.overrides, configs, threads)
     results = []
     todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
@@ -115,8 +263,15 @@ def _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, r
                     results.append({**read_summary(sweep_dir / cfg.run_id), "skipped": True})
                     bar.finished(results[-1])
             while todo:
-                runs = (run_ray(todo, sweep_dir, threads, args.ray_address, bar.step, rerun=rerun)
-                        if args.executor == "ray" else run_local(todo, sweep_dir, workers, threads, bar.step, rerun))
+                if args.executor == "slurm":
+                    from .slurm import run_slurm, slurm_settings
+
+                    runs = run_slurm(todo, sweep_dir, threads, *slurm_settings(args, spec), bar.step, rerun)
+                elif args.executor == "ray":
+                    runs = run_ray(todo, sweep_dir, threads, args.ray_address, bar.step, rerun=rerun,
+                                   resources=resources)
+                else:
+                    runs = run_local(todo, sweep_dir, workers, threads, bar.step, rerun)
                 busy = []
                 for summary in runs:
                     if summary["status"] == "busy":  # another sweep holds it: wait for it below, then look again
@@ -131,8 +286,8 @@ def _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, r
                     wait_for_claim(sweep_dir / cfg.run_id)
     except KeyboardInterrupt:
         write_runs_table(sweep_dir, [c.run_id for c in configs])
-        print(f"sweep {spec.name}: interrupted; runs in flight were checkpointed. Run the same command to resume.",
-              file=sys.stderr)
+        print(f"sweep {spec.name}: interrupted; run the same command to resume (each unfinished run from its last "
+              "checkpoint).", file=sys.stderr)
         return 130
     write_runs_table(sweep_dir, [c.run_id for c in configs])
     print(results_table(spec, configs, sweep_dir))
@@ -158,9 +313,12 @@ def cmd_report(args) -> int:
 
     results = Path(args.dir)
     if not results.is_dir():
-        raise ConfigError(f"{results}: no such folder; give a results folder (e.g. results/quick)")
+        what = "a file, not a folder" if results.exists() else "no such folder"
+        raise ConfigError(f"{results}: {what}; give a results folder (e.g. results/quick)")
+    out = output_folder(args.out if args.out is not None else str(results / "report"),
+                        "--out" if args.out is not None else "--out (default DIR/report)")
     try:
-        index = build_report(results, Path(args.out) if args.out else None)
+        index = build_report(results, out)
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     print(f"report: {index}  (and {index.with_suffix('.md').name}, figures/, tables/ beside it)")
@@ -179,16 +337,21 @@ def _csv(kind, allowed=None):
 
 
 def cmd_bench(args) -> int:
+    out = output_folder(args.out, "--out")
     import torch
-
-    from .bench import run_bench
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: torch.cuda.is_available() is False")
     if "bfloat16" in args.dtype and device != "cuda":
         raise ConfigError("--dtype bfloat16 needs --device cuda")
-    path = run_bench(args.cells, args.backends, args.batch, args.hidden, args.length, args.dtype, device, args.out,
+    if not args.no_memory_check:
+        from .memory import check_bench
+
+        check_bench(args.cells, args.batch, args.hidden, args.length, device)
+    from .bench import run_bench
+
+    path = run_bench(args.cells, args.backends, args.batch, args.hidden, args.length, args.dtype, device, out,
                      tf32=not args.no_tf32)
     print(f"bench results: {path}")
     return 0
@@ -202,7 +365,8 @@ def cmd_reproduce(args) -> int:
         raise ConfigError(f"--rtol {args.rtol}: must be a number >= 0 (0 = only identical bits agree)")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads}: must be >= 1")
-    quantities, summary = reproduce(Path(args.run_dir), args.keep, progress=not args.quiet, threads=args.threads)
+    keep = output_folder(args.keep, "--keep") if args.keep is not None else None
+    quantities, summary = reproduce(Path(args.run_dir), keep, progress=not args.quiet, threads=args.threads)
     changes = environment_changes(Path(args.run_dir), summary)
     differing = [q for q in quantities.values() if q.differing]
     print(f"reproduce {summary['run_id']}: compared {sum(q.values for q in quantities.values()):,} values in "
@@ -227,41 +391,60 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from ..kernels import reference  # noqa: F401  (import check: the registries below are complete)
-
-    from .config import TASK_CONFIGS
+    from .config import TASK_CONFIGS, describe_keys, user_text
     from .models import MODELS
-    from .models.recurrent import BACKENDS
+    from .models.configs import BACKEND_NAMES
 
+    rows = describe_keys()
+    if args.json:
+        print(json.dumps({"tasks": sorted(TASK_CONFIGS), "models": list(MODELS), "backends": list(BACKEND_NAMES),
+                          "keys": [row._asdict() for row in rows]}, indent=2))
+        return 0
     print("tasks:    " + ", ".join(sorted(TASK_CONFIGS)))
     print("models:   " + ", ".join(MODELS))
-    print("backends: " + ", ".join(BACKENDS) + "  (recurrent models)")
-    print("\nconfig keys (seqbench run key=value ...):")
-    rows = describe_keys()
-    width = max(len(k) for k, _, _ in rows) + 2
-    for key, default, help_ in rows:
-        print(f"  {key:<{width}}{default:<12}{help_}")
+    print("backends: " + ", ".join(BACKEND_NAMES) + "  (recurrent models)")
+    print("\nconfig keys (seqbench run key=value ...; [name]: only for that task or model):")
+    key_w, default_w = max(len(r.key) for r in rows) + 2, max(len(user_text(r.default)) for r in rows) + 2
+    allowed_w = max(len(r.allowed) for r in rows) + 2
+    print(f"  {'key':<{key_w}}{'default':<{default_w}}{'allowed':<{allowed_w}}meaning")
+    for r in rows:
+        print(f"  {r.key:<{key_w}}{user_text(r.default):<{default_w}}{r.allowed:<{allowed_w}}{r.help}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="seqbench", description="Benchmark sequence architectures on long-dependency tasks.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from .. import __version__
+
+    parser = _Parser(prog="seqbench", description="Benchmark sequence architectures on long-dependency tasks. "
+                     "`seqbench COMMAND --help` describes a command; `seqbench list` every config key.")
+    parser.add_argument("--version", action="version", version=f"seqbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", help="train one configuration and record it")
-    run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. task=copy model.hidden=128")
-    run.add_argument("--out", default="results/runs", help="output folder (default: results/runs)")
-    run.add_argument("--config", help="a config file (YAML or JSON, e.g. a record's config.json) to start from")
+    run.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                     help="config overrides anywhere on the line, e.g. task=copy model.hidden=128 (default: none: the "
+                          "defaults `seqbench list` shows)")
+    run.add_argument("--out", default="results/runs", help="output folder; the record goes to OUT/<run_id>/")
+    run.add_argument("--config", help="a config file to start from: YAML or JSON, in the forms of a sweep's base "
+                                      "(task: adding, dotted keys, nested sections), e.g. a record's config.json")
     run.add_argument("--force", action="store_true", help="run again even if this run_id is already recorded")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the resolved config, its run_id and memory estimate; train nothing, write nothing")
+    run.add_argument("--json", action="store_true", help="with --dry-run: print it as JSON")
+    add_tracker_flag(run)
     run.set_defaults(func=cmd_run)
     sw = sub.add_parser("sweep", help="run a sweep spec (YAML file or preset name), resumably")
-    sw.add_argument("spec", metavar="SPEC|PRESET")
-    sw.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to the sweep's base config")
-    sw.add_argument("--executor", choices=("local", "ray", "slurm"), default="local")
+    sw.add_argument("spec", metavar="SPEC|PRESET", help="a sweep spec (YAML file) or a preset: quick, adding, copy")
+    sw.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                    help="overrides applied to every run, over the spec's base, grid and zip, anywhere on the line "
+                         "(default: none); the seeds come from the spec's `seeds:`")
+    sw.add_argument("--executor", choices=("local", "ray", "slurm"), default="local",
+                    help="where the runs run: local worker processes, a Ray cluster or a SLURM array job")
     sw.add_argument("--workers", type=int, help="parallel runs (default: one per GPU, else one per core up to 8)")
     sw.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local one)")
-    sw.add_argument("--out", default="results", help="output folder; records go to OUT/<sweep name>/ (default: results)")
+    sw.add_argument("--out", default="results", help="output folder; records go to OUT/<sweep name>/")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and what is already done; run nothing")
+    sw.add_argument("--json", action="store_true", help="with --dry-run: print the list as JSON")
     sw.add_argument("--retry-failed", action="store_true",
                     help="run again the runs whose record says failed (each old record is replaced only once the new "
                          "run is finished); without it a failed run is not rerun")
@@ -269,48 +452,67 @@ def build_parser() -> argparse.ArgumentParser:
     from .resources import add_arguments as add_resource_arguments
 
     add_resource_arguments(sw)
+    add_tracker_flag(sw)
     sw.set_defaults(func=cmd_sweep)
     rpt = sub.add_parser("report", help="figures, tables and an HTML/Markdown page from any results folder")
     rpt.add_argument("dir", metavar="DIR", help="a results folder: single runs or sweeps, nested")
     rpt.add_argument("--out", help="output folder (default: DIR/report)")
     rpt.set_defaults(func=cmd_report)
     rep = sub.add_parser("reproduce", help="rerun a recorded run from its config.json and compare the records")
-    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="a run's record folder (results/.../<run_id>)")
     rep.add_argument("--rtol", type=float,
                      help="relative tolerance for the `within rtol` verdict (default: 1e-3); 0 = bits only")
-    rep.add_argument("--threads", type=int, help="rerun with this many CPU threads instead of the recorded count "
-                                                 "(to see how far scheduling alone moves the result)")
-    rep.add_argument("--keep", help="write the rerun's record to this folder instead of a temporary one")
+    rep.add_argument("--threads", type=int, help="rerun with this many CPU threads (default: the recorded count; "
+                                                 "another shows how far scheduling alone moves the result)")
+    rep.add_argument("--keep", help="write the rerun's record to this folder (default: a temporary folder, removed)")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     rep.set_defaults(func=cmd_reproduce)
-    from .bench import DTYPES
-    from .models.recurrent import BACKENDS
+    from .models.configs import BACKEND_NAMES, GATES
 
     bn = sub.add_parser("bench", help="time recurrent layers per backend (checked against the reference first)")
-    bn.add_argument("--cells", type=_csv(str, ("rnn", "lstm", "gru")), default=["rnn", "lstm", "gru"])
-    bn.add_argument("--backends", type=_csv(str, tuple(BACKENDS)), default=["torch", "triton"])
-    bn.add_argument("--batch", type=_csv(int), default=[64])
-    bn.add_argument("--hidden", type=_csv(int), default=[64, 128, 256, 512])
-    bn.add_argument("--length", type=_csv(int), default=[1024])
-    bn.add_argument("--dtype", type=_csv(str, tuple(DTYPES)), default=["float32"])
-    bn.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    bn.add_argument("--cells", type=_csv(str, tuple(GATES)), default=list(GATES), help="recurrent cells, a comma list")
+    bn.add_argument("--backends", type=_csv(str, BACKEND_NAMES), default=["torch", "triton"],
+                    help="backends, a comma list of " + ", ".join(BACKEND_NAMES))
+    bn.add_argument("--batch", type=_csv(int), default=[64], help="batch sizes, a comma list")
+    bn.add_argument("--hidden", type=_csv(int), default=[64, 128, 256, 512], help="hidden sizes (= input sizes)")
+    bn.add_argument("--length", type=_csv(int), default=[1024], help="sequence lengths")
+    bn.add_argument("--dtype", type=_csv(str, BENCH_DTYPES), default=["float32"],
+                    help="dtypes, a comma list of " + ", ".join(BENCH_DTYPES) + " (bfloat16 on CUDA only)")
+    bn.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="auto = cuda when available, else cpu")
+    bn.add_argument("--no-memory-check", action="store_true",
+                    help="time even sizes whose estimated memory exceeds what the device has available")
     bn.add_argument("--no-tf32", action="store_true",
                     help="float32 with IEEE products everywhere: no TF32 in cuDNN or cuBLAS (the fused kernels never "
                          "use it); by default torch's settings apply (cuDNN may use TF32)")
     bn.add_argument("--out", default="results/bench", help="folder; results go to OUT/<device>/bench-<time>.json")
     bn.set_defaults(func=cmd_bench)
     lst = sub.add_parser("list", help="tasks, models, backends and every config key with its default")
+    lst.add_argument("--json", action="store_true", help="print it as JSON")
     lst.set_defaults(func=cmd_list)
+    add_export_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        args = parser.parse_args(argv)
+        if args.command is None:  # bare `seqbench`: what it can do
+            parser.print_help()
+            return EXIT_BAD_INPUT
+        code = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is seen below and not at exit
+        return code
     except ConfigError as e:
-        print(f"seqbench: error: {e}", file=sys.stderr)
+        print(f"seqbench: error: {' '.join(str(e).split(chr(10)))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else 0
+    except BrokenPipeError:  # `seqbench sweep quick --dry-run | head`: the reader has gone; stop quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Run configuration: every knob a run depends on, validated, resolved (no `auto`, no derived defaults left) and hashed.
 
-Users write dotted overrides (`task=adding task.length=200 train.lr=3e-3`); `resolve()` turns them into a `RunConfig`
-or raises `ConfigError` with one line naming the offending key and what is allowed.
+Users write dotted overrides (`task=adding task.length=200 train.lr=3e-3`) or config files in the same forms (dotted
+keys, nested sections, `task: adding`); `resolve()` turns them into a `RunConfig` or raises `ConfigError` with one line
+naming the offending key and what is allowed. Nothing here imports torch until a config's `device` is resolved, so
+listing the keys (`seqbench list`) stays fast.
 """
 
 from __future__ import annotations
@@ -10,23 +12,21 @@ import dataclasses
 import hashlib
 import json
 import typing
-from typing import Annotated, Any, ClassVar, Literal, Union
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from ..tasks import TASKS
 from ..tasks.base import Task
 
+from .errors import ConfigError
 from .models import MODELS
 
 
-class ConfigError(ValueError):
-    """Bad user input: the message is one line that names the key and what is allowed."""
-
-
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are refused in every float key: a run with lr=inf would only record a divergence
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class _TaskConfig(Strict):
@@ -75,11 +75,13 @@ class TrainConfig(Strict):
                                   "on a signal. Not part of run_id: it does not change results")
     deterministic: bool = Field(False, description="CUDA: deterministic algorithms only (torch, cuBLAS workspace, "
                                 "cuDNN); slower. No effect on CPU, which is deterministic already")
+    memory_check: bool = Field(True, description="refuse, before anything is written, a run whose estimated memory "
+                               "exceeds what its device has available; false = run anyway. Not part of run_id")
 
 
 #: dotted keys that say how a run is carried out, not which experiment it is: left out of run_id (and of a report's
 #: cells). `threads` can change the last bits of a CPU run, so it is recorded and reused, but the experiment is the same.
-OPERATIONAL_KEYS = ("train.checkpoint_every", "threads")
+OPERATIONAL_KEYS = ("train.checkpoint_every", "train.memory_check", "threads", "tracker")
 
 
 class RunConfig(Strict):
@@ -93,11 +95,22 @@ class RunConfig(Strict):
     threads: int | None = Field(None, ge=1, description="CPU threads the run computes with; default: decided when the "
                                 "run first starts (a sweep's share of the cores, else all) and recorded, so a resumed "
                                 "or reproduced run uses the same. Not part of run_id")
+    tracker: list[str] = Field([], description="experiment trackers the finished record is mirrored to: tensorboard, "
+                               "wandb, mlflow (a list or a comma string). Not part of run_id")
+
+    @field_validator("tracker", mode="before")
+    @classmethod
+    def _tracker_names(cls, value):
+        from .trackers import parse_names
+
+        return parse_names(value)
 
     @model_validator(mode="after")
     def _resolve(self) -> RunConfig:
         if self.data_seed is None:
             self.data_seed = self.seed
+        import torch  # here, not at the top: only resolving a device needs it
+
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -123,21 +136,67 @@ class RunConfig(Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-# --- overrides -------------------------------------------------------------------------------------------------------
+# --- overrides and config files -------------------------------------------------------------------------------------
 def parse_overrides(items: list[str]) -> dict:
-    """`["task=adding", "task.length=100"]` -> `{"task": {"name": "adding", "length": "100"}}` (values stay strings)."""
-    tree: dict = {}
+    """`["task=adding", "task.length=100"]` -> `{"task": {"name": "adding", "length": "100"}}` (values stay strings).
+
+    A key given twice is refused (`task=adding ... task=copy` would otherwise run whichever came last)."""
+    pairs = []
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
+        if not sep or not _well_formed(key):
             raise ConfigError(f"malformed override {item!r}: expected key=value, e.g. task.length=100")
-        set_dotted(tree, key, _scalar(value))
-    return tree
+        pairs.append((key, _scalar(value)))
+    return nested(pairs)
+
+
+def _well_formed(key) -> bool:
+    return isinstance(key, str) and bool(key) and all(part.strip() == part and part for part in key.split("."))
 
 
 def _scalar(text: str):
     # pydantic coerces the strings "100", "3e-3", "true" to the field's type; only null needs a word of its own.
     return None if text.lower() in ("null", "none") else text
+
+
+def user_text(value) -> str:
+    """A value as a user types it: null, true/false, numbers and names bare."""
+    if value is None or isinstance(value, (bool, dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def nested(pairs: list[tuple[str, Any]], where: str = "") -> dict:
+    """Dotted (key, value) pairs -> the nested tree that `resolve` takes. `task`/`model` alone name the task/model
+    (`task.name`). A key given twice is an error (`where` prefixes the message, e.g. the file)."""
+    tree: dict = {}
+    seen: dict[str, str] = {}
+    for key, value in pairs:
+        canonical = f"{key}.name" if key in ("task", "model") else key
+        given = f"{key}={user_text(value)}"
+        if canonical in seen:
+            raise ConfigError(f"{where}{given}: {key} is given twice (first {seen[canonical]}); give each key once")
+        seen[canonical] = given
+        set_dotted(tree, key, value)
+    return tree
+
+
+def from_mapping(data: dict, where: str = "") -> dict:
+    """A config mapping in any of the forms a user writes (dotted keys, nested sections, `task: adding`, mixed) ->
+    the nested tree that `resolve` takes, refusing a key given twice in two forms."""
+    return nested(_dotted_pairs(data, "", where), where)
+
+
+def _dotted_pairs(data: dict, prefix: str, where: str) -> list[tuple[str, Any]]:
+    pairs = []
+    for key, value in data.items():
+        if not _well_formed(key):
+            raise ConfigError(f"{where}{prefix}{key!r}: not a config key; keys are names such as task.length")
+        if isinstance(value, dict):
+            pairs += _dotted_pairs(value, f"{prefix}{key}.", where)
+        else:
+            pairs.append((prefix + key, value))
+    return pairs
 
 
 def set_dotted(tree: dict, key: str, value) -> None:
@@ -154,8 +213,22 @@ def set_dotted(tree: dict, key: str, value) -> None:
     elif isinstance(value, dict) and isinstance(node.get(leaf), dict):
         for k, v in value.items():
             set_dotted(node[leaf], k, v)
+    elif isinstance(node.get(leaf), dict):
+        raise ConfigError(f"{key}={user_text(value)}: {key} is a section, not a value; set its keys "
+                          f"({', '.join(f'{key}.{k}' for k in node[leaf])}, ...)")
     else:
         node[leaf] = value
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested config as {dotted key: value}: the form a user types (`task.name` is the task)."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -166,6 +239,47 @@ def merge(base: dict, overrides: dict) -> dict:
     return out
 
 
+def _unique_key_loader():
+    """yaml.SafeLoader, except that a key given twice in one mapping is an error instead of "the last one wins"."""
+    import yaml  # here: `seqbench list` and `--help` read no YAML
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    if key_node.value in seen:
+                        raise ConfigError(f"{self.name}:{key_node.start_mark.line + 1}: {key_node.value}: given twice "
+                                          f"in one mapping; give each key once")
+                    seen.add(key_node.value)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def read_yaml(path: Path | str, what: str):
+    """The YAML (or JSON) document in `path`; ConfigError naming `what` and the file if it cannot be read or parsed."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise ConfigError(f"{what} {path}: cannot read: {reason}") from None
+    loader = _unique_key_loader()(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+
+
 def resolve(raw: dict) -> RunConfig:
     """Validate user values (nested dict, any subset of keys) into a resolved RunConfig, or raise ConfigError."""
     raw = json.loads(json.dumps(raw))  # deep copy; callers keep their dict
@@ -174,8 +288,8 @@ def resolve(raw: dict) -> RunConfig:
         if not isinstance(node, dict):
             raise ConfigError(f"{section}: expected a name or a section, got {node!r}")
         name = node.setdefault("name", default)
-        if name not in registry:
-            raise ConfigError(f"{section}={name}: unknown {section}; known: {', '.join(sorted(registry))}")
+        if not isinstance(name, str) or name not in registry:
+            raise ConfigError(f"{section}={user_text(name)}: unknown {section}; known: {', '.join(sorted(registry))}")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
@@ -194,7 +308,7 @@ def _one_line(err: ValidationError, raw: dict) -> str:
     if not loc:
         return msg
     value = first.get("input")
-    return f"{key}={value}: {msg}" if not isinstance(value, dict) else f"{key}: {msg}"
+    return f"{key}={user_text(value)}: {msg}" if not isinstance(value, dict) else f"{key}: {msg}"
 
 
 def _allowed(section: list[str], raw: dict) -> list[str]:
@@ -210,20 +324,42 @@ def _allowed(section: list[str], raw: dict) -> list[str]:
     return [prefix + k for k in model.model_fields if k != "name"]
 
 
-def describe_keys() -> list[tuple[str, str, str]]:
-    """Every config key as (key, default, help): for `seqbench list`."""
-    rows = [("task", DEFAULT_TASK, "task name: " + ", ".join(sorted(TASK_CONFIGS)))]
+class KeyInfo(NamedTuple):
+    """One config key for `seqbench list`: its default as a user types it, what values it takes, and its meaning."""
+
+    key: str
+    default: Any  # JSON: None, False, 64, "adam"
+    allowed: str  # e.g. "integer >= 1", "adam | adamw | rmsprop | sgd", "true | false", "number > 0 or null"
+    help: str
+
+
+def describe_keys() -> list[KeyInfo]:
+    """Every config key, task- and model-specific ones tagged with their task or model: for `seqbench list`."""
+    rows = [KeyInfo("task", DEFAULT_TASK, " | ".join(sorted(TASK_CONFIGS)), "task name")]
     for name, model in sorted(TASK_CONFIGS.items()):
         rows += _rows("task.", model, f"[{name}] ")
-    rows.append(("model", DEFAULT_MODEL, "model name: " + ", ".join(sorted(MODELS))))
+    rows.append(KeyInfo("model", DEFAULT_MODEL, " | ".join(sorted(MODELS)), "model name"))
     for name, model in sorted(MODELS.items()):
         rows += _rows("model.", model, f"[{name}] ")
     rows += _rows("train.", TrainConfig, "")
-    rows += [(k, str(f.default), f.description or "") for k, f in RunConfig.model_fields.items()
-             if k not in ("task", "model", "train")]
+    rows += [row for row in _rows("", RunConfig, "") if row.key not in ("task", "model", "train")]
     return rows
 
 
-def _rows(prefix: str, model: type[BaseModel], tag: str) -> list[tuple[str, str, str]]:
-    return [(prefix + k, str(f.default), tag + (f.description or "")) for k, f in model.model_fields.items()
-            if k != "name"]
+def _rows(prefix: str, model: type[BaseModel], tag: str) -> list[KeyInfo]:
+    return [KeyInfo(prefix + k, f.default, allowed_values(f.annotation, f.metadata), tag + (f.description or ""))
+            for k, f in model.model_fields.items() if k != "name"]
+
+
+def allowed_values(annotation, constraints=()) -> str:
+    """What a field with this type and these bounds accepts, in words: `integer >= 1`, `tanh | relu`, ..."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return " | ".join(map(str, args))
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return allowed_values(rest[0] if len(rest) == 1 else Union[tuple(rest)], constraints) + " or null"
+    words = {bool: "true | false", int: "integer", float: "number", str: "text"}.get(annotation, str(annotation))
+    bounds = [f"{op} {user_text(getattr(c, attr))}" for c in constraints
+              for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(c, attr)]
+    return " ".join([words, ", ".join(bounds)]) if bounds else words

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .records import read_json, read_summary
+from .errors import RecordError
+from .records import json_kind, read_json, read_summary
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -20,20 +21,48 @@ def run_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("config.json") if not p.parent.name.startswith("."))
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file; a truncated last line (a run killed mid-write) is skipped."""
+def read_jsonl(path: Path, required: tuple[str, ...] = ("step",)) -> list[dict]:
+    """Rows of a JSON-lines record file, each an object with the `required` keys and an integer `step`. A truncated
+    last line (a run killed mid-write) is skipped; any other bad line is a RecordError naming the file and line."""
     rows = []
     try:
-        lines = path.read_text().splitlines()
+        lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
         return rows
+    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:
+        raise RecordError(f"{path}: cannot read: {getattr(e, 'strerror', None) or 'not a text file'}") from None
     for i, line in enumerate(lines):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                raise ValueError(f"{path}:{i + 1}: corrupt line (only a truncated last line is tolerated)")
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                continue
+            raise RecordError(f"{path}:{i + 1}: corrupt line ({e.msg}); only a truncated last line is tolerated") \
+                from None
+        missing = [k for k in required if k not in row] if isinstance(row, dict) else list(required)
+        if missing or not _is_int(row.get("step", 0)):
+            what = f"lacks {', '.join(missing)}" if isinstance(row, dict) and missing else \
+                ("has a step that is not an integer" if isinstance(row, dict) else f"is a JSON {json_kind(row)}")
+            raise RecordError(f"{path}:{i + 1}: not a record row: it {what} (expected an object with "
+                              f"{', '.join(required)})")
+        rows.append(row)
     return rows
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_record(path: Path, record, keys: tuple[str, ...], what: str) -> None:
+    """RecordError unless `record` is an object whose `keys` (dotted: into a section) hold a name or a number."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}:1: not {what}: expected a JSON object, got a JSON {json_kind(record)}")
+    for key in keys:
+        node = record
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, (str, int)) or isinstance(node, bool):
+            raise RecordError(f"{path}:1: not {what}: {key} is missing or not a name or number")
 
 
 def load_runs(root: Path) -> pd.DataFrame:
@@ -48,9 +77,11 @@ def load_runs(root: Path) -> pd.DataFrame:
         summary = read_summary(d)
         if summary is None:
             config = read_json(d / "config.json")
+            _check_record(d / "config.json", config, ("task.name", "model.name", "seed"), "a run config")
             started = read_json(d / "started.json") if (d / "started.json").exists() else {}
             summary = {"run_id": d.name, "status": "incomplete", "task": config["task"]["name"],
                        "model": config["model"]["name"], "seed": config["seed"], "config": config, **started}
+        _check_record(d / "summary.json", summary, ("run_id", "task", "model"), "a run summary")
         summary = {k: v for k, v in summary.items() if k != "traceback"}
         records.append({**summary, "path": str(d)})
     if not records:
@@ -68,12 +99,13 @@ def load_metrics(root: Path) -> pd.DataFrame:
     return long.dropna(subset=["value"]).reset_index(drop=True)[["run_id", "step", "metric", "value"]]
 
 
+PROFILE_ROW = ("step", "quantity", "layer", "dtype", "norm")  # the keys a gradient-profile line must have
 PROFILE_COLUMNS = ["run_id", "step", "quantity", "layer", "dtype", "t", "distance", "norm", "underflow"]
 
 
 def load_grad_profiles(root: Path) -> pd.DataFrame:
     """Long format: run_id, step, quantity (h|x), layer, t, distance (from the last position), norm, underflow."""
-    profiles = [(d.name, row) for d in run_dirs(root) for row in read_jsonl(d / "grad_profile.jsonl")]
+    profiles = [(d.name, row) for d in run_dirs(root) for row in read_jsonl(d / "grad_profile.jsonl", PROFILE_ROW)]
     if not profiles:
         return pd.DataFrame(columns=PROFILE_COLUMNS)
     lengths = np.array([len(row["norm"]) for _, row in profiles])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
+import importlib
 import importlib.metadata
 import os
 import platform
@@ -42,12 +44,30 @@ def git_state() -> dict:
         return {"commit": None, "dirty": None, "commit_source": None}
 
 
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 (16 hex digits) of the Python source of seqbench's packages as this process loaded them: two machines
+    with equal digests run the same code, whatever their commit or dirty flag say (a Ray sweep checks it per node)."""
+    digest = hashlib.sha256()
+    for name in ("harness", "kernels", "tasks"):
+        folder = Path(importlib.import_module(f"seqbench.{name}").__file__).parent
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(f"{name}/{path.relative_to(folder).as_posix()}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def command_line() -> str:
+    """This process's command line, as the user typed it (`seqbench sweep ...`)."""
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
 def seqbench_version() -> str:
     """The installed distribution's version, else (a checkout run without installing) the package's own."""
     from seqbench import __version__
     return _version("seqbench") or __version__
 
 
+@functools.lru_cache(maxsize=None)  # a metadata lookup takes about a millisecond; a Ray task records two per run
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -83,6 +103,7 @@ def device_info(device: str) -> dict:
 def provenance(device: str) -> dict:
     return {
         **git_state(),
+        "source_digest": source_digest(),
         "seqbench": seqbench_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -93,5 +114,5 @@ def provenance(device: str) -> dict:
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(),
     }

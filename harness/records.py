@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
+from .errors import RecordError
 
 FINISHED = ("completed", "diverged", "failed")
 CHECKPOINT = "checkpoint.pt"
@@ -71,16 +71,37 @@ def write_json(path: Path, obj) -> None:
 
 
 def read_json(path: Path):
-    with open(path) as f:
-        return json.load(f)
+    """A record's JSON file. FileNotFoundError when it is missing; RecordError naming the file and line when it is
+    not JSON (a hand-edited or damaged record)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise RecordError(f"{path}: not a text file") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise RecordError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def json_kind(value) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def read_summary(run_dir: Path) -> dict | None:
-    """The run's summary, or None when it has none (never started, running, or killed)."""
+    """The run's summary, or None when it has none (never started, running, or killed). RecordError when the file
+    is not a summary: not JSON, or not an object with a `status`."""
+    path = Path(run_dir) / "summary.json"
     try:
-        return read_json(Path(run_dir) / "summary.json")
+        summary = read_json(path)
     except FileNotFoundError:
         return None
+    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):
+        got = f"a JSON {json_kind(summary)}" if not isinstance(summary, dict) else "an object without a status"
+        raise RecordError(f"{path}:1: not a run summary: expected an object with a status, got {got}")
+    return summary
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -102,7 +123,7 @@ class MemoryWriter:
         self.profile_rows += strict(rows)
 
     def checkpoint(self, state: dict) -> None:
-        pass  # a Ray task that dies is retried from the start; nothing is shared with the driver until it ends
+        pass  # kept nowhere; RunWriter keeps them in the run's folder, a Ray task ships them to its driver
 
 
 class RunWriter(MemoryWriter):
@@ -125,8 +146,7 @@ class RunWriter(MemoryWriter):
         write_json(self.dir / "config.json", config)
 
     def started(self, provenance: dict) -> None:
-        """Where and with what the run was started, so an unfinished run can still be traced to its commit."""
-        write_json(self.dir / "started.json", {"provenance": provenance})
+        write_started(self.dir, provenance)
 
     def metrics(self, row: dict) -> None:
         super().metrics(row)
@@ -139,16 +159,18 @@ class RunWriter(MemoryWriter):
         atomic_write(self.dir / "grad_profile.jsonl", "".join(dumps(r) + "\n" for r in self.profile_rows))
 
     def checkpoint(self, state: dict) -> None:
-        path = self.dir / CHECKPOINT
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save({**state, "metrics": self.rows, "profiles": self.profile_rows}, tmp)
-        os.replace(tmp, path)
+        write_checkpoint(self.dir, checkpoint_bytes(state, self.rows, self.profile_rows))
 
     def drop_checkpoint(self) -> None:
         (self.dir / CHECKPOINT).unlink(missing_ok=True)
 
     def summary(self, summary: dict) -> None:
         write_json(self.dir / "summary.json", summary)
+        if (summary.get("config") or {}).get("tracker"):  # mirrored once the local record is complete
+            from .trackers import mirror_run
+
+            if mirror_run(self.dir, self.rows, summary):  # a tracker failed: its warning joins the record
+                write_json(self.dir / "summary.json", summary)
 
     def write_all(self, config: dict, rows: list[dict], profiles: list[dict], summary: dict) -> None:
         """Write a record collected elsewhere (a Ray worker's MemoryWriter) into this folder."""
@@ -183,7 +205,40 @@ def wait_for_claim(run_dir: Path) -> None:
         fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def write_started(run_dir: Path, provenance: dict) -> None:
+    """Where and with what the run was started, so an unfinished run can still be traced to its commit."""
+    write_json(Path(run_dir) / "started.json", {"provenance": provenance})
+
+
+def checkpoint_bytes(state: dict, rows: list[dict], profiles: list[dict]) -> bytes:
+    """A checkpoint as its file holds it: the trainer's state and the record so far (metrics and profiles)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({**state, "metrics": rows, "profiles": profiles}, buffer)
+    return buffer.getvalue()
+
+
+def read_checkpoint(data: bytes) -> dict:
+    import io
+
+    import torch
+
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def write_checkpoint(run_dir: Path, data: bytes) -> None:
+    path = Path(run_dir) / CHECKPOINT
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def load_checkpoint(run_dir: Path) -> dict | None:
+    import torch  # here: reading records (reports, sweeps' bookkeeping) needs no torch
+
     path = Path(run_dir) / CHECKPOINT
     return torch.load(path, weights_only=True) if path.exists() else None
 

@@ -14,8 +14,10 @@ import tempfile
 from pathlib import Path
 
 from .config import ConfigError, resolve
-from .loaders import read_jsonl
-from .records import read_json, read_summary
+from .errors import RecordError
+from .loaders import PROFILE_ROW, read_jsonl
+from .memory import check as check_memory
+from .records import json_kind, read_json, read_summary
 
 TIMING = {"tokens_per_s", "elapsed_s"}
 SUMMARY_FIELDS = ("status", "steps_done", "diverged_step", "solved_step", "params", "final")
@@ -106,7 +108,7 @@ def record_of(run_dir: Path) -> dict:
         "summary": {k: summary.get(k) for k in SUMMARY_FIELDS},
         "metrics": {f"step {row['step']}": row for row in read_jsonl(run_dir / "metrics.jsonl")},
         "grad_profile": {f"step {r['step']} {r['quantity']}{r['layer']}": r["norm"]
-                         for r in read_jsonl(run_dir / "grad_profile.jsonl")},
+                         for r in read_jsonl(run_dir / "grad_profile.jsonl", PROFILE_ROW)},
     }
 
 
@@ -120,13 +122,22 @@ def reproduce(run_dir: Path, keep: Path | None = None, progress: bool = True, th
         raise ConfigError(f"{run_dir}: no config.json here; expected a run folder (results/.../<run_id>)")
     if read_summary(run_dir) is None:
         raise ConfigError(f"{run_dir}: the run has no summary.json (unfinished); nothing to compare with")
-    cfg = resolve(read_json(run_dir / "config.json"))
+    recorded = read_json(run_dir / "config.json")
+    if not isinstance(recorded, dict):
+        raise RecordError(f"{run_dir / 'config.json'}:1: not a run config: expected a JSON object, got a JSON "
+                          f"{json_kind(recorded)}")
+    try:
+        cfg = resolve({**recorded, "tracker": []})  # a check in a scratch folder: not mirrored
+    except ConfigError as e:
+        raise ConfigError(f"{run_dir / 'config.json'}: {e}") from None
     if threads is not None:
         cfg = cfg.model_copy(update={"threads": threads})
+    old = record_of(run_dir)  # before the rerun: a corrupt record is refused with nothing written
+    check_memory(cfg)
     with tempfile.TemporaryDirectory(prefix="seqbench-reproduce-") as tmp:
         out = Path(keep) if keep else Path(tmp)
         summary, new_dir = execute(cfg, out, progress=progress, force=True)
-        quantities = compare(record_of(run_dir), record_of(new_dir))
+        quantities = compare(old, record_of(new_dir))
     return quantities, summary
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 class Resources(BaseModel):
@@ -57,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a Ray custom resource each run asks for; repeatable (default: none)")
     s = parser.add_argument_group("SLURM (--executor slurm; override the spec's `slurm:`)")
     s.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
-    s.add_argument("--slurm-time", type=int, metavar="MINUTES", help="time limit per run in minutes (default: the "
-                                                                      "partition's)")
+    s.add_argument("--slurm-time", type=int, metavar="MINUTES",
+                   help="time limit per run in minutes (required: here or as slurm.time in the spec); a run that "
+                        "reaches it checkpoints and is requeued")
     s.add_argument("--slurm-array-parallelism", type=int, metavar="N", help="runs of the array at once (default: all)")
     s.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
                    help="a further sbatch parameter by submitit's name (account=proj, qos=high); repeatable")

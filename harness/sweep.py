@@ -13,10 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import ConfigError, RunConfig, merge, resolve, set_dotted
+from .config import (OPERATIONAL_KEYS, ConfigError, RunConfig, flatten, from_mapping, merge, read_yaml, resolve,
+                     user_text)
 from .loaders import load_runs
 from .provenance import git_state
 from .resources import Resources, SlurmSettings
@@ -86,10 +86,7 @@ def load_spec(spec: str) -> tuple[SweepSpec, Path]:
         if spec not in known:
             raise ConfigError(f"sweep {spec!r}: no such file and no such preset; presets: {', '.join(sorted(known))}")
         path = known[spec]
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    data = read_yaml(path, "sweep")  # a key given twice in one mapping is refused, not "the last one wins"
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with name, base, grid, zip, seeds")
     try:
@@ -99,15 +96,23 @@ def load_spec(spec: str) -> tuple[SweepSpec, Path]:
         key = ".".join(str(p) for p in err["loc"]) or "spec"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key; allowed: {', '.join(SweepSpec.model_fields)}"
+            msg = f"unknown key; allowed: {', '.join(_fields_at(err['loc'][:-1]))}"
         raise ConfigError(f"{path}: {key}: {msg}") from None
 
 
-def _nested(flat: dict) -> dict:
-    tree: dict = {}
-    for key, value in flat.items():
-        set_dotted(tree, str(key), value)
-    return tree
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys allowed in the spec's section at `loc` (the top level, `resources`, `slurm`)."""
+    model = SweepSpec
+    for part in loc:
+        inner = model.model_fields.get(str(part))
+        if inner is None or not (isinstance(inner.annotation, type) and issubclass(inner.annotation, BaseModel)):
+            break
+        model = inner.annotation
+    return list(model.model_fields)
+
+
+def _nested(flat: dict, where: str = "") -> dict:
+    return from_mapping(flat, where)
 
 
 def points(spec: SweepSpec) -> list[dict]:
@@ -125,17 +130,48 @@ def points(spec: SweepSpec) -> list[dict]:
 
 
 def expand(spec: SweepSpec, source: Path, overrides: dict) -> list[RunConfig]:
-    """Every run of the sweep as a resolved config (duplicates by run_id removed, order kept)."""
-    base = merge(_nested(spec.base), overrides)
+    """Every run of the sweep as a resolved config, in the spec's order. The command line's overrides apply on top of
+    the base and of every point (`train.steps=50` shortens every run, whatever the grid says). Refused: a key varied
+    in two places, an override of `seed` (the spec's `seeds:` sets it), and two points that are the same run."""
+    _check_varied_once(spec, source)
+    if "seed" in flatten(overrides):
+        raise ConfigError(f"seed={user_text(flatten(overrides)['seed'])}: sweep {spec.name} sets the seeds itself "
+                          f"(seeds: {spec.seeds} in {source}); give the seeds in a spec file's `seeds:`")
+    base = _nested(spec.base, f"{source}: base: ")
     configs: dict[str, RunConfig] = {}
+    where: dict[str, str] = {}
+    points_by_id: dict[str, dict] = {}
     for point in points(spec):
+        here = ", ".join(f"{k}={user_text(v)}" for k, v in point.items())
         try:
-            cfg = resolve(merge(base, _nested(point)))
+            cfg = resolve(merge(merge(base, _nested(point, f"{source}: ")), overrides))
         except ConfigError as e:
-            where = ", ".join(f"{k}={v}" for k, v in point.items())
-            raise ConfigError(f"{source}: at {where}: {e}") from None
-        configs.setdefault(cfg.run_id, cfg)
+            raise ConfigError(f"{source}: at {here}: {e}") from None
+        if cfg.run_id in configs:
+            pair = f"the points {where[cfg.run_id]} and {here}"
+            varied = {k for p in (point, points_by_id[cfg.run_id]) for k in flatten(_nested(p))}
+            blamed = [(k, v) for k, v in flatten(overrides).items() if k in varied]
+            if blamed:
+                raise ConfigError(f"{blamed[0][0]}={user_text(blamed[0][1])}: sweep {spec.name} varies it, and the "
+                                  f"override makes {pair} the same run ({cfg.run_id}); leave it out or change the spec")
+            raise ConfigError(f"{source}: {pair} are the same run ({cfg.run_id}); remove one (keys such as "
+                              f"{', '.join(OPERATIONAL_KEYS)} do not make a new run)")
+        configs[cfg.run_id], where[cfg.run_id], points_by_id[cfg.run_id] = cfg, here, point
     return list(configs.values())
+
+
+def _check_varied_once(spec: SweepSpec, source: Path) -> None:
+    """A key varied by the grid and a zip group (or by two groups) would silently take one of its values; `seed` is
+    what `seeds:` varies."""
+    seen: dict[str, str] = {}
+    for place, keys in [("grid", list(spec.grid)), *((f"zip group {i + 1}", list(g))
+                                                      for i, g in enumerate(spec.zip_groups()))]:
+        for key in keys:
+            if key == "seed":
+                raise ConfigError(f"{source}: {place}: seed: give the seeds with `seeds:` (a count or a list)")
+            if key in seen:
+                raise ConfigError(f"{source}: {key}: varied twice (in {seen[key]} and {place}); vary it in one place")
+            seen[key] = place
 
 
 def run_state(run_dir: Path) -> str:
@@ -154,7 +190,7 @@ def varied_keys(spec: SweepSpec) -> list[str]:
 
 def point_of(cfg: RunConfig, keys: list[str]) -> tuple:
     """A run's values of `keys` (a bare `task`/`model` is the name)."""
-    flat = _flatten(cfg.canonical())
+    flat = flatten(cfg.canonical())
     return tuple(flat.get(k if k not in ("task", "model") else k + ".name") for k in keys)
 
 
@@ -162,16 +198,6 @@ def describe_point(cfg: RunConfig, spec: SweepSpec) -> str:
     """The values that vary across the sweep, for one run."""
     keys = [*varied_keys(spec), "seed"]
     return " ".join(f"{k}={v}" for k, v in zip(keys, point_of(cfg, keys)))
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def recorded_threads(sweep_dir: Path, workers: int) -> tuple[int, str]:

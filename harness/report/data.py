@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -19,7 +18,9 @@ import pandas as pd
 from scipy import stats
 
 from ..config import OPERATIONAL_KEYS
+from ..errors import RecordError
 from ..loaders import load_grad_profiles, load_metrics, load_runs
+from ..records import json_kind, read_json
 from ..models import MODELS
 
 #: base models in the order (and so the colours) every figure and table uses; variants sort after their base
@@ -484,7 +485,10 @@ def load_bench(root: Path) -> pd.DataFrame:
     """Kernel benchmark results from `root/bench/**/*.json` (`{"machine": {...}, "results": [...]}`); empty if none."""
     frames = []
     for path in sorted((Path(root) / "bench").rglob("*.json")):
-        doc = json.loads(path.read_text())
+        doc = read_json(path)
+        if not isinstance(doc, dict) or not isinstance(doc.get("results", []), list) \
+                or not all(isinstance(r, dict) for r in doc.get("results", [])):
+            raise RecordError(f"{path}:1: not kernel benchmark results: expected an object whose results are objects")
         # a kernel that failed its correctness check has no timing (`error` instead): nothing to plot
         results = pd.DataFrame([r for r in doc.get("results", []) if "error" not in r])
         if results.empty:
@@ -499,4 +503,10 @@ def load_bench(root: Path) -> pd.DataFrame:
 
 def load_sweeps(root: Path) -> list[dict]:
     """Every `sweep.json` under `root` (name, command, commit, run_ids, ...), with its `path`."""
-    return [{**json.loads(p.read_text()), "path": str(p)} for p in sorted(Path(root).rglob("sweep.json"))]
+    sweeps = []
+    for path in sorted(Path(root).rglob("sweep.json")):
+        doc = read_json(path)
+        if not isinstance(doc, dict):
+            raise RecordError(f"{path}:1: not a sweep record: expected a JSON object, got a JSON {json_kind(doc)}")
+        sweeps.append({**doc, "path": str(path)})
+    return sweeps

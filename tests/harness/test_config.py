@@ -72,7 +72,7 @@ def test_unknown_key_lists_the_allowed_ones():
 
 
 def test_every_documented_key_is_listed():
-    keys = {k for k, _, _ in describe_keys()}
+    keys = {row.key for row in describe_keys()}
     for key in ("task", "task.length", "task.n_symbols", "task.copy_len", "model", "model.hidden", "model.layers",
                 "model.backend", "model.nonlinearity", "model.heads", "model.d_model", "train.steps",
                 "train.batch_size", "train.lr", "train.optimizer", "train.clip", "train.eval_every",

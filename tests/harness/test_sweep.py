@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from seqbench.harness.cli import main
-from seqbench.harness.config import parse_overrides
+from seqbench.harness.config import ConfigError, parse_overrides
 from seqbench.harness.loaders import load_runs
 from seqbench.harness.sweep import expand, load_spec, points, presets
 
@@ -42,9 +42,10 @@ def test_grid_zip_and_seeds_expand_to_the_product(tmp_path):
     assert {c.seed for c in configs} == {3, 4} and {c.train.steps for c in configs} == {7}
 
 
-def test_duplicate_points_run_once(tmp_path):
+def test_duplicate_points_are_refused_naming_both(tmp_path):
     path = write_spec(tmp_path, grid={"model.hidden": [8, 8]}, seeds=2)
-    assert len(expand(*load_spec(str(path)), {})) == 2
+    with pytest.raises(ConfigError, match=r"points model.hidden=8, seed=0 and model.hidden=8, seed=0 are the same run"):
+        expand(*load_spec(str(path)), {})
 
 
 def test_grid_entries_may_be_whole_model_sections(tmp_path):
@@ -124,8 +125,9 @@ def test_local_sweep_records_resumes_and_skips(tmp_path, capsys):
 
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
-    # hidden=2,000,000 asks for a 64 TB recurrent matrix: a real allocation failure, raised inside the worker
-    path = write_spec(tmp_path, grid={"model.hidden": [8, 2_000_000]})
+    # hidden=2,000,000 asks for a 64 TB recurrent matrix: a real allocation failure, raised inside the worker (the
+    # memory check, which would refuse the sweep before it starts, is turned off)
+    path = write_spec(tmp_path, base={**TINY_BASE, "train.memory_check": False}, grid={"model.hidden": [8, 2_000_000]})
     out = tmp_path / "out"
     assert main(["sweep", str(path), "--out", str(out), "--workers", "1"]) == 1
     report = capsys.readouterr().out
