@@ -190,6 +190,11 @@ def cmd_sweep(args) -> int:
     from .resources import resolve_resources
 
     resolve_resources(spec.resources, args)  # the resource flags too, whatever the executor, dry run or not
+    if args.executor == "local":  # local workers share this machine's cores (--workers); they ask for nothing
+        for flag in ("cpus_per_run", "gpus_per_run", "resource"):
+            if getattr(args, flag, None) not in (None, []):
+                raise ConfigError(f"--{flag.replace('_', '-')} needs --executor ray or slurm (local runs share this "
+                                  "machine's cores: use --workers)")
     if args.force and args.retry_failed:
         raise ConfigError("--force reruns every run, failed ones included; give --force or --retry-failed, not both")
     states = {c.run_id: run_state(sweep_dir / c.run_id) for c in configs}  # a corrupt record fails here, not midway

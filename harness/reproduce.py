@@ -23,7 +23,7 @@ TIMING = {"tokens_per_s", "elapsed_s"}
 SUMMARY_FIELDS = ("status", "steps_done", "diverged_step", "solved_step", "params", "final")
 DEFAULT_RTOL = 1e-3
 #: provenance fields whose change can change a run's bits (the commit, the software, the machine, the settings)
-ENVIRONMENT = ("commit", "dirty", "device", "device_name", "cpu_model", "torch", "triton", "numpy", "python", "cuda",
+ENVIRONMENT = ("commit", "dirty", "source_digest", "device", "device_name", "cpu_model", "torch", "triton", "numpy", "python", "cuda",
                "cudnn", "torch_threads", "deterministic_algorithms", "cudnn_deterministic")
 VERDICTS = ("identical", "within rtol", "differs")
 

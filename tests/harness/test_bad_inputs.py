@@ -283,6 +283,9 @@ CASES = [
     C("sweep quick --executor dask", "--executor", "invalid choice: 'dask'"),
     C("sweep quick --json", "--json: only with --dry-run"),
     C("sweep quick --cpus-per-run 0 --dry-run", "--cpus-per-run"),
+    C("sweep quick --cpus-per-run 2", "--cpus-per-run needs --executor ray or slurm"),
+    C("sweep quick --gpus-per-run 1 --dry-run", "--gpus-per-run needs --executor ray or slurm"),
+    C("sweep quick --resource A100=1", "--resource needs --executor ray or slurm"),
     # --- report -------------------------------------------------------------------------------------------------------
     C("report", "the following arguments are required: DIR"),
     C("report {missing}", "missing: no such folder"),
