@@ -178,7 +178,10 @@ def cmd_sweep(args) -> int:
     _json_or_text(args)
     out = output_folder(args.out, "--out")
     spec, source = load_spec(args.spec)
-    configs = with_trackers(expand(spec, source, parse_overrides(args.overrides)), args.tracker)
+    from .config import devices_elsewhere
+
+    with devices_elsewhere() if args.executor in ("ray", "slurm") else contextlib.nullcontext():
+        configs = with_trackers(expand(spec, source, parse_overrides(args.overrides)), args.tracker)
     sweep_dir = output_folder(str(out / spec.name), "--out")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
@@ -201,7 +204,7 @@ def cmd_sweep(args) -> int:
     rerun = to_rerun(configs, sweep_dir, args.force, args.retry_failed)
     todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
     if args.dry_run:
-        return _sweep_dry_run(spec, configs, sweep_dir, states, rerun, todo, args.json)
+        return _sweep_dry_run(spec, configs, sweep_dir, states, rerun, todo, args.json, args.executor == "local")
     workers = args.workers or default_workers(configs[0].device)
     if args.executor == "local" and todo:  # Ray and SLURM run elsewhere: their nodes' memory is not known here
         from .memory import available, check
@@ -217,12 +220,13 @@ def cmd_sweep(args) -> int:
     return _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun)
 
 
-def _sweep_dry_run(spec, configs, sweep_dir: Path, states: dict, rerun, todo, as_json: bool) -> int:
+def _sweep_dry_run(spec, configs, sweep_dir: Path, states: dict, rerun, todo, as_json: bool, here: bool) -> int:
     from .memory import available, estimate, human
     from .sweep import describe_point, point_of, varied_keys
 
     sizes = {c.run_id: estimate(c).total for c in configs}
-    free, source = available(configs[0].device)
+    # Ray and SLURM runs use their nodes' memory, which this machine cannot see
+    free, source = available(configs[0].device) if here else (None, "not known here: the runs use the nodes' memory")
     if as_json:
         keys = [*varied_keys(spec), "seed"]
         runs = [{"run_id": c.run_id, "state": states[c.run_id], "runs_again": c.run_id in rerun,
@@ -237,7 +241,8 @@ def _sweep_dry_run(spec, configs, sweep_dir: Path, states: dict, rerun, todo, as
         print(f"{cfg.run_id}  {states[cfg.run_id]:<38} {describe_point(cfg, spec)}{again}")
     print(f"sweep {spec.name}: {len(configs)} runs, {len(todo)} to run, {len(configs) - len(todo)} already done "
           f"-> {sweep_dir}")
-    print(f"memory: the largest run needs about {human(max(sizes.values()))}; {human(free)} {source}")
+    print(f"memory: the largest run needs about {human(max(sizes.values()))}; "
+          + (f"{human(free)} {source}" if free is not None else f"available: {source}"))
     return 0
 
 

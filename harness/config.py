@@ -8,6 +8,8 @@ listing the keys (`seqbench list`) stays fast.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -113,7 +115,7 @@ class RunConfig(Strict):
 
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
+        if self.device == "cuda" and not _DEVICE_ELSEWHERE.get() and not torch.cuda.is_available():
             raise ValueError("device=cuda but torch.cuda.is_available() is False; use device=cpu or auto")
         if self.dtype == "bfloat16" and self.device != "cuda":
             raise ValueError("dtype=bfloat16 is autocast on CUDA only; use dtype=float32 on device=cpu")
@@ -278,6 +280,21 @@ def read_yaml(path: Path | str, what: str):
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
     finally:
         loader.dispose()
+
+
+_DEVICE_ELSEWHERE = contextvars.ContextVar("seqbench_device_elsewhere", default=False)
+
+
+@contextlib.contextmanager
+def devices_elsewhere():
+    """Resolve configs whose runs execute on other machines (Ray, SLURM): `device=cuda` is not checked against this
+    one, so a login node without a GPU can submit GPU runs (each node resolves the config again before it trains).
+    `device=auto` still means this machine's choice: name the device of a cluster sweep."""
+    token = _DEVICE_ELSEWHERE.set(True)
+    try:
+        yield
+    finally:
+        _DEVICE_ELSEWHERE.reset(token)
 
 
 def resolve(raw: dict) -> RunConfig:

@@ -290,3 +290,25 @@ def test_without_submitit_the_error_names_the_extra(monkeypatch, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err == ("seqbench: error: --executor slurm: submitit is not installed; pip install 'seqbench[slurm]'")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a submitting machine without a GPU")
+def test_a_machine_without_a_gpu_submits_gpu_runs(tmp_path, capsys, monkeypatch):
+    """A login node has no GPU: device=cuda is refused for local runs but accepted for a cluster sweep, whose nodes
+    resolve the config again where they train."""
+    monkeypatch.delenv(CLUSTER_ENV, raising=False)  # the real sbatch path; a dry run needs no sbatch
+    spec = write_spec(tmp_path, "gpu", {**TINY_BASE, "device": "cuda"}, grid={"model": ["lstm", "gru"]})
+    out = tmp_path / "out"
+    assert main(["sweep", str(spec), "--out", str(out), "--dry-run"]) == 2
+    assert "device=cuda" in capsys.readouterr().err
+    assert main(["sweep", str(spec), "--out", str(out), "--dry-run", "--json", "--executor", "slurm",
+                 "--slurm-time", "60"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["total"] == 2 and listed["available_bytes"] is None
+    assert not out.exists()
+    from seqbench.harness.config import devices_elsewhere, parse_overrides, resolve
+    with devices_elsewhere():
+        remote = resolve(parse_overrides(["device=cuda"]))
+    assert remote.device == "cuda"
+    with pytest.raises(Exception, match="device=cuda"):  # outside the context the local check is back
+        resolve(parse_overrides(["device=cuda"]))
