@@ -133,15 +133,11 @@ def group_of(folder: Path) -> str | None:
         return None
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict) -> dict:
     """`{"train": {"lr": 1e-3}}` -> `{"train.lr": 1e-3}`; lists become JSON text (trackers take scalars)."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, tuple)) else value
-    return out
+    from .config import flatten as dotted
+
+    return {k: json.dumps(v) if isinstance(v, (list, tuple)) else v for k, v in dotted(tree).items()}
 
 
 def is_number(value) -> bool:
