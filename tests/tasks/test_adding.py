@@ -7,11 +7,10 @@ import torch
 
 from seqbench.tasks import AddingTask
 
+from .contract import gen, assert_seeded
+
 LENGTHS = [2, 3, 4, 101, 100]
 
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def last_step(pred: torch.Tensor, T: int) -> torch.Tensor:
@@ -104,12 +103,7 @@ def test_wrong_shapes_raise():
 
 def test_seeding():
     task = AddingTask(length=10)
-    a, b = task.sample(16, gen(0)), task.sample(16, gen(0))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.equal(a[0], task.sample(16, gen(1))[0])
-    g = gen(0)
-    first, second = task.sample(16, g)[0], task.sample(16, g)[0]
-    assert not torch.equal(first, second)
+    assert_seeded(task)
 
 
 @pytest.mark.parametrize("field,value", [("length", 1), ("solved_mse", 0.0)])

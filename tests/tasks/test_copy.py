@@ -7,6 +7,8 @@ import torch
 
 from seqbench.tasks import CopyTask
 
+from .contract import gen, assert_seeded, assert_eval_stats_average_to_loss
+
 SIZES = [  # (T, c, n)
     pytest.param(100, 10, 8, id="T100-c10-n8"),
     pytest.param(1, 1, 1, id="T1-c1-n1"),
@@ -15,9 +17,6 @@ SIZES = [  # (T, c, n)
     pytest.param(13, 5, 3, id="T13-c5-n3"),
 ]
 
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def memoryless_logits(task: CopyTask, batch: int) -> torch.Tensor:
@@ -114,12 +113,7 @@ def test_one_wrong_symbol():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 def test_eval_stats_mean_equals_loss(T, c, n, dtype):
     task = CopyTask(length=T, copy_len=c, n_symbols=n)
-    _, y = task.sample(7, gen(8))
-    out = torch.randn(7, task.seq_len, task.output_size, generator=gen(9), dtype=dtype)
-    stats = task.eval_stats(out, y)
-    assert set(stats) == {"loss", "accuracy", "exact"}
-    assert all(v.shape == (7,) and v.dtype == dtype for v in stats.values())
-    torch.testing.assert_close(stats["loss"].mean(), task.loss(out, y))
+    assert_eval_stats_average_to_loss(task, 7, dtype, (8, 9))
 
 
 def test_wrong_shapes_raise():
@@ -133,12 +127,7 @@ def test_wrong_shapes_raise():
 
 def test_seeding():
     task = CopyTask(length=10)
-    a, b = task.sample(16, gen(0)), task.sample(16, gen(0))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.equal(a[0], task.sample(16, gen(1))[0])
-    g = gen(0)
-    first, second = task.sample(16, g)[0], task.sample(16, g)[0]
-    assert not torch.equal(first, second)
+    assert_seeded(task)
 
 
 @pytest.mark.parametrize("field,value", [("length", 0), ("n_symbols", 0), ("copy_len", 0),

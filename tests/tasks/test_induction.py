@@ -8,6 +8,8 @@ import torch
 
 from seqbench.tasks.induction import InductionTask
 
+from .contract import gen, assert_seeded, assert_eval_stats_average_to_loss
+
 SIZES = [  # (T, A)
     pytest.param(256, 16, id="T256-A16"),
     pytest.param(3, 3, id="T3-A3"),
@@ -18,9 +20,6 @@ SIZES = [  # (T, A)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
-
-def gen(seed: int, device: str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def last_step(logits: torch.Tensor, T: int) -> torch.Tensor:
@@ -140,12 +139,7 @@ def test_only_the_last_position_counts():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 def test_eval_stats_mean_equals_loss(T, A, dtype):
     task = InductionTask(length=T, vocab=A)
-    _, y = task.sample(7, gen(8))
-    out = torch.randn(7, task.seq_len, task.output_size, generator=gen(9), dtype=dtype)
-    stats = task.eval_stats(out, y)
-    assert set(stats) == {"loss", "accuracy", "exact"}
-    assert all(v.shape == (7,) and v.dtype == dtype for v in stats.values())
-    torch.testing.assert_close(stats["loss"].mean(), task.loss(out, y))
+    assert_eval_stats_average_to_loss(task, 7, dtype, (8, 9))
 
 
 def test_wrong_shapes_raise():
@@ -161,12 +155,7 @@ def test_wrong_shapes_raise():
 
 def test_seeding():
     task = InductionTask(length=30)
-    a, b = task.sample(16, gen(0)), task.sample(16, gen(0))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.equal(a[0], task.sample(16, gen(1))[0])
-    g = gen(0)
-    first, second = task.sample(16, g)[0], task.sample(16, g)[0]
-    assert not torch.equal(first, second)
+    assert_seeded(task)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -9,6 +9,8 @@ from torch.nn import functional as F
 
 from seqbench.tasks.mqar import IGNORE, MQARTask
 
+from .contract import gen, assert_seeded, assert_eval_stats_average_to_loss
+
 SIZES = [  # (V, D, T)
     pytest.param(8192, 8, 128, id="V8192-D8-T128"),
     pytest.param(64, 4, 16, id="V64-D4-T16"),
@@ -18,10 +20,6 @@ SIZES = [  # (V, D, T)
 ]
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-
-
-def gen(seed: int, device="cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def query_positions(y: torch.Tensor) -> torch.Tensor:
@@ -173,12 +171,7 @@ def test_one_wrong_value():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 def test_eval_stats_mean_equals_loss(V, D, T, dtype):
     task = MQARTask(vocab=V, num_kv_pairs=D, length=T)
-    _, y = task.sample(6, gen(11))
-    out = torch.randn(6, T, V, generator=gen(12), dtype=dtype)
-    stats = task.eval_stats(out, y)
-    assert set(stats) == {"loss", "accuracy", "exact"}
-    assert all(v.shape == (6,) and v.dtype == dtype for v in stats.values())
-    torch.testing.assert_close(stats["loss"].mean(), task.loss(out, y))
+    out, y = assert_eval_stats_average_to_loss(task, 6, dtype, (11, 12))
     # The same as Zoology's convention: cross-entropy over all positions with the ignore index.
     torch.testing.assert_close(task.loss(out, y), F.cross_entropy(out.flatten(0, 1), y.flatten(), ignore_index=-100))
 
@@ -203,12 +196,8 @@ def test_wrong_shapes_raise():
 
 def test_seeding():
     task = MQARTask(vocab=64, num_kv_pairs=4, length=32)
-    a, b = task.sample(16, gen(0)), task.sample(16, gen(0))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.equal(a[0], task.sample(16, gen(1))[0])
-    g = gen(0)
-    first, second = task.sample(16, g), task.sample(16, g)
-    assert not torch.equal(first[0], second[0]) and not torch.equal(first[1], second[1])
+    first, second = assert_seeded(task)
+    assert not torch.equal(first[1], second[1])
 
 
 @pytest.mark.parametrize("device", DEVICES)
