@@ -97,13 +97,15 @@ def test_kill_9_then_resume_with_other_workers_is_bitwise_the_uninterrupted_swee
     ref, out = tmp_path / "ref", tmp_path / "out"
     subprocess.run(sweep_cmd(path, ref, workers=2), check=True, capture_output=True)
 
-    proc = subprocess.Popen(sweep_cmd(path, out, workers=2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the driver and its workers die together (a lost node), so the runs in flight cannot finish on their own: an
+    # orphaned worker of a 60-step run would otherwise complete it within its watchdog's half second
+    proc = subprocess.Popen(sweep_cmd(path, out, workers=2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.monotonic() + 120
     while not list((out / "w").glob("*/checkpoint.pt")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1.5)  # orphaned workers notice their driver is gone and exit
     done = subprocess.run(sweep_cmd(path, out, workers=1), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
