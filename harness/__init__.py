@@ -5,9 +5,9 @@ import pandas or torch.
 """
 
 _LAZY = {"ConfigError": "errors", "RunConfig": "config", "resolve": "config", "load_runs": "loaders",
-         "load_metrics": "loaders", "load_grad_profiles": "loaders"}
+         "load_metrics": "loaders", "load_grad_profiles": "loaders", "load_lengths": "loaders"}
 
-__all__ = ["ConfigError", "RunConfig", "resolve", "load_runs", "load_metrics", "load_grad_profiles"]
+__all__ = ["ConfigError", "RunConfig", "resolve", "load_runs", "load_metrics", "load_grad_profiles", "load_lengths"]
 
 
 def __getattr__(name: str):

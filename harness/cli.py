@@ -162,6 +162,9 @@ def describe_summary(s: dict, run_dir: Path) -> str:
     else:
         lines.append(f"  eval loss {final.get('eval_loss'):.4g} (baseline {s['baseline_loss']:.4g})  "
                      f"eval accuracy {final.get('eval_accuracy'):.4f}")
+        other = {k.partition("@")[2]: v for k, v in final.items() if k.startswith("eval_accuracy@")}
+        if other:
+            lines.append("  eval accuracy at other lengths: " + "  ".join(f"{n}: {v:.4f}" for n, v in other.items()))
         solved = f"at step {s['solved_step']}" if s["solved_step"] is not None else "not reached"
         lines.append(f"  solved ({s['solved_criterion']}): {solved}")
     lines.append(f"  record: {run_dir}")

@@ -81,6 +81,36 @@ class TrainConfig(Strict):
                                "exceeds what its device has available; false = run anyway. Not part of run_id")
 
 
+class EvalConfig(Strict):
+    lengths: list[int] = Field([], description="length generalisation: evaluate also at these task lengths (each "
+                               "task says what its length is; e.g. copy: the delay T) besides the training length, at "
+                               "every evaluation; recorded as eval_<metric>@<length>")
+
+    @field_validator("lengths", mode="before")
+    @classmethod
+    def _from_text(cls, value):
+        """On the command line: `eval.lengths=128,256` or `eval.lengths=[128,256]` (a single `256` too)."""
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            text = str(value).strip().removeprefix("[").removesuffix("]")
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("lengths")
+    @classmethod
+    def _distinct_sorted(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if v < 1]
+        if bad:
+            raise ValueError(f"every length must be an integer >= 1 (got {bad[0]})")
+        twice = sorted({v for v in value if value.count(v) > 1})
+        if twice:
+            raise ValueError(f"length {twice[0]} is given twice; give each length once")
+        return sorted(value)  # the order a user lists them in is not part of the experiment
+
+
+#: keys added after records already existed, with the value that reproduces the earlier behaviour: at that value a
+#: key stays out of run_id, so an experiment run before the key existed keeps its identity (and its records)
+LATER_KEYS = {"eval.lengths": [], "task.variable_delay": False, "model.max_len": None}
+
 #: dotted keys that say how a run is carried out, not which experiment it is: left out of run_id (and of a report's
 #: cells). `threads` can change the last bits of a CPU run, so it is recorded and reused, but the experiment is the same.
 OPERATIONAL_KEYS = ("train.checkpoint_every", "train.memory_check", "threads", "tracker")
@@ -90,6 +120,7 @@ class RunConfig(Strict):
     task: TaskConfig = Field(description="task")
     model: ModelConfig = Field(description="model")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     seed: int = Field(0, ge=0, description="model-initialisation seed")
     data_seed: int | None = Field(None, ge=0, description="data seed; default: the value of seed")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
@@ -119,7 +150,34 @@ class RunConfig(Strict):
             raise ValueError("device=cuda but torch.cuda.is_available() is False; use device=cpu or auto")
         if self.dtype == "bfloat16" and self.device != "cuda":
             raise ValueError("dtype=bfloat16 is autocast on CUDA only; use dtype=float32 on device=cpu")
+        self._check_lengths()
         return self
+
+    def _check_lengths(self) -> None:
+        """Every evaluation length makes a valid task, and a learned positional encoding covers every sequence."""
+        task = self.task.build()
+        given = f"eval.lengths={user_text(self.eval.lengths)}"
+        tasks = {}
+        for length in self.eval.lengths:
+            try:
+                tasks[length] = dataclasses.replace(task, length=length)
+            except ValueError as e:
+                raise ValueError(f"{given}: at length {length}: {e}") from None
+        limit = getattr(self.model, "max_len", None)
+        if getattr(self.model, "pos_encoding", None) != "learned":
+            if limit is not None:
+                raise ValueError(f"model.max_len={limit}: applies to model.pos_encoding=learned only (the sinusoidal "
+                                 f"encoding has every position)")
+            return
+        if limit is not None and task.seq_len > limit:
+            raise ValueError(f"model.max_len={limit}: the training sequences have {task.seq_len} steps "
+                             f"(task.length={task.length}); set model.max_len >= {task.seq_len}")
+        limit = limit or task.seq_len
+        for length, t in tasks.items():
+            if t.seq_len > limit:
+                raise ValueError(f"{given}: at length {length} a sequence has {t.seq_len} steps, beyond the learned "
+                                 f"positional encoding's {limit} (model.max_len, default: the training sequence "
+                                 f"length); set model.max_len >= {t.seq_len} or use model.pos_encoding=sinusoidal")
 
     def canonical(self) -> dict:
         """The resolved config as plain JSON data: what `run_id` hashes and what `config.json` holds."""
@@ -128,12 +186,15 @@ class RunConfig(Strict):
     @property
     def run_id(self) -> str:
         identity = self.canonical()
-        for key in OPERATIONAL_KEYS:
+        for key in (*OPERATIONAL_KEYS, *LATER_KEYS):
             *parents, leaf = key.split(".")
             node = identity
             for part in parents:
                 node = node[part]
-            node.pop(leaf)
+            if key in OPERATIONAL_KEYS or (leaf in node and node[leaf] == LATER_KEYS[key]):
+                node.pop(leaf, None)
+        if not identity["eval"]:
+            identity.pop("eval")
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -335,6 +396,8 @@ def _allowed(section: list[str], raw: dict) -> list[str]:
         model = TASK_CONFIGS[raw["task"]["name"]]
     elif section[0] == "model":
         model = MODELS[raw["model"]["name"]]
+    elif section[0] == "eval":
+        model = EvalConfig
     else:
         model = TrainConfig
     prefix = ".".join(section) + "." if section else ""
@@ -359,7 +422,8 @@ def describe_keys() -> list[KeyInfo]:
     for name, model in sorted(MODELS.items()):
         rows += _rows("model.", model, f"[{name}] ")
     rows += _rows("train.", TrainConfig, "")
-    rows += [row for row in _rows("", RunConfig, "") if row.key not in ("task", "model", "train")]
+    rows += _rows("eval.", EvalConfig, "")
+    rows += [row for row in _rows("", RunConfig, "") if row.key not in ("task", "model", "train", "eval")]
     return rows
 
 

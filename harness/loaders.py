@@ -99,6 +99,41 @@ def load_metrics(root: Path) -> pd.DataFrame:
     return long.dropna(subset=["value"]).reset_index(drop=True)[["run_id", "step", "metric", "value"]]
 
 
+LENGTH_COLUMNS = ["run_id", "step", "length", "train_length", "extrapolated", "final"]
+
+
+def load_lengths(root: Path) -> pd.DataFrame:
+    """Evaluation by length (length generalisation), tidy: one row per run, evaluation step and evaluated length.
+
+    Columns: run_id, step, length (the task length evaluated at), train_length (the run's `task.length`),
+    extrapolated (length > train_length), final (the run's last evaluation), and one column per evaluation statistic
+    without its prefix (loss, accuracy, exact). A metrics row's `eval_<stat>` is the training length's value and
+    `eval_<stat>@<length>` another length's (`eval.lengths`); a run without `eval.lengths` gives one row per evaluation.
+    """
+    rows = []
+    for d in run_dirs(root):
+        metrics = [r for r in read_jsonl(d / "metrics.jsonl") if any(k.startswith("eval_") for k in r)]
+        if not metrics:
+            continue
+        config = read_json(d / "config.json")
+        _check_record(d / "config.json", config, ("task.length",), "a run config")
+        train = config["task"]["length"]
+        last = max(r["step"] for r in metrics)
+        for r in metrics:
+            by_length: dict[int, dict] = {}
+            for key, value in r.items():
+                if not key.startswith("eval_"):
+                    continue
+                stat, _, length = key.removeprefix("eval_").partition("@")
+                by_length.setdefault(int(length) if length else train, {})[stat] = value
+            rows += [{"run_id": d.name, "step": r["step"], "length": n, "train_length": train,
+                      "extrapolated": n > train, "final": r["step"] == last, **stats}
+                     for n, stats in sorted(by_length.items())]
+    if not rows:
+        return pd.DataFrame(columns=LENGTH_COLUMNS + ["loss", "accuracy", "exact"])
+    return pd.DataFrame(rows).astype({"step": "int64", "length": "int64", "train_length": "int64"})
+
+
 PROFILE_ROW = ("step", "quantity", "layer", "dtype", "norm")  # the keys a gradient-profile line must have
 PROFILE_COLUMNS = ["run_id", "step", "quantity", "layer", "dtype", "t", "distance", "norm", "underflow"]
 

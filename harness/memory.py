@@ -20,6 +20,7 @@ from .errors import ConfigError
 from .models.configs import GATES
 
 EVAL_CHUNK = 256  # train.EVAL_CHUNK, the evaluation's batch (kept equal by a test; train.py imports torch)
+EVAL_TOKENS = 1 << 15  # train.EVAL_TOKENS, the tokens per chunk at the other evaluation lengths (kept equal too)
 OVERHEAD = 16 * 2**20  # allocator and oneDNN workspaces of even the smallest run (measured: 12-16 MiB)
 LOGIT_VALUES = 2.5  # per output value and position: the logits, the loss's saved softmax and their gradient
 
@@ -62,7 +63,7 @@ def parameter_count(cfg) -> int:
     if m.name == "transformer":
         d, ff = m.d_model, m.ff_mult * m.d_model
         block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * ff + ff + ff * d + d)
-        pos = task.seq_len * d if m.pos_encoding == "learned" else 0
+        pos = (m.max_len or task.seq_len) * d if m.pos_encoding == "learned" else 0
         return enc + pos + m.layers * block + 2 * d + d * task.output_size + task.output_size
     G, H = GATES[m.name], m.hidden
     core = sum(G * H * ((m.embed if layer == 0 else H) + H) + 2 * G * H for layer in range(m.layers))
@@ -76,11 +77,12 @@ def _optimizer_slots(train) -> int:
 
 
 def _sequence_bytes(task) -> int:
-    """One sequence of the task's data, input and target, as `task.sample` makes it."""
-    L = task.seq_len
-    x = 8 * L if task.input_kind == "tokens" else 4 * L * task.input_size
-    y = 4 if task.name == "adding" else 8 * L
-    return x + y
+    """One sequence of the task's data, input and target, as `task.sample` makes it (one is drawn and measured, so
+    every task's target shape counts)."""
+    import torch
+
+    x, y = task.sample(1, torch.Generator().manual_seed(0))
+    return x.nbytes + y.nbytes
 
 
 def _values_per_position(m) -> tuple[float, float, float]:
@@ -100,17 +102,24 @@ def estimate(cfg) -> Estimate:
     L, out = task.seq_len, task.output_size
     P = parameter_count(cfg)
     profile_bytes = 8 if t.grad_profile_dtype == "float64" else 4
+    others = [dataclasses.replace(task, length=n) for n in cfg.eval.lengths if n != task.length]
     parts = {"parameters": P * 4 * (2 + _optimizer_slots(t)) + P * profile_bytes * 2,
-             "data": (t.eval_size + t.grad_profile_batch + t.batch_size) * _sequence_bytes(task)}
+             "data": (t.eval_size + t.grad_profile_batch + t.batch_size) * _sequence_bytes(task)
+             + sum(t.eval_size * _sequence_bytes(other) for other in others)}
     width, width_key = (m.d_model, f"model.d_model={m.d_model}") if m.name == "transformer" \
         else (m.hidden, f"model.hidden={m.hidden}")
     train_values, eval_values, profile_values = _values_per_position(m)
     chunk = min(t.eval_size, EVAL_CHUNK)
+    evaluation = (chunk * L * (width * eval_values + out * LOGIT_VALUES) * 4, f"min(train.eval_size, {EVAL_CHUNK})={chunk}")
+    for other in others:  # the other evaluation lengths: chunks of about EVAL_TOKENS tokens
+        n = min(t.eval_size, max(1, min(EVAL_CHUNK, EVAL_TOKENS // other.seq_len)))
+        size = n * other.seq_len * (width * eval_values + out * LOGIT_VALUES) * 4
+        if size > evaluation[0]:
+            evaluation = (size, f"{n} sequences of {other.seq_len} steps (eval.lengths {other.length})")
     phases = {  # part -> (bytes, the key that sets its batch)
         "training-step activations": (t.batch_size * L * (width * train_values + out * LOGIT_VALUES) * 4,
                                       f"train.batch_size={t.batch_size}"),
-        "evaluation activations": (chunk * L * (width * eval_values + out * LOGIT_VALUES) * 4,
-                                   f"min(train.eval_size, {EVAL_CHUNK})={chunk}"),
+        "evaluation activations": evaluation,
         "gradient-profile activations": (t.grad_profile_batch * L * (width * profile_values + out * LOGIT_VALUES)
                                          * profile_bytes, f"train.grad_profile_batch={t.grad_profile_batch}"),
     }

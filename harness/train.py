@@ -24,6 +24,14 @@ from .records import (CHECKPOINT, RunWriter, claim, is_finished, load_checkpoint
                       replace_dir)
 
 EVAL_CHUNK = 256  # fixed so results never depend on how evaluation is batched
+#: at the other evaluation lengths (eval.lengths) a chunk holds about this many tokens (at most EVAL_CHUNK sequences),
+#: a function of that length alone: long sequences stay within memory and every length is batched the same in any run
+EVAL_TOKENS = 1 << 15
+
+
+def eval_chunk(seq_len: int) -> int:
+    """Sequences per evaluation chunk at an extra evaluation length whose sequences have `seq_len` steps."""
+    return max(1, min(EVAL_CHUNK, EVAL_TOKENS // seq_len))
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -79,6 +87,13 @@ class Trainer:
         self.opt = make_optimizer(cfg, self.params)
         self.gen = self._generator("train")
         self.eval_set = self.task.sample(cfg.train.eval_size, self._generator("eval"), self.device)
+        # length generalisation: each length's set from a fresh generator of the same "eval" stream, so a length's
+        # set does not depend on which other lengths are listed (and at the training length it is the set above)
+        self.length_sets = {}
+        for length in cfg.eval.lengths:
+            if length != self.task.length:
+                task = dataclasses.replace(self.task, length=length)
+                self.length_sets[length] = (task, task.sample(cfg.train.eval_size, self._generator("eval"), self.device))
         self.profile_batch = self.task.sample(cfg.train.grad_profile_batch, self._generator("profile"), self.device)
         self.max_norm = cfg.train.clip if cfg.train.clip > 0 else math.inf
         self.tokens_per_step = cfg.train.batch_size * self.task.seq_len
@@ -107,16 +122,23 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """`eval_<stat>` on the fixed set at the training length, then `eval_<stat>@<length>` at each other length."""
         self.model.eval()
-        x, y = self.eval_set
-        parts: dict[str, list[torch.Tensor]] = {}
-        for i in range(0, len(x), EVAL_CHUNK):
-            with self.autocast:
-                out = self.model(x[i:i + EVAL_CHUNK])
-            for k, v in self.task.eval_stats(out.float(), y[i:i + EVAL_CHUNK]).items():
-                parts.setdefault(k, []).append(v)
+        stats = {f"eval_{k}": v for k, v in self._stats(self.task, self.eval_set, EVAL_CHUNK).items()}
+        for length, (task, data) in self.length_sets.items():
+            stats |= {f"eval_{k}@{length}": v for k, v in self._stats(task, data, eval_chunk(task.seq_len)).items()}
         self.model.train()
-        return {f"eval_{k}": torch.cat(v).mean().item() for k, v in parts.items()}
+        return stats
+
+    def _stats(self, task, data, chunk: int) -> dict[str, float]:
+        x, y = data
+        parts: dict[str, list[torch.Tensor]] = {}
+        for i in range(0, len(x), chunk):
+            with self.autocast:
+                out = self.model(x[i:i + chunk])
+            for k, v in task.eval_stats(out.float(), y[i:i + chunk]).items():
+                parts.setdefault(k, []).append(v)
+        return {k: torch.cat(v).mean().item() for k, v in parts.items()}
 
     def profile(self, step: int) -> list[dict]:
         return gradient_profile(self.model, self.task, self.profile_batch, self.cfg.train.grad_profile_dtype, step)

@@ -20,7 +20,7 @@ if _os.path.isfile(_os.path.join(_root, "kernels", "fused.py")) and _os.path.isf
         _os.path.join(_root, "harness", "cli.py")) and _root not in __path__:
     __path__.append(_root)
 
-_LAZY = {"load_runs": "loaders", "load_metrics": "loaders", "load_grad_profiles": "loaders",
+_LAZY = {"load_runs": "loaders", "load_metrics": "loaders", "load_grad_profiles": "loaders", "load_lengths": "loaders",
          "resolve": "config", "RunConfig": "config", "ConfigError": "config"}
 
 __all__ = ["__version__", *_LAZY]

@@ -75,6 +75,8 @@ class TransformerConfig(ModelConfigBase):
     layers: int = Field(2, ge=1, description="decoder blocks")
     ff_mult: int = Field(4, ge=1, description="MLP width as a multiple of d_model")
     pos_encoding: Literal["sinusoidal", "learned"] = Field("sinusoidal", description="positional encoding")
+    max_len: int | None = Field(None, ge=1, description="learned encoding: the positions it has (sequences longer "
+                                "than this are refused); default: the training sequence length")
 
     @model_validator(mode="after")
     def _heads_divide(self):

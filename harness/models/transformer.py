@@ -33,7 +33,7 @@ class Transformer(SequenceModel):
     def __init__(self, cfg: TransformerConfig, task):
         super().__init__()
         L, d = task.seq_len, cfg.d_model
-        self.encoder = _Encoder(encoder(task, d), L, d, cfg.pos_encoding)
+        self.encoder = _Encoder(encoder(task, d), cfg.max_len or L, d, cfg.pos_encoding)
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.ff_mult * d) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, task.output_size)
@@ -59,7 +59,7 @@ class _Encoder(nn.Module):
 
     def __init__(self, inp: nn.Module, max_len: int, d: int, kind: str):
         super().__init__()
-        self.inp = inp
+        self.inp, self.kind = inp, kind
         if kind == "learned":
             self.pos = nn.Parameter(torch.randn(max_len, d) * 0.02)
         else:
@@ -67,7 +67,15 @@ class _Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.inp(x)  # (B, L, d)
-        return e + self.pos[: e.shape[1]].to(e.dtype)
+        L = e.shape[1]
+        pos = self.pos
+        if L > len(pos):
+            if self.kind == "learned":  # the config refuses such lengths; a direct caller gets a clear error
+                raise ValueError(f"a sequence of {L} steps is longer than the learned positional encoding "
+                                 f"({len(pos)} positions; model.max_len)")
+            # the sinusoidal table extends: its first rows are the same numbers, whatever its length
+            pos = sinusoidal(L, e.shape[2]).to(e.device)
+        return e + pos[:L].to(e.dtype)
 
 
 def sinusoidal(length: int, d: int) -> torch.Tensor:

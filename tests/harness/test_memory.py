@@ -19,6 +19,7 @@ from .conftest import tiny
     ["model=lstm", "model.layers=2", "task=copy", "task.n_symbols=5"],
     ["model=gru", "model.hidden=33"],
     ["model=transformer", "model.pos_encoding=learned", "model.ff_mult=3"],
+    ["model=transformer", "model.pos_encoding=learned", "model.max_len=300"],
     ["model=transformer", "task=copy", "model.layers=3"],
 ], ids=lambda o: "-".join(o))
 def test_parameter_count_is_the_built_models(overrides):
@@ -28,7 +29,15 @@ def test_parameter_count_is_the_built_models(overrides):
 
 
 def test_the_evaluation_chunk_is_the_trainers():
-    assert memory.EVAL_CHUNK == train.EVAL_CHUNK
+    assert memory.EVAL_CHUNK == train.EVAL_CHUNK and memory.EVAL_TOKENS == train.EVAL_TOKENS
+
+
+def test_the_other_evaluation_lengths_count():
+    short = memory.estimate(tiny("task=copy", "task.length=10", "train.eval_size=64"))
+    long = memory.estimate(tiny("task=copy", "task.length=10", "train.eval_size=64", "eval.lengths=20,4000"))
+    extra = 64 * 2 * 8 * (20 + 20 + 4000 + 20)  # x and y, int64, at both other lengths (copy_len 10)
+    assert long.parts["data"] - short.parts["data"] == extra
+    assert long.parts["evaluation activations"] > short.parts.get("evaluation activations", 0)
 
 
 def test_the_largest_part_and_its_keys_are_named():
