@@ -7,10 +7,12 @@ import dataclasses
 from .adding import AddingTask
 from .base import Task, param
 from .copy import CopyTask
+from .induction import InductionTask
+from .mqar import MQARTask
 
-TASKS: dict[str, type[Task]] = {"adding": AddingTask, "copy": CopyTask}
+TASKS: dict[str, type[Task]] = {"adding": AddingTask, "copy": CopyTask, "induction": InductionTask, "mqar": MQARTask}
 
-__all__ = ["Task", "param", "CopyTask", "AddingTask", "TASKS", "get_task"]
+__all__ = ["Task", "param", "CopyTask", "AddingTask", "InductionTask", "MQARTask", "TASKS", "get_task"]
 
 
 def get_task(name: str, **params) -> Task:

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ CELL = ["task", "length", "label", "backend"]
 #: a run's seeds: what a cell aggregates over; `n` counts distinct pairs
 SEED = ["config.seed", "config.data_seed"]
 #: config columns that never separate cells: the seeds, how a run was executed, and what CELL already says
-NOT_KEYS = frozenset({*SEED, *(f"config.{k}" for k in OPERATIONAL_KEYS), "config.task.name", "config.task.length",
+NOT_KEYS = frozenset({*SEED, *(f"config.{k}" for k in OPERATIONAL_KEYS), "config.eval.lengths",
+                      "config.task.name", "config.task.length",
                       "config.model.name", "config.model.backend", "config.model.nonlinearity"})
 #: settings every table shows, by short name -> config columns (the Transformer's width is its d_model)
 SETTINGS = {"hidden": ("config.model.hidden", "config.model.d_model"), "layers": ("config.model.layers",),
@@ -65,6 +67,7 @@ class ReportData:
     sweeps: list[dict]
     keys: list[str] = dataclasses.field(default_factory=list)
     comparisons: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    lengths: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     @property
     def labels(self) -> list[str]:
@@ -93,7 +96,8 @@ def load(root: Path) -> ReportData:
     counted = counted.drop_duplicates("run_id")
     return ReportData(root=root, runs=runs, cells=table, metrics=wanted.merge(counted, on="run_id"),
                       profiles=profiles.merge(counted, on="run_id"), bench=load_bench(root),
-                      sweeps=load_sweeps(root), keys=keys, comparisons=comparisons(runs, table, keys))
+                      sweeps=load_sweeps(root), keys=keys, comparisons=comparisons(runs, table, keys),
+                      lengths=length_results(runs[runs.run_id.isin(counted.run_id)].drop_duplicates("run_id")))
 
 
 # --- runs, model labels and cell keys ------------------------------------------------------------------------------
@@ -359,10 +363,18 @@ def summarise_cell(g: pd.DataFrame) -> dict:
         "tokens_per_s": tokens, "tokens_per_s_ci": tokens_ci,
         "params": _column(done, "params").median(),
         "baseline_loss": _column(g, "baseline_loss").median(),
-        "chance": 1 / _column(g, "config.task.n_symbols").median() if "config.task.n_symbols" in g else math.nan,
+        "chance": _chance(g),
         **{status: int((g.status == status).sum()) for status in STATUSES},
         "repeated_seeds": len(g) - len(one),
     }
+
+
+def _chance(g: pd.DataFrame) -> float:
+    """The task's chance accuracy, as the runs recorded it (`chance_accuracy`); records from before that field: the
+    copy task's 1/n_symbols."""
+    if "chance_accuracy" in g and g.chance_accuracy.notna().any():
+        return _column(g, "chance_accuracy").median()
+    return 1 / _column(g, "config.task.n_symbols").median() if "config.task.n_symbols" in g else math.nan
 
 
 #: column names of the cells table and runs: config keys are never shown under them
@@ -481,6 +493,59 @@ def profile_medians(profiles: pd.DataFrame, quantity: str) -> pd.DataFrame:
 
 
 # --- other files ---------------------------------------------------------------------------------------------------
+# --- length generalisation ------------------------------------------------------------------------------------------
+AT_LENGTH = re.compile(r"^final\.eval_(accuracy|loss)@(\d+)$")
+LENGTH_RESULTS = ["run_id", "cell", *CELL, "variant", "eval_length", "ratio", "accuracy", "loss"]
+
+
+def length_results(runs: pd.DataFrame) -> pd.DataFrame:
+    """Final accuracy and loss of each run at every length it was evaluated at: its training length (`length`, the
+    ordinary `final.eval_*`) and each of its `eval.lengths` (`final.eval_*@<n>`), tidy: one row per run and
+    `eval_length`, `ratio` = eval_length / length. Runs evaluated at their training length only are left out."""
+    at = [(column, m.group(1), int(m.group(2))) for column in runs.columns if (m := AT_LENGTH.match(column))]
+    if not at:
+        return pd.DataFrame(columns=LENGTH_RESULTS)
+    frames = []
+    for n in sorted({n for _, _, n in at}):
+        stats = {stat: pd.to_numeric(runs[column], errors="coerce") for column, stat, m in at if m == n}
+        frames.append(runs.assign(eval_length=n, **stats))
+    extra = pd.concat(frames, ignore_index=True).dropna(subset=["accuracy"], how="all")
+    base = runs[runs.run_id.isin(extra.run_id)]
+    base = base.assign(eval_length=base.length, accuracy=pd.to_numeric(base.get("final.eval_accuracy"),
+                                                                         errors="coerce"),
+                       loss=pd.to_numeric(base.get("final.eval_loss"), errors="coerce"))
+    out = pd.concat([base, extra], ignore_index=True).reindex(columns=LENGTH_RESULTS[:-4] + ["eval_length", "accuracy",
+                                                                                            "loss"])
+    out = out.astype({"eval_length": "int64"}).drop_duplicates(["run_id", "eval_length"])
+    out["ratio"] = out.eval_length / out.length.astype("float64")
+    return out.sort_values(["cell", "eval_length", "run_id"], kind="stable").reset_index(drop=True)[LENGTH_RESULTS]
+
+
+def length_cells(lengths: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and evaluation length: mean accuracy over seeds with its 95% percentile bootstrap interval, n."""
+    rows = []
+    for (cell, n), g in lengths.groupby(["cell", "eval_length"], sort=True):
+        mean, lo, hi, count = proportion_ci(g.accuracy)
+        first = g.iloc[0]
+        rows.append({"cell": cell, **{k: first[k] for k in (*CELL, "variant")}, "eval_length": n,
+                     "ratio": first.ratio, "mean": mean, "lo": lo, "hi": hi, "n": count})
+    return pd.DataFrame(rows)
+
+
+def beyond_training(lengths: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: the length-generalisation score of Delétang et al. 2022, each seed's mean accuracy over the lengths
+    above its training length, summarised over seeds as mean (95% bootstrap interval) and best seed (what the paper
+    reported), with the number of seeds and of lengths averaged."""
+    above = lengths[lengths.eval_length > lengths.length].dropna(subset=["accuracy"])
+    rows = []
+    for cell, g in above.groupby("cell", sort=True):
+        per_seed = g.groupby("run_id").accuracy.mean()
+        mean, lo, hi, n = proportion_ci(per_seed)
+        rows.append({"cell": cell, "mean": mean, "lo": lo, "hi": hi, "best": per_seed.max(), "n": n,
+                     "lengths": g.eval_length.nunique()})
+    return pd.DataFrame(rows, columns=["cell", "mean", "lo", "hi", "best", "n", "lengths"]).set_index("cell")
+
+
 def load_bench(root: Path) -> pd.DataFrame:
     """Kernel benchmark results from `root/bench/**/*.json` (`{"machine": {...}, "results": [...]}`); empty if none."""
     frames = []

@@ -27,8 +27,12 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 from . import data as D  # noqa: E402
 
 DPI = 150
-LOSS_LABEL = {"copy": "eval cross-entropy (nats/position)", "adding": "eval MSE"}
-ACCURACY_LABEL = {"copy": "recall accuracy", "adding": "fraction with |error| < 0.04"}
+LOSS_LABEL = {"copy": "eval cross-entropy (nats/position)", "adding": "eval MSE",
+              "selective_copy": "eval cross-entropy (nats/target)", "mqar": "eval cross-entropy (nats/query)",
+              "induction": "eval cross-entropy (nats/sequence)"}
+ACCURACY_LABEL = {"copy": "recall accuracy", "adding": "fraction with |error| < 0.04",
+                  "selective_copy": "accuracy at the markers", "mqar": "recall accuracy (queries)",
+                  "induction": "accuracy at the last step"}
 BASELINE = dict(color="black", linestyle="--", linewidth=1.2, zorder=5)  # above the curves that sit on it
 CHANCE = dict(color="0.35", linestyle=":", linewidth=1.2, zorder=5)
 MARKERS, DASHES = "osD^vPX*", [(), (4, 1.5), (1, 1), (3, 1, 1, 1), (6, 2), (2, 2, 6, 2), (1, 2), (5, 1, 1, 1, 1, 1)]
@@ -331,7 +335,7 @@ def final_frames(d: D.ReportData) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _chance(ax, cells, task) -> None:
-    """Chance accuracy (1/n_symbols, from the runs' configs), dotted."""
+    """Chance accuracy (the runs' recorded `chance_accuracy`; older copy records: 1/n_symbols), dotted."""
     chance = cells.chance[cells.task == task].dropna()
     if len(chance):
         ax.axhline(chance.median(), **CHANCE)
@@ -366,6 +370,42 @@ def final_vs_length(d: D.ReportData):
                    "Final eval loss (geometric mean ×/÷ 95% t-interval on log loss) and accuracy (mean, 95% bootstrap "
                    f"interval) vs length over seeds; points: each seed where a cell has ≤ {D.FEW_SEEDS}", "length T",
                    ylabel)
+
+
+# --- 2b: length generalisation -------------------------------------------------------------------------------------
+TRAINED = dict(color="0.45", linestyle="--", linewidth=1.0, zorder=1)
+
+
+def _length_line(ax, rows, colour, style) -> None:
+    """Mean accuracy over seeds at each evaluation length, its 95% bootstrap band where there are two seeds or more."""
+    rows = rows.sort_values("eval_length")
+    if rows.lo.notna().any():
+        ax.fill_between(rows.eval_length, rows.lo, rows.hi, color=colour, alpha=0.18, linewidth=0)
+    ax.plot(rows.eval_length, rows["mean"], color=colour, marker=style.marker, markersize=4, linewidth=1.5,
+            **style.line())
+
+
+def accuracy_vs_eval_length(d: D.ReportData):
+    """Final accuracy against evaluation length (log x), a panel per task and training length, the training length
+    marked: the runs with `eval.lengths`."""
+    lc = D.length_cells(d.lengths)
+    if lc.empty:
+        return None
+    fig, grid = _facets(lc, "task", "length", "{row}, trained at T = {col}", ragged=True, sharey=False)
+    colours, style = palette(d.labels), styles(lc.variant, d.cells.variant)
+    _map(lc, grid, ["task", "length"], _length_line, colours, style)
+    for (task, length), ax in grid.items():
+        _length_ticks(ax, sorted(lc.eval_length[(lc.task == task) & (lc.length == length)].unique()))
+        ax.axvline(length, **TRAINED)
+        _chance(ax, d.cells, task)
+        ax.set_ylim(-0.02, 1.02)
+    labels = [lab for lab in d.labels if lab in set(lc.label)]
+    handles = _legend_data(labels, colours, False, style, d.cells.chance[d.cells.task.isin(lc.task)].notna().any(),
+                           markers=True)
+    handles["training length"] = Line2D([], [], **TRAINED)
+    return _finish(fig, grid, handles, "Final accuracy vs evaluation length (mean over seeds, band: 95% bootstrap "
+                   "interval); dashed: the training length", "evaluation length",
+                   lambda key: "final " + ACCURACY_LABEL.get(key[0], "eval accuracy"))
 
 
 # --- 3: gradient through time --------------------------------------------------------------------------------------
@@ -522,7 +562,12 @@ FIGURES = {
         "Accuracy (copy: recall accuracy; adding: fraction of sequences with |error| < 0.04): mean over seeds, bars: "
         f"95% percentile bootstrap interval over seeds ({D.BOOT_RESAMPLES} resamples, fixed seed; inside [0, 1]). "
         f"Points: every seed where a cell has at most {D.FEW_SEEDS}. Dashed: the analytic baseline loss; dotted: "
-        f"chance accuracy 1/n_symbols (copy). {STYLE_NOTE}", "no completed run with a final eval loss"),
+        f"chance accuracy (copy: 1/n_symbols). {STYLE_NOTE}", "no completed run with a final eval loss"),
+    "accuracy_vs_eval_length": Spec(
+        accuracy_vs_eval_length, "Length generalisation: final accuracy of the runs with eval.lengths at each "
+        "evaluation length (log x), one panel per task and training length T (dashed). Mean over seeds, band: 95% "
+        f"percentile bootstrap interval over seeds ({D.BOOT_RESAMPLES} resamples, fixed seed). Dotted: chance "
+        f"accuracy. {STYLE_NOTE}", "no run evaluated at other lengths (eval.lengths)"),
     "grad_through_time": Spec(
         grad_through_time, "‖∂L/∂h_t‖ of the top recurrent layer vs distance from the loss, at initialisation "
         "and after training (two longest lengths per task); exact zeros (underflow) are marked on a strip under "

@@ -97,6 +97,8 @@ def blocks(d: D.ReportData, figures: dict, tables: dict) -> list[tuple]:
     else:
         out += [("h", 2, CAPTIONS["comparisons"][0]),
                 ("p", "No two models ran the same task, length and settings: nothing to compare.")]
+    if len(tables["lengths"]):
+        out += _table("lengths", tables["lengths"])
     out += _table("status", tables["status"])
     if len(tables["problems"]):
         out += [("p", CAPTIONS["problems"][1]), ("table", tables["problems"])]

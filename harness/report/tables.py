@@ -41,6 +41,12 @@ COMPARISON_NOTE = (
     "difference A − B of the final eval loss and of the accuracy [95% paired percentile bootstrap interval, "
     f"{D.BOOT_RESAMPLES} resamples, fixed seed]. A negative Δ loss favours A. An interval that excludes 0 is evidence "
     "of a difference; with few pairs the bootstrap interval is too narrow, and below 2 pairs there is none.")
+LENGTHS_NOTE = (
+    "Length generalisation, for the configurations run with eval.lengths: final accuracy at each evaluation length, "
+    "headed by its multiple of the training length T (1× is T itself), as mean over seeds [95% percentile bootstrap "
+    f"interval over seeds, {D.BOOT_RESAMPLES} resamples, fixed seed]. Beyond T: the score of Delétang et al. (2022), "
+    "each seed's mean accuracy over the evaluated lengths above T, as mean over seeds [interval] and as the best seed "
+    "(which that paper reported; the mean is the fairer summary). n: seeds. A blank: that length was not evaluated.")
 STATUS_NOTE = "Runs by status, with their run_ids."
 PROBLEMS_NOTE = ("Runs that did not complete, or completed without a final eval loss (left out of the statistics, "
                  "counted under no final value), with what their records say.")
@@ -127,6 +133,35 @@ def summary(cells: pd.DataFrame, keys=()) -> pd.DataFrame:
         if c[column].any():
             table[name] = c[column].astype(str)
     return table
+
+
+def _ratio_text(r: float) -> str:
+    return f"{r:g}×" if r >= 1 or math.isclose(r, round(r, 2)) else f"{r:.2g}×"
+
+
+def lengths(d: D.ReportData) -> pd.DataFrame:
+    """Accuracy at each evaluation length and the beyond-training score, one row per configuration with eval.lengths
+    (see LENGTHS_NOTE)."""
+    lc = D.length_cells(d.lengths)
+    if lc.empty:
+        return pd.DataFrame()
+    score = D.beyond_training(d.lengths)
+    ratios = sorted(lc.ratio.unique())
+    rows = []
+    for cell, g in lc.groupby("cell", sort=True):
+        c, at = d.cells.loc[cell], {r: row for r, row in zip(g.ratio, g.itertuples())}
+        row = {"model": c.label, "task": c.task, "T": str(c.length), "backend": c.backend,
+               **{k: key_text(c[k]) for k in d.keys if k not in SETTING_NAMES},
+               **{_ratio_text(r): (interval(at[r].mean, at[r].lo, at[r].hi) if r in at else "") for r in ratios}}
+        if cell in score.index:
+            sc = score.loc[cell]
+            row |= {"beyond T: mean": interval(sc["mean"], sc.lo, sc.hi), "beyond T: best seed": f"{sc.best:.2f}"}
+        else:
+            row |= {"beyond T: mean": "", "beyond T: best seed": ""}
+        rows.append(row | {"n": str(int(g.n.max()))})
+    order = D.sort_cells(d.cells.loc[lc.cell.unique()], d.keys).index
+    table = pd.DataFrame(rows, index=sorted(lc.cell.unique()))
+    return table.loc[[i for i in order if i in table.index]].reset_index(drop=True)
 
 
 def _verdict(name_a, name_b, lo, hi, pairs, lower_is_better: bool, what: str) -> str:
@@ -278,16 +313,21 @@ def write(table: pd.DataFrame, folder: Path, name: str, csv: pd.DataFrame | None
 
 #: name -> (title, note): each table's caption on the page and in LaTeX
 CAPTIONS = {"summary": ("Summary", SUMMARY_NOTE), "comparisons": ("Paired model comparisons", COMPARISON_NOTE),
+            "lengths": ("Accuracy at each length", LENGTHS_NOTE),
             "status": ("Runs by status", STATUS_NOTE), "problems": ("Problems", PROBLEMS_NOTE)}
 
 
 def write_all(d: D.ReportData, folder: Path) -> dict[str, pd.DataFrame]:
     """Write every table under `folder`; return the display tables by name, for the page."""
     shown = {"summary": summary(d.cells, d.keys), "comparisons": comparisons(d.comparisons, d.keys),
-             "status": status(d.runs, SHOWN_IDS), "problems": problems(d.runs, d.keys)}
+             "lengths": lengths(d), "status": status(d.runs, SHOWN_IDS), "problems": problems(d.runs, d.keys)}
     full = {"summary": d.cells.rename_axis("cell").reset_index(), "comparisons": d.comparisons,
-            "status": status(d.runs)}
+            "status": status(d.runs), "lengths": d.lengths}
     for name, table in shown.items():
+        if name == "lengths" and table.empty:  # no run with eval.lengths: no stale file from an earlier report
+            for ext in ("md", "tex", "csv", "html"):
+                (folder / f"lengths.{ext}").unlink(missing_ok=True)
+            continue
         write(table, folder, name, csv=full.get(name))
     cell_runs(d.runs, d.keys).to_csv(folder / "summary_runs.csv", index=False)
     return shown

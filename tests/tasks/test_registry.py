@@ -9,11 +9,14 @@ import pytest
 import torch
 
 from seqbench import tasks
-from seqbench.tasks import TASKS, AddingTask, CopyTask, Task, get_task
+from seqbench.tasks import TASKS, AddingTask, CopyTask, InductionTask, MQARTask, Task, get_task
+
+#: a short length every task accepts (MQAR needs an even length >= 4 * num_kv_pairs)
+SHORT = {"mqar": 32}
 
 
 def test_registry():
-    assert TASKS == {"adding": AddingTask, "copy": CopyTask}
+    assert TASKS == {"adding": AddingTask, "copy": CopyTask, "induction": InductionTask, "mqar": MQARTask}
     task = get_task("copy", length=5, copy_len=2)
     assert isinstance(task, CopyTask) and (task.length, task.copy_len, task.n_symbols) == (5, 2, 8)
     assert get_task("adding") == AddingTask()
@@ -22,7 +25,7 @@ def test_registry():
 def test_unknown_task_lists_known_names():
     with pytest.raises(ValueError) as err:
         get_task("nope")
-    assert str(err.value) == "unknown task 'nope'; known: adding, copy"
+    assert str(err.value) == "unknown task 'nope'; known: adding, copy, induction, mqar"
 
 
 def test_unknown_parameter_is_rejected():
@@ -64,7 +67,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_sample_on_device(name, device):
-    task = get_task(name, length=9)
+    task = get_task(name, length=SHORT.get(name, 9))
     a = task.sample(4, torch.Generator(device).manual_seed(0), device)
     b = task.sample(4, torch.Generator(device).manual_seed(0), device)
     assert all(t.device.type == device for t in a)
