@@ -191,7 +191,8 @@ def varied_keys(spec: SweepSpec) -> list[str]:
 def point_of(cfg: RunConfig, keys: list[str]) -> tuple:
     """A run's values of `keys` (a bare `task`/`model` is the name)."""
     flat = flatten(cfg.canonical())
-    return tuple(flat.get(k if k not in ("task", "model") else k + ".name") for k in keys)
+    values = (flat.get(k if k not in ("task", "model") else k + ".name") for k in keys)
+    return tuple(user_text(v) if isinstance(v, list) else v for v in values)  # hashable: eval.lengths is a list
 
 
 def describe_point(cfg: RunConfig, spec: SweepSpec) -> str:

@@ -147,3 +147,18 @@ def test_load_lengths_is_tidy(tmp_path):
     summary = json.loads((a / "summary.json").read_text())["final"]
     assert final.loc[24, "accuracy"] == summary["eval_accuracy@24"] and final.loc[6, "loss"] == summary["eval_loss"]
     assert set(ra[ra.final].step) == {6} and math.isfinite(final.loc[3, "exact"])
+
+
+def test_a_sweep_can_vary_the_lengths_and_tabulates_them(tmp_path, capsys):
+    import yaml
+
+    spec = tmp_path / "lg.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "lg", "base": {"task": "copy", "task.copy_len": 2, "model.hidden": 8, "device": "cpu",
+                               "train.steps": 4, "train.eval_every": 2, "train.eval_size": 8, "train.batch_size": 4,
+                               "train.grad_profile_batch": 2},
+        "zip": {"task.length": [3, 5], "eval.lengths": [[6, 12], [10]]}, "seeds": 1}))
+    assert main(["sweep", str(spec), "--out", str(tmp_path), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "[6, 12]" in out and "[10]" in out and (tmp_path / "lg" / "runs.parquet").exists()
+    assert set(load_lengths(tmp_path / "lg").length) == {3, 5, 6, 10, 12}
