@@ -440,6 +440,9 @@ def allowed_values(annotation, constraints=()) -> str:
     if type(None) in args:
         rest = [a for a in args if a is not type(None)]
         return allowed_values(rest[0] if len(rest) == 1 else Union[tuple(rest)], constraints) + " or null"
+    if typing.get_origin(annotation) is list:  # eval.lengths, tracker
+        inner = {int: "integers", str: "names"}.get(args[0], str(args[0])) if args else "values"
+        return f"list of {inner} (or a comma string)"
     words = {bool: "true | false", int: "integer", float: "number", str: "text"}.get(annotation, str(annotation))
     bounds = [f"{op} {user_text(getattr(c, attr))}" for c in constraints
               for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(c, attr)]
