@@ -9,10 +9,12 @@ from .base import Task, param
 from .copy import CopyTask
 from .induction import InductionTask
 from .mqar import MQARTask
+from .selective_copy import SelectiveCopyTask
 
-TASKS: dict[str, type[Task]] = {"adding": AddingTask, "copy": CopyTask, "induction": InductionTask, "mqar": MQARTask}
+TASKS: dict[str, type[Task]] = {"adding": AddingTask, "copy": CopyTask, "induction": InductionTask, "mqar": MQARTask,
+                               "selective_copy": SelectiveCopyTask}
 
-__all__ = ["Task", "param", "CopyTask", "AddingTask", "InductionTask", "MQARTask", "TASKS", "get_task"]
+__all__ = ["Task", "param", "CopyTask", "AddingTask", "InductionTask", "MQARTask", "SelectiveCopyTask", "TASKS", "get_task"]
 
 
 def get_task(name: str, **params) -> Task:

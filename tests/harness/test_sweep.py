@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from seqbench.harness.cli import main
-from seqbench.harness.config import ConfigError, parse_overrides
+from seqbench.harness.config import ConfigError, devices_elsewhere, parse_overrides
 from seqbench.harness.loaders import load_runs
 from seqbench.harness.sweep import expand, load_spec, points, presets
 
@@ -77,15 +77,37 @@ def test_bad_specs_exit_2_naming_file_and_key(tmp_path, capsys, fields, needle):
 
 def test_unknown_preset_lists_presets(capsys):
     assert main(["sweep", "nonexistent"]) == 2
-    assert "presets: adding, copy, quick" in capsys.readouterr().err
+    assert "presets: adding, copy, lengthgen, quick, recall, recall-gpu" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["quick", "adding", "copy"])
+@pytest.mark.parametrize("name", ["quick", "adding", "copy", "recall", "recall-gpu", "lengthgen"])
 def test_presets_are_valid(name):
     assert name in presets()
-    configs = expand(*load_spec(name), {})
+    with devices_elsewhere():  # recall-gpu names device=cuda
+        configs = expand(*load_spec(name), {})
     assert len(configs) >= 12
     assert {c.model.name for c in configs} == {"rnn", "lstm", "gru", "transformer"}
+
+
+def test_recall_presets_run_every_recall_task_for_every_model():
+    cpu = expand(*load_spec("recall"), {})
+    assert {c.task.name for c in cpu} == {"selective_copy", "mqar", "induction"} and {c.device for c in cpu} == {"cpu"}
+    assert len(cpu) == 3 * 4 * 3 and {c.seed for c in cpu} == {0, 1, 2}
+    with devices_elsewhere():
+        gpu = expand(*load_spec("recall-gpu"), {})
+    assert {c.device for c in gpu} == {"cuda"}
+    sizes = {(c.task.name, c.task.length, getattr(c.task, "num_kv_pairs", None)) for c in gpu}
+    assert {("mqar", 64, 4), ("mqar", 128, 8), ("mqar", 256, 16), ("mqar", 512, 64)} <= sizes  # Zoology's Figure 2
+    sc = next(c.task for c in gpu if c.task.name == "selective_copy")
+    assert (sc.length + sc.n_tokens, sc.n_tokens, sc.vocab) == (4096, 16, 16)  # Mamba's Table 1
+    assert {c.task.vocab for c in gpu if c.task.name == "mqar"} == {8192}
+
+
+def test_lengthgen_evaluates_every_model_at_2_to_16_times_its_training_length():
+    configs = expand(*load_spec("lengthgen"), {})
+    assert len({c.model.name for c in configs}) == 4 and {c.seed for c in configs} == {0, 1, 2}
+    for c in configs:
+        assert [n / c.task.length for n in c.eval.lengths] == [2, 4, 8, 16]
 
 
 def test_quick_preset_shows_both_tasks_at_two_lengths_with_three_seeds():

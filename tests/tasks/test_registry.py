@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from seqbench import tasks
-from seqbench.tasks import TASKS, AddingTask, CopyTask, InductionTask, MQARTask, Task, get_task
+from seqbench.tasks import TASKS, AddingTask, CopyTask, InductionTask, MQARTask, SelectiveCopyTask, Task, get_task
 
 #: a short length every task accepts (MQAR needs an even length >= 4 * num_kv_pairs)
 SHORT = {"mqar": 32}
 
 
 def test_registry():
-    assert TASKS == {"adding": AddingTask, "copy": CopyTask, "induction": InductionTask, "mqar": MQARTask}
+    assert TASKS == {"adding": AddingTask, "copy": CopyTask, "induction": InductionTask, "mqar": MQARTask,
+                     "selective_copy": SelectiveCopyTask}
     task = get_task("copy", length=5, copy_len=2)
     assert isinstance(task, CopyTask) and (task.length, task.copy_len, task.n_symbols) == (5, 2, 8)
     assert get_task("adding") == AddingTask()
@@ -25,7 +26,7 @@ def test_registry():
 def test_unknown_task_lists_known_names():
     with pytest.raises(ValueError) as err:
         get_task("nope")
-    assert str(err.value) == "unknown task 'nope'; known: adding, copy, induction, mqar"
+    assert str(err.value) == "unknown task 'nope'; known: adding, copy, induction, mqar, selective_copy"
 
 
 def test_unknown_parameter_is_rejected():
