@@ -22,6 +22,14 @@ class CopyTask(Task):
     Alphabet: blank 0, data symbols 1..n, delimiter n + 1.
     Input (B, L): c symbols, T - 1 blanks, the delimiter, c blanks.
     Target (B, L): T + c blanks, then the c symbols, so the first symbol is due one step after the delimiter.
+
+    ``variable_delay`` (the variable-length copy task of Henaff, Szlam & LeCun 2016): each sequence draws its own delay
+    d uniformly from 1..T and keeps the length L. Its delimiter is at step d + c - 1 and its c symbols are due at
+    d + c .. d + 2c - 1; every other input and target is blank. d = T is the fixed layout, so a model cannot rely on
+    counting T steps. The symbols are drawn first, so a batch's symbols are those of the fixed task from the same
+    generator. Loss, metrics and baseline are the fixed task's; accuracy counts each sequence's own recall window
+    (the positions where the target is a symbol, never a blank), and the baseline predictor sees the delimiter, so
+    it still knows the window.
     """
 
     name = "copy"
@@ -30,6 +38,8 @@ class CopyTask(Task):
     length: int = param(100, "delay T: the data symbols are followed by T - 1 blanks and the delimiter", ge=1)
     n_symbols: int = param(8, "number of data symbols n (alphabet: blank, n symbols, delimiter)", ge=1)
     copy_len: int = param(10, "number of symbols c to memorise and recall", ge=1)
+    variable_delay: bool = param(False, "draw each sequence's delay uniformly from 1..T (Henaff et al. 2016); the "
+                                 "sequence length stays T + 2c")
     solved_accuracy: float = param(0.99, "eval recall accuracy at which the task counts as solved", gt=0, le=1)
 
     @property
@@ -51,7 +61,7 @@ class CopyTask(Task):
 
     @property
     def recall_slice(self) -> slice:
-        """Positions (the last ``copy_len``) where the targets are the data symbols."""
+        """Positions (the last ``copy_len``) where the targets are the data symbols (the fixed delay only)."""
         return slice(self.length + self.copy_len, self.seq_len)
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu"):
@@ -62,9 +72,14 @@ class CopyTask(Task):
         symbols = torch.randint(1, self.n_symbols + 1, (n, c), generator=generator, device=device)  # (n, c)
         x = torch.full((n, self.seq_len), BLANK, dtype=torch.long, device=device)
         x[:, :c] = symbols
-        x[:, T + c - 1] = self.delimiter
         y = torch.full_like(x, BLANK)
-        y[:, self.recall_slice] = symbols
+        if not self.variable_delay:  # the fixed layout draws nothing more (its batches predate the option)
+            x[:, T + c - 1] = self.delimiter
+            y[:, self.recall_slice] = symbols
+            return x, y
+        delay = torch.randint(1, T + 1, (n, 1), generator=generator, device=device)  # d in 1..T
+        x.scatter_(1, delay + c - 1, self.delimiter)
+        y.scatter_(1, delay + c + torch.arange(c, device=device), symbols)
         return x, y
 
     def _check(self, out: torch.Tensor, y: torch.Tensor) -> None:
@@ -89,6 +104,10 @@ class CopyTask(Task):
 
         self._check(out, y)
         ce = F.cross_entropy(out.transpose(1, 2), y, reduction="none")  # (B, L)
+        if self.variable_delay:  # each sequence's window: where its target is a symbol (exactly c positions)
+            window = y != BLANK
+            hit = ((out.argmax(-1) == y) & window).sum(1).to(ce.dtype)  # (B,): right recalls
+            return {"loss": ce.mean(1), "accuracy": hit / self.copy_len, "exact": (hit == self.copy_len).to(ce.dtype)}
         recall = self.recall_slice
         hit = out[:, recall].argmax(-1) == y[:, recall]  # (B, c)
         return {"loss": ce.mean(1), "accuracy": hit.to(ce.dtype).mean(1), "exact": hit.all(1).to(ce.dtype)}
@@ -97,6 +116,11 @@ class CopyTask(Task):
     def baseline_loss(self) -> float:
         """Memoryless predictor (blanks, then uniform over the n symbols): c·ln(n) / (T + 2c)."""
         return self.copy_len * math.log(self.n_symbols) / self.seq_len
+
+    @property
+    def chance_accuracy(self) -> float:
+        """Recall accuracy of the memoryless predictor: 1/n."""
+        return 1 / self.n_symbols
 
     @property
     def solved_criterion(self) -> str:

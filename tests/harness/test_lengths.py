@@ -42,6 +42,13 @@ def test_without_lengths_the_run_id_is_what_it_was_before_the_key_existed():
     assert cfg.run_id == hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def test_a_later_key_at_its_old_behaviour_leaves_the_run_id_and_otherwise_changes_it():
+    assert tiny(*COPY, "task.variable_delay=false").run_id == tiny(*COPY).run_id
+    assert tiny(*COPY, "task.variable_delay=true").run_id != tiny(*COPY).run_id
+    learned = ["model=transformer", "model.pos_encoding=learned", *COPY]
+    assert tiny(*learned).run_id != tiny(*learned, "model.max_len=40").run_id
+
+
 @pytest.mark.parametrize("value,message", [
     ("12,12", "eval.lengths=12,12: length 12 is given twice; give each length once"),
     ("0", "eval.lengths=0: every length must be an integer >= 1 (got 0)"),

@@ -143,3 +143,84 @@ def test_solved():
     assert task.solved({"eval_loss": 0.5, "eval_accuracy": 0.99})
     assert not task.solved({"eval_loss": 0.0, "eval_accuracy": 0.989})
     assert CopyTask(solved_accuracy=0.5).solved_criterion == "eval_accuracy >= 0.5"
+
+
+# --- variable delay (Henaff et al. 2016) --------------------------------------------------------------------------------
+def test_the_fixed_layout_draws_what_it_drew_before_the_option():
+    # the fixed task draws only the symbols: nothing else from the generator, so old records' data is unchanged
+    task, g, only_symbols = CopyTask(length=9, copy_len=3), gen(11), gen(11)
+    x, y = task.sample(6, g)
+    symbols = torch.randint(1, 9, (6, 3), generator=only_symbols)
+    assert torch.equal(x[:, :3], symbols) and torch.equal(y[:, -3:], symbols)
+    assert torch.equal(g.get_state(), only_symbols.get_state())  # the generator moved by the symbols' draw alone
+    assert torch.equal(x, CopyTask(length=9, copy_len=3, variable_delay=False).sample(6, gen(11))[0])
+
+
+@pytest.mark.parametrize("T,c,n", SIZES)
+def test_variable_delay_layout(T, c, n):
+    task = CopyTask(length=T, copy_len=c, n_symbols=n, variable_delay=True)
+    N = 600
+    x, y = task.sample(N, gen(12))
+    fixed, _ = CopyTask(length=T, copy_len=c, n_symbols=n).sample(N, gen(12))
+    assert x.shape == y.shape == (N, T + 2 * c) and torch.equal(x[:, :c], fixed[:, :c])  # the same symbols first
+    is_delim = x == n + 1
+    assert (is_delim.sum(1) == 1).all()
+    d = is_delim.int().argmax(1) - c + 1  # each sequence's delay
+    assert d.min() >= 1 and d.max() <= T and (T == 1 or d.min() < d.max())
+    for i in range(N):
+        k = d[i].item()
+        assert (x[i, c:k + c - 1] == 0).all() and (x[i, k + c:] == 0).all()
+        assert torch.equal(y[i, k + c:k + 2 * c], x[i, :c])
+        assert (y[i, :k + c] == 0).all() and (y[i, k + 2 * c:] == 0).all()
+
+
+def test_variable_delay_is_uniform():
+    task = CopyTask(length=6, copy_len=2, n_symbols=4, variable_delay=True)
+    N = 12000
+    x, _ = task.sample(N, gen(13))
+    d = (x == 5).int().argmax(1) - 1
+    freq = torch.bincount(d, minlength=7)[1:].double() / N
+    assert (freq - 1 / 6).abs().max() < 5 * math.sqrt(1 / 6 * 5 / 6 / N), freq
+
+
+def window_logits(y: torch.Tensor, task: CopyTask, symbols_known: bool) -> torch.Tensor:
+    """Blank certain outside each sequence's window; inside it the symbol (known) or uniform over the n symbols."""
+    window = y != 0
+    logits = torch.full((*y.shape, task.output_size), -math.inf, dtype=torch.float64)
+    logits[..., 0] = torch.where(window, -math.inf, 0.0)
+    if symbols_known:
+        return torch.where(window[..., None], 30.0 * torch.nn.functional.one_hot(y, task.output_size).double(),
+                           logits)
+    logits[..., 1:] = torch.where(window[..., None], 0.0, -math.inf)
+    return logits
+
+
+def test_variable_delay_baseline_and_metrics():
+    task = CopyTask(length=15, copy_len=3, n_symbols=8, variable_delay=True)
+    _, y = task.sample(64, gen(14))
+    assert ((y != 0).sum(1) == 3).all()
+    assert task.loss(window_logits(y, task, False), y).item() == pytest.approx(task.baseline_loss, rel=1e-12)
+    perfect = window_logits(y, task, True)
+    stats = task.eval_stats(perfect, y)
+    assert (stats["accuracy"] == 1).all() and (stats["exact"] == 1).all()
+    garbage = perfect.clone()
+    garbage[y == 0] = torch.randn(int((y == 0).sum()), task.output_size, generator=gen(15), dtype=torch.float64)
+    assert torch.equal(task.eval_stats(garbage, y)["accuracy"], stats["accuracy"])  # outside the window: no effect
+    one_off = perfect.clone()
+    first = (y[0] != 0).int().argmax().item()
+    one_off[0, first] = 30.0 * torch.nn.functional.one_hot(y[0, first] % 8 + 1, task.output_size).double()
+    stats = task.eval_stats(one_off, y)
+    assert stats["accuracy"][0] == pytest.approx(2 / 3) and stats["exact"][0] == 0
+
+
+def test_variable_delay_random_guessing_and_contract():
+    task = CopyTask(length=20, copy_len=2, n_symbols=8, variable_delay=True)
+    n = 8000
+    _, y = task.sample(n, gen(16))
+    logits = torch.randn(n, task.seq_len, task.output_size, generator=gen(17))
+    logits[..., 0] = -math.inf
+    acc = task.eval_stats(logits, y)["accuracy"].mean().item()
+    assert acc == pytest.approx(1 / 8, abs=5 * math.sqrt(1 / 8 * 7 / 8 / (2 * n))) and task.chance_accuracy == 1 / 8
+    assert_seeded(task)
+    for dtype in (torch.float32, torch.float64):
+        assert_eval_stats_average_to_loss(task, 9, dtype, (18, 19))
