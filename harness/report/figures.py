@@ -559,10 +559,11 @@ FIGURES = {
     "final_vs_length": Spec(
         final_vs_length, "Final eval loss and accuracy vs length. Loss: geometric mean over seeds, bars: its 95% "
         "interval, a Student-t interval on the log loss, i.e. mean ×/÷ factor (never below zero on the log axis). "
-        "Accuracy (copy: recall accuracy; adding: fraction of sequences with |error| < 0.04): mean over seeds, bars: "
+        "Accuracy (adding: fraction of sequences with |error| < 0.04; the others: accuracy on the positions that carry a "
+        "target, e.g. copy's recall window): mean over seeds, bars: "
         f"95% percentile bootstrap interval over seeds ({D.BOOT_RESAMPLES} resamples, fixed seed; inside [0, 1]). "
         f"Points: every seed where a cell has at most {D.FEW_SEEDS}. Dashed: the analytic baseline loss; dotted: "
-        f"chance accuracy (copy: 1/n_symbols). {STYLE_NOTE}", "no completed run with a final eval loss"),
+        f"each task's chance accuracy. {STYLE_NOTE}", "no completed run with a final eval loss"),
     "accuracy_vs_eval_length": Spec(
         accuracy_vs_eval_length, "Length generalisation: final accuracy of the runs with eval.lengths at each "
         "evaluation length (log x), one panel per task and training length T (dashed). Mean over seeds, band: 95% "
