@@ -109,7 +109,7 @@ class EvalConfig(Strict):
 
 #: keys added after records already existed, with the value that reproduces the earlier behaviour: at that value a
 #: key stays out of run_id, so an experiment run before the key existed keeps its identity (and its records)
-LATER_KEYS = {"eval.lengths": [], "task.variable_delay": False, "model.max_len": None}
+LATER_KEYS = {"eval.lengths": [], "task.variable_delay": False, "model.max_len": None, "model.params": None}
 
 #: dotted keys that say how a run is carried out, not which experiment it is: left out of run_id (and of a report's
 #: cells). `threads` can change the last bits of a CPU run, so it is recorded and reused, but the experiment is the same.
@@ -150,8 +150,61 @@ class RunConfig(Strict):
             raise ValueError("device=cuda but torch.cuda.is_available() is False; use device=cpu or auto")
         if self.dtype == "bfloat16" and self.device != "cuda":
             raise ValueError("dtype=bfloat16 is autocast on CUDA only; use dtype=float32 on device=cpu")
+        self._match_params()
         self._check_lengths()
         return self
+
+    #: the widest model `model.params` may choose
+    MAX_WIDTH: ClassVar[int] = 1 << 16
+
+    def _match_params(self) -> None:
+        """`model.params=N`: the width (hidden, or d_model in steps of `heads`) whose parameter count is closest to N,
+        found by bisection (the count grows with the width); a budget outside the reachable range is refused. A config
+        that already holds the width (a recorded config.json, resumed or reproduced) must hold the one the budget
+        chooses; a user who gives both is asked to give one."""
+        budget = getattr(self.model, "params", None)
+        if budget is None:
+            return
+        key = "d_model" if hasattr(self.model, "d_model") else "hidden"
+        given = getattr(self.model, key) if key in self.model.model_fields_set else None
+        fixed_embed = key == "hidden" and self.model._embed_given and self.model.embed != given
+        modes = [fixed_embed] if given is None or fixed_embed else [False, True]
+        embed = getattr(self.model, "embed", None)
+        for fixed in modes:  # a recorded config cannot tell whether embed followed hidden: either reading may match
+            width = self._closest_width(budget, key, None if fixed or key != "hidden" else "follow", embed)
+            if given is None or width == given:
+                return
+        setattr(self.model, key, given)
+        if key == "hidden" and not fixed_embed:
+            self.model.embed = embed
+        raise ValueError(f"model.params={budget} and model.{key}={given}: the budget chooses model.{key}={width}; "
+                         f"give one of the two")
+
+    def _closest_width(self, budget: int, key: str, follow: str | None, embed) -> int:
+        from .memory import parameter_count
+
+        step = getattr(self.model, "heads", 1)
+
+        def count(units: int) -> int:
+            setattr(self.model, key, units * step)
+            if follow:
+                self.model.embed = units * step
+            elif key == "hidden":
+                self.model.embed = embed
+            return parameter_count(self)
+
+        lo, hi = 1, self.MAX_WIDTH // step
+        smallest, largest = count(lo), count(hi)
+        if smallest > budget or largest < budget:
+            raise ValueError(f"model.params={budget}: {self.model.name} on this task has {smallest:,} parameters at "
+                             f"model.{key}={step} and {largest:,} at model.{key}={hi * step}; choose a budget in "
+                             f"that range")
+        while lo < hi:  # the smallest width whose count reaches the budget
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if count(mid) < budget else (lo, mid)
+        best = min((u for u in (lo - 1, lo) if u >= 1), key=lambda u: (abs(count(u) - budget), u))
+        count(best)
+        return best * step
 
     def _check_lengths(self) -> None:
         """Every evaluation length makes a valid task, and a learned positional encoding covers every sequence."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 Backend = Literal["torch", "reference", "triton"]
 #: the backends a recurrent model can run on (see recurrent.BACKENDS for the classes behind each name)
@@ -27,9 +27,15 @@ class RecurrentConfig(ModelConfigBase):
     backend: Backend = Field("torch", description="torch (cuDNN/oneDNN) | reference (per-step loop) | triton (fused)")
     embed: int | None = Field(None, ge=1, description="width of the input embedding/linear input; default: hidden")
     init: Literal["default", "orthogonal"] = Field("default", description="recurrent-weight init")
+    params: int | None = Field(None, ge=1, description="parameter budget: choose model.hidden (and model.embed, "
+                               "unless given) so that the trainable parameter count is as close to this as it can be")
+
+    #: whether `embed` was given (in a recorded config it always is) or follows `hidden` (read by `model.params`)
+    _embed_given: bool = PrivateAttr(True)
 
     @model_validator(mode="after")
     def _resolve(self):
+        self._embed_given = self.embed is not None
         if self.embed is None:
             self.embed = self.hidden
         return self
@@ -77,6 +83,8 @@ class TransformerConfig(ModelConfigBase):
     pos_encoding: Literal["sinusoidal", "learned"] = Field("sinusoidal", description="positional encoding")
     max_len: int | None = Field(None, ge=1, description="learned encoding: the positions it has (sequences longer "
                                 "than this are refused); default: the training sequence length")
+    params: int | None = Field(None, ge=1, description="parameter budget: choose model.d_model (a multiple of "
+                               "model.heads) so that the trainable parameter count is as close to this as it can be")
 
     @model_validator(mode="after")
     def _heads_divide(self):
