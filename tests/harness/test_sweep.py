@@ -77,10 +77,10 @@ def test_bad_specs_exit_2_naming_file_and_key(tmp_path, capsys, fields, needle):
 
 def test_unknown_preset_lists_presets(capsys):
     assert main(["sweep", "nonexistent"]) == 2
-    assert "presets: adding, copy, lengthgen, quick, recall, recall-gpu" in capsys.readouterr().err
+    assert "presets: adding, copy, lengthgen, matched, quick, recall, recall-gpu" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["quick", "adding", "copy", "recall", "recall-gpu", "lengthgen"])
+@pytest.mark.parametrize("name", ["quick", "adding", "copy", "recall", "recall-gpu", "lengthgen", "matched"])
 def test_presets_are_valid(name):
     assert name in presets()
     with devices_elsewhere():  # recall-gpu names device=cuda
@@ -101,6 +101,16 @@ def test_recall_presets_run_every_recall_task_for_every_model():
     sc = next(c.task for c in gpu if c.task.name == "selective_copy")
     assert (sc.length + sc.n_tokens, sc.n_tokens, sc.vocab) == (4096, 16, 16)  # Mamba's Table 1
     assert {c.task.vocab for c in gpu if c.task.name == "mqar"} == {8192}
+
+
+def test_matched_gives_every_model_each_budget_within_a_few_percent():
+    from seqbench.harness.memory import parameter_count
+
+    configs = expand(*load_spec("matched"), {})
+    budgets = {c.model.params for c in configs}
+    assert len(budgets) >= 2 and {c.task.name for c in configs} == {"copy", "adding"}
+    for c in configs:
+        assert abs(parameter_count(c) / c.model.params - 1) < 0.05, (c.model.name, c.task.name, c.model.params)
 
 
 def test_lengthgen_evaluates_every_model_at_2_to_16_times_its_training_length():
