@@ -92,3 +92,16 @@ class Task:
     @classmethod
     def params(cls) -> list[dataclasses.Field]:
         return list(dataclasses.fields(cls))
+
+
+class SolvedByAccuracy:
+    """For tasks with a ``solved_accuracy`` field: solved once the eval accuracy reaches it."""
+
+    solved_accuracy: float
+
+    @property
+    def solved_criterion(self) -> str:
+        return f"eval_accuracy >= {self.solved_accuracy:g}"
+
+    def solved(self, stats: dict[str, float]) -> bool:
+        return stats["eval_accuracy"] >= self.solved_accuracy

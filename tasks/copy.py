@@ -7,7 +7,7 @@ import math
 
 from typing import TYPE_CHECKING
 
-from .base import Task, param
+from .base import SolvedByAccuracy, Task, param
 
 if TYPE_CHECKING:  # imported where computed, so that listing the tasks needs no torch
     import torch
@@ -16,7 +16,7 @@ BLANK = 0
 
 
 @dataclasses.dataclass(frozen=True)
-class CopyTask(Task):
+class CopyTask(SolvedByAccuracy, Task):
     """Copy task with T = ``length``, c = ``copy_len`` and n = ``n_symbols``; every sequence has L = T + 2c steps.
 
     Alphabet: blank 0, data symbols 1..n, delimiter n + 1.
@@ -121,10 +121,3 @@ class CopyTask(Task):
     def chance_accuracy(self) -> float:
         """Recall accuracy of the memoryless predictor: 1/n."""
         return 1 / self.n_symbols
-
-    @property
-    def solved_criterion(self) -> str:
-        return f"eval_accuracy >= {self.solved_accuracy:g}"
-
-    def solved(self, stats: dict[str, float]) -> bool:
-        return stats["eval_accuracy"] >= self.solved_accuracy

@@ -7,14 +7,14 @@ import math
 
 from typing import TYPE_CHECKING
 
-from .base import Task, param
+from .base import SolvedByAccuracy, Task, param
 
 if TYPE_CHECKING:  # imported where computed, so that listing the tasks needs no torch
     import torch
 
 
 @dataclasses.dataclass(frozen=True)
-class InductionTask(Task):
+class InductionTask(SolvedByAccuracy, Task):
     """Induction heads with vocabulary A = ``vocab`` and length T = ``length``; every sequence has L = T steps.
 
     Alphabet: ordinary tokens 0..A-2, the special (trigger) token A-1.
@@ -97,10 +97,3 @@ class InductionTask(Task):
     def chance_accuracy(self) -> float:
         """Accuracy of a memoryless predictor: 1/(A-1)."""
         return 1 / (self.vocab - 1)
-
-    @property
-    def solved_criterion(self) -> str:
-        return f"eval_accuracy >= {self.solved_accuracy:g}"
-
-    def solved(self, stats: dict[str, float]) -> bool:
-        return stats["eval_accuracy"] >= self.solved_accuracy

@@ -7,7 +7,7 @@ import math
 
 from typing import TYPE_CHECKING
 
-from .base import Task, param
+from .base import SolvedByAccuracy, Task, param
 
 if TYPE_CHECKING:  # imported where computed, so that listing the tasks needs no torch
     import torch
@@ -17,7 +17,7 @@ IGNORE = -100
 
 
 @dataclasses.dataclass(frozen=True)
-class MQARTask(Task):
+class MQARTask(SolvedByAccuracy, Task):
     """MQAR with vocabulary V = ``vocab``, D = ``num_kv_pairs`` and even length T = ``length``; L = T steps.
 
     Alphabet: keys 1..K-1 with K = V // 2, values K..V-1 (token 0 and every token appear as filler).
@@ -161,10 +161,3 @@ class MQARTask(Task):
     def chance_accuracy(self) -> float:
         """Accuracy of a memoryless predictor: 1/(V - V//2), i.e. 2/V for even V."""
         return 1 / (self.vocab - self.first_value)
-
-    @property
-    def solved_criterion(self) -> str:
-        return f"eval_accuracy >= {self.solved_accuracy:g}"
-
-    def solved(self, stats: dict[str, float]) -> bool:
-        return stats["eval_accuracy"] >= self.solved_accuracy

@@ -8,7 +8,7 @@ import math
 
 from typing import TYPE_CHECKING
 
-from .base import Task, param
+from .base import SolvedByAccuracy, Task, param
 
 if TYPE_CHECKING:  # imported where computed, so that listing the tasks needs no torch
     import torch
@@ -17,7 +17,7 @@ BLANK = 0
 
 
 @dataclasses.dataclass(frozen=True)
-class SelectiveCopyTask(Task):
+class SelectiveCopyTask(SolvedByAccuracy, Task):
     """Selective copying with noise length L = ``length``, M = ``n_tokens`` and vocabulary A = ``vocab``.
 
     Alphabet: blank (noise) 0, data tokens 1..A-2, marker A-1.
@@ -104,10 +104,3 @@ class SelectiveCopyTask(Task):
     def chance_accuracy(self) -> float:
         """Accuracy of that predictor: 1/(A-2)."""
         return 1 / (self.vocab - 2)
-
-    @property
-    def solved_criterion(self) -> str:
-        return f"eval_accuracy >= {self.solved_accuracy:g}"
-
-    def solved(self, stats: dict[str, float]) -> bool:
-        return stats["eval_accuracy"] >= self.solved_accuracy
