@@ -35,7 +35,8 @@ class CopyTask(SolvedByAccuracy, Task):
     name = "copy"
     input_kind = "tokens"
 
-    length: int = param(100, "delay T: the data symbols are followed by T - 1 blanks and the delimiter", ge=1)
+    length: int = param(100, "delay T: the data symbols are followed by T - 1 blanks and the delimiter (with "
+                        "variable_delay, the largest delay)", ge=1)
     n_symbols: int = param(8, "number of data symbols n (alphabet: blank, n symbols, delimiter)", ge=1)
     copy_len: int = param(10, "number of symbols c to memorise and recall", ge=1)
     variable_delay: bool = param(False, "draw each sequence's delay uniformly from 1..T (Henaff et al. 2016); the "
@@ -114,7 +115,11 @@ class CopyTask(SolvedByAccuracy, Task):
 
     @property
     def baseline_loss(self) -> float:
-        """Memoryless predictor (blanks, then uniform over the n symbols): c·ln(n) / (T + 2c)."""
+        """Memoryless predictor (blanks, then uniform over the n symbols): c·ln(n) / (T + 2c).
+
+        The same with ``variable_delay``: a predictor that sees the delimiter knows its sequence's recall window but
+        not the symbols, so it still pays ln(n) at c of the T + 2c positions and nothing elsewhere.
+        """
         return self.copy_len * math.log(self.n_symbols) / self.seq_len
 
     @property

@@ -153,7 +153,11 @@ def test_the_fixed_layout_draws_what_it_drew_before_the_option():
     symbols = torch.randint(1, 9, (6, 3), generator=only_symbols)
     assert torch.equal(x[:, :3], symbols) and torch.equal(y[:, -3:], symbols)
     assert torch.equal(g.get_state(), only_symbols.get_state())  # the generator moved by the symbols' draw alone
-    assert torch.equal(x, CopyTask(length=9, copy_len=3, variable_delay=False).sample(6, gen(11))[0])
+    explicit = CopyTask(length=9, copy_len=3, variable_delay=False)
+    g_explicit = gen(11)
+    x_explicit, y_explicit = explicit.sample(6, g_explicit)
+    assert task == explicit and torch.equal(x, x_explicit) and torch.equal(y, y_explicit)  # bitwise the default
+    assert torch.equal(g_explicit.get_state(), g.get_state())
 
 
 @pytest.mark.parametrize("T,c,n", SIZES)
@@ -179,6 +183,7 @@ def test_variable_delay_is_uniform():
     N = 12000
     x, _ = task.sample(N, gen(13))
     d = (x == 5).int().argmax(1) - 1
+    assert d.min() == 1 and d.max() == 6  # both ends of 1..T are drawn
     freq = torch.bincount(d, minlength=7)[1:].double() / N
     assert (freq - 1 / 6).abs().max() < 5 * math.sqrt(1 / 6 * 5 / 6 / N), freq
 
@@ -193,6 +198,50 @@ def window_logits(y: torch.Tensor, task: CopyTask, symbols_known: bool) -> torch
                            logits)
     logits[..., 1:] = torch.where(window[..., None], 0.0, -math.inf)
     return logits
+
+
+@pytest.mark.parametrize("T,c,n", SIZES)
+def test_variable_delay_window_predictor_scores_baseline(T, c, n):
+    task = CopyTask(length=T, copy_len=c, n_symbols=n, variable_delay=True)
+    _, y = task.sample(50, gen(20))
+    assert ((y != 0).sum(1) == c).all()  # the recall mask from y: exactly c positions per sequence
+    loss = task.loss(window_logits(y, task, False), y).item()
+    assert loss == pytest.approx(task.baseline_loss, rel=1e-12, abs=1e-15)
+    assert task.baseline_loss == pytest.approx(c * math.log(n) / (T + 2 * c))
+    stats = task.eval_stats(window_logits(y, task, True), y)
+    assert (stats["accuracy"] == 1).all() and (stats["exact"] == 1).all()
+
+
+@pytest.mark.parametrize("T,c,n", SIZES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+def test_the_window_from_y_gives_the_fixed_metrics_on_fixed_batches(T, c, n, dtype):
+    # on a fixed-layout batch (every d = T), the per-sequence window is recall_slice: identical stats, bit for bit
+    fixed, variable = CopyTask(length=T, copy_len=c, n_symbols=n), CopyTask(length=T, copy_len=c, n_symbols=n,
+                                                                            variable_delay=True)
+    _, y = fixed.sample(40, gen(21))
+    out = torch.randn(40, fixed.seq_len, fixed.output_size, generator=gen(22), dtype=dtype)
+    out[:5] = one_hot_logits(y[:5], fixed.output_size).to(dtype)  # some sequences recalled exactly
+    a, b = fixed.eval_stats(out, y), variable.eval_stats(out, y)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (a["exact"][:5] == 1).all()
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_variable_delay_on_device(device):
+    task = CopyTask(length=12, copy_len=3, n_symbols=5, variable_delay=True)
+    x, y = task.sample(300, gen(23, device), device)
+    assert x.device.type == y.device.type == device
+    again = task.sample(300, gen(23, device), device)
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])
+    d = (x == 6).int().argmax(1) - 2
+    assert d.min() >= 1 and d.max() <= 12 and ((x == 6).sum(1) == 1).all()
+    window = y != 0
+    assert torch.equal(window.int().argmax(1), d + 3) and (window.sum(1) == 3).all()
+    stats = task.eval_stats(one_hot_logits(y, task.output_size), y)
+    assert (stats["accuracy"] == 1).all() and (stats["exact"] == 1).all()
 
 
 def test_variable_delay_baseline_and_metrics():
