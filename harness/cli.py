@@ -407,14 +407,20 @@ def cmd_list(args) -> int:
     from .config import TASK_CONFIGS, describe_keys, user_text
     from .models import MODELS
     from .models.configs import BACKEND_NAMES
+    from .models.plugins import GROUP, entry_points
 
     rows = describe_keys()
+    plugins = {name: ep.value for name, ep in sorted(entry_points().items()) if name not in MODELS}
     if args.json:
-        print(json.dumps({"tasks": sorted(TASK_CONFIGS), "models": list(MODELS), "backends": list(BACKEND_NAMES),
-                          "keys": [row._asdict() for row in rows]}, indent=2))
+        print(json.dumps({"tasks": sorted(TASK_CONFIGS), "models": [*MODELS, *plugins], "plugins": plugins,
+                          "backends": list(BACKEND_NAMES), "keys": [row._asdict() for row in rows]}, indent=2))
         return 0
     print("tasks:    " + ", ".join(sorted(TASK_CONFIGS)))
     print("models:   " + ", ".join(MODELS))
+    if plugins:
+        print(f"plugins:  " + ", ".join(f"{name} ({value})" for name, value in plugins.items())
+              + f"  (entry points, group {GROUP})")
+    print("          or any import path: model=package.module:ConfigClass")
     print("backends: " + ", ".join(BACKEND_NAMES) + "  (recurrent models)")
     print("\nconfig keys (seqbench run key=value ...; [name]: only for that task or model):")
     key_w, default_w = max(len(r.key) for r in rows) + 2, max(len(user_text(r.default)) for r in rows) + 2

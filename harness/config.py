@@ -17,13 +17,15 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, create_model, field_validator,
+                      model_validator)
 
 from ..tasks import TASKS
 from ..tasks.base import Task
 
 from .errors import ConfigError
-from .models import MODELS
+from .models import MODELS, ModelConfigBase
+from .models.plugins import known_names, model_class
 
 
 class Strict(BaseModel):
@@ -52,7 +54,6 @@ def _task_config(task_cls: type[Task]) -> type[_TaskConfig]:
 
 TASK_CONFIGS = {name: _task_config(cls) for name, cls in TASKS.items()}
 TaskConfig = Annotated[Union[tuple(TASK_CONFIGS.values())], Field(discriminator="name")]
-ModelConfig = Annotated[Union[tuple(MODELS.values())], Field(discriminator="name")]
 
 DEFAULT_TASK = "adding"
 DEFAULT_MODEL = "lstm"
@@ -118,7 +119,7 @@ OPERATIONAL_KEYS = ("train.checkpoint_every", "train.memory_check", "threads", "
 
 class RunConfig(Strict):
     task: TaskConfig = Field(description="task")
-    model: ModelConfig = Field(description="model")
+    model: SerializeAsAny[ModelConfigBase] = Field(description="model")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     seed: int = Field(0, ge=0, description="model-initialisation seed")
@@ -130,6 +131,19 @@ class RunConfig(Strict):
                                 "or reproduced run uses the same. Not part of run_id")
     tracker: list[str] = Field([], description="experiment trackers the finished record is mirrored to: tensorboard, "
                                "wandb, mlflow (a list or a comma string). Not part of run_id")
+
+    @field_validator("model", mode="wrap")
+    @classmethod
+    def _model_class(cls, value, handler):
+        """The model's own config class, by name: a built-in, an import path or an entry point (models/plugins.py)."""
+        if isinstance(value, dict):
+            name = value.get("name", DEFAULT_MODEL)
+            try:
+                config_class = model_class(name)
+            except ConfigError as e:
+                raise ValueError(str(e).partition(": ")[2]) from None
+            return config_class.model_validate({**value, "name": name})
+        return handler(value)
 
     @field_validator("tracker", mode="before")
     @classmethod
@@ -158,38 +172,43 @@ class RunConfig(Strict):
     MAX_WIDTH: ClassVar[int] = 1 << 16
 
     def _match_params(self) -> None:
-        """`model.params=N`: the width (hidden, or d_model in steps of `heads`) whose parameter count is closest to N,
-        found by bisection (the count grows with the width); a budget outside the reachable range is refused. A config
-        that already holds the width (a recorded config.json, resumed or reproduced) must hold the one the budget
-        chooses; a user who gives both is asked to give one."""
-        budget = getattr(self.model, "params", None)
+        """`model.params=N`: the width (the model's `width_key`: hidden, or d_model in steps of `heads`) whose parameter
+        count is closest to N, found by bisection (the count grows with the width); a budget outside the reachable
+        range is refused. A config that already holds the width (a recorded config.json, resumed or reproduced) must
+        hold the one the budget chooses; a user who gives both is asked to give one."""
+        budget = self.model.params
         if budget is None:
             return
-        key = "d_model" if hasattr(self.model, "d_model") else "hidden"
+        key = self.model.width_key
+        if key is None:
+            raise ValueError(f"model.params={budget}: model {self.model.name} names no width knob (its config's "
+                             f"width_key), so no budget can choose its size; set its width keys instead")
         given = getattr(self.model, key) if key in self.model.model_fields_set else None
-        fixed_embed = key == "hidden" and self.model._embed_given and self.model.embed != given
+        follows = key == "hidden" and hasattr(self.model, "_embed_given")  # embed follows hidden unless given
+        fixed_embed = follows and self.model._embed_given and self.model.embed != given
         modes = [fixed_embed] if given is None or fixed_embed else [False, True]
         embed = getattr(self.model, "embed", None)
         for fixed in modes:  # a recorded config cannot tell whether embed followed hidden: either reading may match
-            width = self._closest_width(budget, key, None if fixed or key != "hidden" else "follow", embed)
+            width = self._closest_width(budget, key, follows and not fixed, embed)
             if given is None or width == given:
                 return
         setattr(self.model, key, given)
-        if key == "hidden" and not fixed_embed:
+        if follows and not fixed_embed:
             self.model.embed = embed
         raise ValueError(f"model.params={budget} and model.{key}={given}: the budget chooses model.{key}={width}; "
                          f"give one of the two")
 
-    def _closest_width(self, budget: int, key: str, follow: str | None, embed) -> int:
+    def _closest_width(self, budget: int, key: str, follow: bool, embed) -> int:
         from .memory import parameter_count
 
-        step = getattr(self.model, "heads", 1)
+        step = self.model.width_step()
+        has_embed = hasattr(self.model, "_embed_given")
 
         def count(units: int) -> int:
             setattr(self.model, key, units * step)
             if follow:
                 self.model.embed = units * step
-            elif key == "hidden":
+            elif has_embed and key == "hidden":
                 self.model.embed = embed
             return parameter_count(self)
 
@@ -414,13 +433,15 @@ def devices_elsewhere():
 def resolve(raw: dict) -> RunConfig:
     """Validate user values (nested dict, any subset of keys) into a resolved RunConfig, or raise ConfigError."""
     raw = json.loads(json.dumps(raw))  # deep copy; callers keep their dict
-    for section, registry, default in (("task", TASK_CONFIGS, DEFAULT_TASK), ("model", MODELS, DEFAULT_MODEL)):
+    for section, default in (("task", DEFAULT_TASK), ("model", DEFAULT_MODEL)):
         node = raw.setdefault(section, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{section}: expected a name or a section, got {node!r}")
         name = node.setdefault("name", default)
-        if not isinstance(name, str) or name not in registry:
-            raise ConfigError(f"{section}={user_text(name)}: unknown {section}; known: {', '.join(sorted(registry))}")
+        if section == "model":
+            model_class(name)  # ConfigError naming the model and what is wrong
+        elif not isinstance(name, str) or name not in TASK_CONFIGS:
+            raise ConfigError(f"task={user_text(name)}: unknown task; known: {', '.join(sorted(TASK_CONFIGS))}")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
@@ -448,7 +469,7 @@ def _allowed(section: list[str], raw: dict) -> list[str]:
     elif section[0] == "task":
         model = TASK_CONFIGS[raw["task"]["name"]]
     elif section[0] == "model":
-        model = MODELS[raw["model"]["name"]]
+        model = model_class(raw["model"]["name"])
     elif section[0] == "eval":
         model = EvalConfig
     else:
@@ -471,8 +492,14 @@ def describe_keys() -> list[KeyInfo]:
     rows = [KeyInfo("task", DEFAULT_TASK, " | ".join(sorted(TASK_CONFIGS)), "task name")]
     for name, model in sorted(TASK_CONFIGS.items()):
         rows += _rows("task.", model, f"[{name}] ")
-    rows.append(KeyInfo("model", DEFAULT_MODEL, " | ".join(sorted(MODELS)), "model name"))
-    for name, model in sorted(MODELS.items()):
+    names = known_names()
+    rows.append(KeyInfo("model", DEFAULT_MODEL, " | ".join(names) + " | package.module:ConfigClass", "model name"))
+    for name in names:
+        try:
+            model = model_class(name)
+        except ConfigError as e:  # an installed entry point that does not load: listed with the reason
+            rows.append(KeyInfo(f"model.* [{name}]", None, "-", f"[{name}] cannot be loaded: {e}"))
+            continue
         rows += _rows("model.", model, f"[{name}] ")
     rows += _rows("train.", TrainConfig, "")
     rows += _rows("eval.", EvalConfig, "")

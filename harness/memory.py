@@ -19,6 +19,9 @@ from pathlib import Path
 from .errors import ConfigError
 from .models.configs import GATES
 
+#: gate blocks of a minGRU / minLSTM layer's one input projection
+MIN_GATES = {"mingru": 2, "minlstm": 3}
+
 EVAL_CHUNK = 256  # train.EVAL_CHUNK, the evaluation's batch (kept equal by a test; train.py imports torch)
 EVAL_TOKENS = 1 << 15  # train.EVAL_TOKENS, the tokens per chunk at the other evaluation lengths (kept equal too)
 OVERHEAD = 16 * 2**20  # allocator and oneDNN workspaces of even the smallest run (measured: 12-16 MiB)
@@ -30,6 +33,10 @@ LOGIT_VALUES = 2.5  # per output value and position: the logits, the loss's save
 RECURRENT = {
     ("torch", "lstm"): (6.7, 11.8), ("torch", "gru"): (8.3, 4.6), ("torch", "rnn"): (2.5, 3.5),
     ("reference", "lstm"): (11.5, 1.5), ("reference", "gru"): (15.8, 3.4), ("reference", "rnn"): (4.5, 1.2),
+    # minGRU/minLSTM blocks (LayerNorms, the scan's log-space intermediates, the MLP at mlp_ratio 4), measured the
+    # same way; `triton` on a CPU runs the torch scan
+    ("torch", "mingru"): (31.7, 14.1), ("torch", "minlstm"): (35.7, 14.0),
+    ("reference", "mingru"): (24.1, 6.9), ("reference", "minlstm"): (26.7, 11.4),
 }
 PROBES = 4  # the gradient profile's extra values per position and unit: zero probes on x_t and every h_t, and grads
 
@@ -56,18 +63,36 @@ class Estimate:
 
 
 def parameter_count(cfg) -> int:
-    """The number of trainable parameters `cfg.model.build(task)` makes (checked against built models in the tests)."""
+    """The number of trainable parameters `cfg.model.build(task)` makes (checked against built models in the tests):
+    in closed form for the built-in models, by building a model from outside the package on the meta device."""
     task, m = cfg.task.build(), cfg.model
-    width = m.d_model if m.name == "transformer" else m.embed
+    if m.name not in MIN_GATES and m.name not in GATES and m.name != "transformer":
+        return _built_count(m, task)
+    width = m.d_model if m.name == "transformer" else getattr(m, "embed", None) or m.hidden
     enc = task.input_size * width + (0 if task.input_kind == "tokens" else width)
     if m.name == "transformer":
         d, ff = m.d_model, m.ff_mult * m.d_model
         block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * ff + ff + ff * d + d)
         pos = (m.max_len or task.seq_len) * d if m.pos_encoding == "learned" else 0
         return enc + pos + m.layers * block + 2 * d + d * task.output_size + task.output_size
-    G, H = GATES[m.name], m.hidden
+    H = m.hidden
+    if m.name in MIN_GATES:  # per block: two LayerNorms, the gate projection, the MLP; then a final LayerNorm
+        G, F = MIN_GATES[m.name], m.mlp_ratio * H
+        block = 4 * H + G * H * H + G * H + (H * F + F + F * H + H)
+        return enc + m.layers * block + 2 * H + H * task.output_size + task.output_size
+    G = GATES[m.name]
     core = sum(G * H * ((m.embed if layer == 0 else H) + H) + 2 * G * H for layer in range(m.layers))
     return enc + core + H * task.output_size + task.output_size
+
+
+def _built_count(m, task) -> int:
+    import torch
+
+    from .models.plugins import build_model
+
+    with torch.device("meta"):
+        model = build_model(m, task)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _optimizer_slots(train) -> int:
@@ -92,7 +117,10 @@ def _values_per_position(m) -> tuple[float, float, float]:
         per_layer, once = transformer_values(m.ff_mult)
         train_values = once + per_layer * m.layers
         return train_values, 4 + 2 * m.ff_mult + m.layers, train_values + PROBES  # eval: measured 14.4 at 2 layers
-    per_layer, once = RECURRENT[(m.backend if m.backend != "triton" else "reference", m.name)]
+    if m.name not in GATES and m.name not in MIN_GATES:  # a model from outside the package: unknown, not counted
+        return 0.0, 0.0, 0.0
+    on_cpu = "torch" if m.name in MIN_GATES else "reference"  # what backend=triton runs without a GPU
+    per_layer, once = RECURRENT[(m.backend if m.backend != "triton" else on_cpu, m.name)]
     ref_layer, ref_once = RECURRENT[("reference", m.name)]
     return once + per_layer * m.layers, 3 + m.layers, ref_once + ref_layer * m.layers + PROBES
 
@@ -106,8 +134,9 @@ def estimate(cfg) -> Estimate:
     parts = {"parameters": P * 4 * (2 + _optimizer_slots(t)) + P * profile_bytes * 2,
              "data": (t.eval_size + t.grad_profile_batch + t.batch_size) * _sequence_bytes(task)
              + sum(t.eval_size * _sequence_bytes(other) for other in others)}
-    width, width_key = (m.d_model, f"model.d_model={m.d_model}") if m.name == "transformer" \
-        else (m.hidden, f"model.hidden={m.hidden}")
+    key = m.width_key or "width"
+    width = getattr(m, key, 0) if m.width_key else 0  # a plugin's activations are not estimated (see above)
+    width_key = f"model.{key}={width}"
     train_values, eval_values, profile_values = _values_per_position(m)
     chunk = min(t.eval_size, EVAL_CHUNK)
     evaluation = (chunk * L * (width * eval_values + out * LOGIT_VALUES) * 4, f"min(train.eval_size, {EVAL_CHUNK})={chunk}")
@@ -131,11 +160,13 @@ def estimate(cfg) -> Estimate:
     parts[phase] = int(phases[phase][0])
     parts["overhead"] = OVERHEAD
     length = f"sequence length {L} (task.length={task.length})"
-    layers = f"model.layers={m.layers}"
-    per_position = f"{width_key} x {layers}"
-    if out * LOGIT_VALUES > width * train_values:  # the head's outputs, not the body, fill the activations
+    layers = f"model.layers={m.layers}" if hasattr(m, "layers") else f"model={m.name}"
+    builtin = m.name in GATES or m.name in MIN_GATES or m.name == "transformer"
+    per_position = f"{width_key} x {layers}" if builtin else "the outputs (a plugin's own activations are not estimated)"
+    if builtin and out * LOGIT_VALUES > width * train_values:  # the head's outputs, not the body, fill the activations
         per_position = f"{out} outputs" + (f" (task.n_symbols={task.n_symbols})" if hasattr(task, "n_symbols") else "")
-    why = {"parameters": f"{P:,} parameters ({width_key}, {layers}) with gradients and {t.optimizer} state",
+    sizes = f"{width_key}, {layers}" if m.width_key else layers
+    why = {"parameters": f"{P:,} parameters ({sizes}) with gradients and {t.optimizer} state",
            "data": f"train.eval_size={t.eval_size} sequences of {length}",
            phase: f"{phases[phase][1]} x {length} x {per_position}"}
     return Estimate(parts, why)

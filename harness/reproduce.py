@@ -24,7 +24,7 @@ SUMMARY_FIELDS = ("status", "steps_done", "diverged_step", "solved_step", "param
 DEFAULT_RTOL = 1e-3
 #: provenance fields whose change can change a run's bits (the commit, the software, the machine, the settings)
 ENVIRONMENT = ("commit", "dirty", "source_digest", "device", "device_name", "cpu_model", "torch", "triton", "numpy", "python", "cuda",
-               "cudnn", "torch_threads", "deterministic_algorithms", "cudnn_deterministic")
+               "cudnn", "torch_threads", "deterministic_algorithms", "cudnn_deterministic", "model_plugin")
 VERDICTS = ("identical", "within rtol", "differs")
 
 

@@ -18,6 +18,7 @@ import torch
 
 from .config import RunConfig
 from .gradprofile import gradient_profile
+from .models.plugins import build_model, describe
 from .progress import Progress
 from .provenance import provenance
 from .records import (CHECKPOINT, RunWriter, claim, is_finished, load_checkpoint, read_json, read_summary, record_head,
@@ -81,7 +82,7 @@ class Trainer:
         self.device = torch.device(cfg.device)
         self.task = cfg.task.build()
         torch.manual_seed(cfg.seed)  # model initialisation only; data has its own generators
-        self.model = cfg.model.build(self.task).to(self.device)
+        self.model = build_model(cfg.model, self.task).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.groups = self.model.param_groups()
         self.opt = make_optimizer(cfg, self.params)
@@ -245,6 +246,7 @@ class Trainer:
             "peak_mem_kind": "cuda_max_allocated" if self.device.type == "cuda" else "process_peak_rss",
             "train_wall_s": state.elapsed,
             "kernel_path": self.model.kernel_path,  # after training: the path the training steps took
+            "grad_profile_note": self.model.profile_note,
         }
 
 
@@ -288,6 +290,14 @@ def settle_threads(cfg: RunConfig, run_dir: Path | None = None, default: int | N
     return cfg if threads == cfg.threads else cfg.model_copy(update={"threads": threads})
 
 
+def _plugin_record(name: str) -> dict | None:
+    """provenance.model_plugin: which code a model from outside the package resolved to (never fails the run)."""
+    try:
+        return describe(name)
+    except Exception as e:  # e.g. its source file unreadable: the run is still recorded, with the reason
+        return {"name": name, "error": f"{type(e).__name__}: {e}"}
+
+
 @contextlib.contextmanager
 def run_environment(cfg: RunConfig):
     """The process-wide settings a run's bits depend on, for the run's duration only (a sweep worker runs many):
@@ -320,6 +330,7 @@ def run_record(cfg: RunConfig, writer, progress: bool | None = None, ckpt: dict 
 
 def _run_record(cfg, writer, progress, ckpt, stop, sink) -> dict:
     head = record_head(cfg)
+    plugin = _plugin_record(cfg.model.name)
     started = time.perf_counter()
     try:
         trainer = Trainer(cfg)
@@ -337,7 +348,10 @@ def _run_record(cfg, writer, progress, ckpt, stop, sink) -> dict:
     except Exception as e:  # recorded, never lost: the run is marked failed with its traceback
         body = {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
     body["wall_s"] = body.get("train_wall_s") or time.perf_counter() - started
-    return {**head, **body, "config": cfg.canonical(), "provenance": provenance(cfg.device)}
+    record = provenance(cfg.device)
+    if plugin is not None:  # which code a model from outside the package resolved to
+        record["model_plugin"] = plugin
+    return {**head, **body, "config": cfg.canonical(), "provenance": record}
 
 
 @contextlib.contextmanager

@@ -21,7 +21,8 @@ if _os.path.isfile(_os.path.join(_root, "kernels", "fused.py")) and _os.path.isf
     __path__.append(_root)
 
 _LAZY = {"load_runs": "loaders", "load_metrics": "loaders", "load_grad_profiles": "loaders", "load_lengths": "loaders",
-         "resolve": "config", "RunConfig": "config", "ConfigError": "config"}
+         "resolve": "config", "RunConfig": "config", "ConfigError": "config",
+         "ModelConfig": "models.configs", "SequenceModel": "models.base"}
 
 __all__ = ["__version__", *_LAZY]
 

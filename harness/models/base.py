@@ -22,6 +22,8 @@ class SequenceModel(nn.Module):
 
     #: which code computes the recurrence (or attention): recorded with every run
     kernel_path = "torch"
+    #: what the gradient profile cannot record for this model, and why (None: it records all there is)
+    profile_note: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, L) token ids or (B, L, F) features -> (B, L, output_size)."""

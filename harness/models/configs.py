@@ -6,7 +6,7 @@ torch; `build` imports the module code when a run needs it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -18,10 +18,34 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 class ModelConfigBase(BaseModel):
+    """What every model's config is: its own validated keys (`model.<key>=...`) and `build(task) -> nn.Module`.
+
+    Models from outside the package (import paths, the `seqbench.models` entry points: see `plugins.py` and the
+    README) subclass this too. `width_key` names the key `model.params` chooses (None: the model has no width knob and
+    refuses a budget); `width_step()` is the step that key moves in (the Transformer's d_model moves in steps of heads).
+    """
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str
+    params: int | None = Field(None, ge=1, description="parameter budget: choose the model's width so that the "
+                               "trainable parameter count is as close to this as it can be (models with a width knob)")
+
+    width_key: ClassVar[str | None] = None
+
+    def width_step(self) -> int:
+        return 1
+
+    def build(self, task):
+        raise NotImplementedError(f"{type(self).__name__} defines no build(task)")
+
+
+#: the name a model from outside the package subclasses (`from seqbench import ModelConfig`)
+ModelConfig = ModelConfigBase
 
 
 class RecurrentConfig(ModelConfigBase):
+    width_key: ClassVar[str] = "hidden"
+
     hidden: int = Field(64, ge=1, description="hidden units per layer")
     layers: int = Field(1, ge=1, description="stacked recurrent layers")
     backend: Backend = Field("torch", description="torch (cuDNN/oneDNN) | reference (per-step loop) | triton (fused)")
@@ -86,6 +110,11 @@ class TransformerConfig(ModelConfigBase):
     params: int | None = Field(None, ge=1, description="parameter budget: choose model.d_model (a multiple of "
                                "model.heads) so that the trainable parameter count is as close to this as it can be")
 
+    width_key: ClassVar[str] = "d_model"
+
+    def width_step(self) -> int:
+        return self.heads
+
     @model_validator(mode="after")
     def _heads_divide(self):
         if self.d_model % self.heads:
@@ -96,3 +125,31 @@ class TransformerConfig(ModelConfigBase):
         from .transformer import Transformer
 
         return Transformer(self, task)
+
+
+class MinRNNConfig(ModelConfigBase):
+    """minGRU / minLSTM (Feng et al. 2024): gates that depend on the input only, so a layer is a linear recurrence that
+    a parallel scan computes. Stacked as pre-norm residual blocks, each with an MLP (see kernels.minrnn.MinRNNStack)."""
+
+    width_key: ClassVar[str] = "hidden"
+
+    hidden: int = Field(64, ge=1, description="hidden units per layer (also the width of the residual stream)")
+    layers: int = Field(1, ge=1, description="stacked residual blocks (minRNN layer + MLP)")
+    backend: Backend = Field("torch", description="torch (parallel log-space scan in torch) | reference (per-step "
+                             "loop) | triton (fused scan kernel)")
+    mlp_ratio: int = Field(4, ge=1, description="MLP width of each block as a multiple of hidden")
+    params: int | None = Field(None, ge=1, description="parameter budget: choose model.hidden so that the trainable "
+                               "parameter count is as close to this as it can be")
+
+    def build(self, task):
+        from .minrnn import MinRNNModel
+
+        return MinRNNModel(self, task)
+
+
+class MinGRUConfig(MinRNNConfig):
+    name: Literal["mingru"] = "mingru"
+
+
+class MinLSTMConfig(MinRNNConfig):
+    name: Literal["minlstm"] = "minlstm"

@@ -25,7 +25,7 @@ from ..records import json_kind, read_json
 from ..models import MODELS
 
 #: base models in the order (and so the colours) every figure and table uses; variants sort after their base
-MODEL_ORDER = ("rnn", "lstm", "gru", "transformer")
+MODEL_ORDER = ("rnn", "lstm", "gru", "mingru", "minlstm", "transformer")
 STATUSES = ("completed", "diverged", "failed", "incomplete")
 #: runs that trained to their end or to their divergence: the denominator of a solve rate (a failed run is a harness
 #: or set-up error, not evidence about the model, and an incomplete one has not finished)
@@ -134,10 +134,13 @@ def backend_name(kernel_path) -> str | None:
     module = module.removeprefix("seqbench.")  # records made before the package moved under `seqbench` lack it
     if path.startswith("fused-triton"):
         return "triton"
-    if path.startswith("fallback-"):
-        return path.removeprefix("fallback-").split(":")[0] + " (fallback)"
-    if module.startswith("kernels.reference."):
+    if path.startswith("fallback-"):  # minGRU/minLSTM's triton falls back to the torch scan ("fallback-scan")
+        what = path.removeprefix("fallback-").split(":")[0]
+        return {"scan": "torch"}.get(what, what) + " (fallback)"
+    if module.startswith("kernels.reference.") or path.startswith("reference-loop"):
         return "reference"
+    if path.startswith("scan-torch"):
+        return "torch"
     return None if module.startswith("kernels.") else "torch"
 
 

@@ -21,6 +21,8 @@ from .conftest import tiny
     ["model=transformer", "model.pos_encoding=learned", "model.ff_mult=3"],
     ["model=transformer", "model.pos_encoding=learned", "model.max_len=300"],
     ["model=transformer", "task=copy", "model.layers=3"],
+    ["model=mingru", "model.layers=2", "model.hidden=20"],
+    ["model=minlstm", "task=copy", "model.mlp_ratio=2"],
 ], ids=lambda o: "-".join(o))
 def test_parameter_count_is_the_built_models(overrides):
     cfg = tiny(*overrides)
@@ -78,6 +80,8 @@ MEASURED = [
     "model=rnn model.layers=2 model.hidden=128 task.length=600 train.batch_size=4 train.eval_size=256",
     "model=lstm model.hidden=64 task.length=200 train.batch_size=4 train.grad_profile_batch=48",
     "model=gru model.hidden=160 task.length=200 train.batch_size=128 train.optimizer=sgd",
+    "model=minlstm model.layers=2 model.hidden=48 task=copy task.length=150 train.batch_size=96",
+    "model=mingru model.backend=reference model.hidden=80 task.length=300 train.batch_size=64",
 ]
 BASE = ["device=cpu", "train.steps=2", "train.eval_every=0", "train.log_every=1", "train.eval_size=8",
         "train.grad_profile_batch=2"]

@@ -11,7 +11,8 @@ from seqbench.harness.train import execute
 
 
 MODELS = ["model=rnn", "model=lstm", "model=gru", "model=transformer", "model=lstm model.layers=2",
-          "model=gru model.layers=3 model.embed=16", "model=transformer model.layers=4 model.heads=2"]
+          "model=gru model.layers=3 model.embed=16", "model=transformer model.layers=4 model.heads=2", "model=mingru",
+          "model=minlstm model.layers=2"]
 TASKS = ["task=copy", "task=adding", "task=selective_copy", "task=induction"]
 
 

@@ -133,7 +133,14 @@ def test_a_repeated_seed_counts_once_and_a_missing_final_value_is_counted():
     ("kernels.fused.LSTM: fallback-reference: hidden_size=1024 is above the split kernels' limit 512", 
      "reference (fallback)"),
     ("kernels.fused.RNN", None), (None, None),
-], ids=["torch", "attention", "reference", "fused", "split", "fallback", "no-forward", "unrecorded"])
+    ("seqbench.kernels.minrnn.MinRNNStack: scan-torch", "torch"),
+    ("seqbench.kernels.minrnn.MinRNNStack: reference-loop", "reference"),
+    ("seqbench.kernels.minrnn.MinRNNStack: fused-triton", "triton"),
+    ("seqbench.kernels.minrnn.MinRNNStack: fallback-scan: CPU tensors, and TRITON_INTERPRET=1 was not set when the "
+     "kernels were loaded", "torch (fallback)"),
+    ("seqbench.kernels.minrnn.MinRNNStack", None),
+], ids=["torch", "attention", "reference", "fused", "split", "fallback", "no-forward", "unrecorded", "min-scan",
+        "min-reference", "min-triton", "min-fallback", "min-no-forward"])
 def test_backend_is_what_the_record_says_ran(path, backend):
     assert D.backend_name(path) == backend
 
