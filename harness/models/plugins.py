@@ -138,21 +138,26 @@ def describe(name: str) -> dict | None:
     path = inspect.getsourcefile(cls)
     info["file"] = path
     info["sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
-    dist = _distribution_of(cls.__module__, name if info["source"] == "entry point" else None)
+    dist = _distribution_of(cls.__module__, path, name if info["source"] == "entry point" else None)
     info["distribution"], info["version"] = (dist.metadata["Name"], dist.version) if dist else (None, None)
     return info
 
 
-def _distribution_of(module: str, entry_point: str | None):
+def _distribution_of(module: str, file: str | None, entry_point: str | None):
+    """The installed distribution that provides the entry point, or whose recorded files hold `file`; None for code
+    that is only importable (a folder on the path, an editable install)."""
     if entry_point is not None:
         dist = getattr(entry_points()[entry_point], "dist", None)
         if dist is not None:
             return dist
-    top = module.split(".")[0]
-    names = importlib.metadata.packages_distributions().get(top, [])
-    for dist_name in names:
+    if file is None:
+        return None
+    top, target = module.split(".")[0], Path(file).resolve()
+    for dist_name in importlib.metadata.packages_distributions().get(top, []):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            return importlib.metadata.distribution(dist_name)
+            dist = importlib.metadata.distribution(dist_name)
+            if any(Path(dist.locate_file(f)).resolve() == target for f in dist.files or []):
+                return dist
     return None
 
 

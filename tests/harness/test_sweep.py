@@ -106,7 +106,10 @@ def test_recall_presets_run_every_recall_task_for_every_model():
 def test_matched_gives_every_model_each_budget_within_a_few_percent():
     from seqbench.harness.memory import parameter_count
 
+    from seqbench.harness.models import MODELS
+
     configs = expand(*load_spec("matched"), {})
+    assert {c.model.name for c in configs} == set(MODELS)  # every built-in model
     budgets = {c.model.params for c in configs}
     assert len(budgets) >= 2 and {c.task.name for c in configs} == {"copy", "adding"}
     for c in configs:

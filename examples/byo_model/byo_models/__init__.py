@@ -1,0 +1,1 @@
+"""Example models for seqbench, brought from outside its package (see leaky.py)."""
