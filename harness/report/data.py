@@ -42,6 +42,11 @@ NOT_KEYS = frozenset({*SEED, *(f"config.{k}" for k in OPERATIONAL_KEYS), "config
 #: settings every table shows, by short name -> config columns (the Transformer's width is its d_model)
 SETTINGS = {"hidden": ("config.model.hidden", "config.model.d_model"), "layers": ("config.model.layers",),
             "lr": ("config.train.lr",), "batch_size": ("config.train.batch_size",), "steps": ("config.train.steps",)}
+#: config columns shown under another short name: the Transformer's width shares `hidden`, a parameter budget is the
+#: `budget` (the summary's `params` is the count a run actually has)
+RENAMED = {"config.model.d_model": "hidden", "config.model.params": "budget"}
+#: short names of the widths a budget chooses (with model.params they follow from the budget and the model)
+WIDTHS = ("hidden", "embed", "model.embed")
 #: the statistics' confidence level and the bootstrap's fixed seed and resamples (reports are deterministic)
 LEVEL, BOOT_SEED, BOOT_RESAMPLES = 0.95, 0, 9999
 #: cells with at most this many seeds show every seed's value in the figures
@@ -96,7 +101,8 @@ def load(root: Path) -> ReportData:
     counted = counted.drop_duplicates("run_id")
     return ReportData(root=root, runs=runs, cells=table, metrics=wanted.merge(counted, on="run_id"),
                       profiles=profiles.merge(counted, on="run_id"), bench=load_bench(root),
-                      sweeps=load_sweeps(root), keys=keys, comparisons=comparisons(runs, table, keys),
+                      sweeps=load_sweeps(root), keys=keys,
+                      comparisons=comparisons(runs, table, pairing_keys(runs, keys)),
                       lengths=length_results(runs[runs.run_id.isin(counted.run_id)].drop_duplicates("run_id")))
 
 
@@ -160,9 +166,9 @@ def short_names(runs: pd.DataFrame) -> dict[str, str]:
     """Config column -> the short name it is shown under: its last part (`hidden`, `lr`), `section.leaf` where that
     would clash; the Transformer's `d_model` shares `hidden` with the recurrent models' hidden size."""
     columns = [c for c in runs.columns if c.startswith("config.") and c not in NOT_KEYS]
-    leaf = {c: "hidden" if c == "config.model.d_model" else c.rsplit(".", 1)[1] for c in columns}
+    leaf = {c: RENAMED.get(c, c.rsplit(".", 1)[1]) for c in columns}
     taken = set(runs.columns) | RESERVED
-    counts = pd.Series([v for c, v in leaf.items() if c != "config.model.d_model"]).value_counts()
+    counts = pd.Series([v for c, v in leaf.items() if c not in RENAMED]).value_counts()
     return {c: c.removeprefix("config.") if leaf[c] in taken or counts.get(leaf[c], 0) > 1 else leaf[c]
             for c in columns}
 
@@ -227,13 +233,26 @@ def add_keys(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         values = runs[column].map(lambda v: tuple(v) if isinstance(v, list) else v)  # list values: hashable
         runs[name] = runs[name].fillna(values) if name in runs else values
     keys = varying_keys(runs, names)
-    # figures facet by task: a key that differs only between tasks (each task's step budget) needs no line style
-    styled = [k for k in keys if runs[k].map(_text).groupby(runs["config.task.name"]).nunique().max() > 1]
+    # figures facet by task: a key that differs only between tasks (each task's step budget) needs no line style;
+    # nor do the widths where every run has a budget: there they follow from the budget and the model
+    by_budget = budgeted(runs, keys)
+    styled = [k for k in keys if runs[k].map(_text).groupby(runs["config.task.name"]).nunique().max() > 1
+              and not (by_budget and k in WIDTHS)]
     values = [[f"{k}={_text(v)}" for v in runs[k]] for k in styled]
     runs["setting"] = [", ".join(p for p in row if not p.endswith("=")) for row in zip(*values)] if styled else ""
     backend = [f"backend={b}" for b in runs.backend] if runs.backend.nunique() > 1 else [""] * len(runs)
     runs["variant"] = [", ".join(p for p in row if p) for row in zip(backend, runs.setting)]
     return mark_counted(runs, [*CELL, *keys]), keys
+
+
+def pairing_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The keys two models must share to be compared: with budgets, the budget and not the widths it chose."""
+    return [k for k in keys if not (budgeted(runs, keys) and k in WIDTHS)]
+
+
+def budgeted(runs: pd.DataFrame, keys) -> bool:
+    """Whether the runs compare parameter budgets: `budget` (model.params) separates cells and every run has one."""
+    return "budget" in keys and runs["budget"].notna().all()
 
 
 STATUS_RANK = {status: i for i, status in enumerate(STATUSES)}
@@ -404,8 +423,10 @@ def _sort_key(column: pd.Series) -> pd.Series:
 
 
 def sort_cells(frame: pd.DataFrame, keys: list[str] = ()) -> pd.DataFrame:
-    """Rows by task, length, label in the fixed model order, backend, then the varying keys."""
-    by = [c for c in [*CELL, *keys] if c in frame]
+    """Rows by task, length, label in the fixed model order, backend, then the varying keys; a parameter budget comes
+    before the model (the models side by side at each budget)."""
+    first = ["task", "length", "budget"] if "budget" in keys else ["task", "length"]
+    by = [c for c in dict.fromkeys([*first, *CELL, *keys]) if c in frame]
     return frame.sort_values(by, key=_sort_key, kind="stable", na_position="last").reset_index(drop=True)
 
 

@@ -47,12 +47,17 @@ def style():
         yield
 
 
+#: base models in the order they take the palette's colours: models added later come last, so a model keeps its colour
+COLOUR_ORDER = ("rnn", "lstm", "gru", "transformer", "mingru", "minlstm")
+assert set(COLOUR_ORDER) == set(D.MODEL_ORDER)
+
+
 def palette(labels) -> dict[str, tuple]:
     """A fixed colour per model label: base models by MODEL_ORDER, variants (`rnn-relu`, `lstm-L2`) by a hash of their
     label into the remaining colour-blind-safe colours, so a label keeps its colour from one report to the next."""
     colours = sns.color_palette("colorblind", 10)
-    fixed = dict(zip(D.MODEL_ORDER, colours))
-    spare = colours[len(D.MODEL_ORDER):]
+    fixed = dict(zip(COLOUR_ORDER, colours))
+    spare = colours[len(COLOUR_ORDER):]
     out, taken = {}, set()
     for label in sorted(set(labels), key=D.label_order):
         if label in fixed:
@@ -316,14 +321,15 @@ def _seed_points(ax, rows, colour, style) -> None:
                alpha=0.8, zorder=3)
 
 
-def final_frames(d: D.ReportData) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per cell and metric (loss, accuracy): statistic `mean`, interval `lo`–`hi`, dodged `x`; and each counted seed's
-    `value` for cells with at most FEW_SEEDS seeds. Loss: geometric mean, ×/÷ its t-interval on log values (never below
-    zero on the log axis); accuracy: mean, percentile bootstrap interval over seeds (inside [0, 1])."""
+def final_frames(d: D.ReportData, by: str = "length") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per cell and metric (loss, accuracy): statistic `mean`, interval `lo`–`hi`, dodged `x` (the cell's `by`: length
+    or budget); and each counted seed's `value` for cells with at most FEW_SEEDS seeds. Loss: geometric mean, ×/÷ its
+    t-interval on log values (never below zero on the log axis); accuracy: mean, percentile bootstrap interval over
+    seeds (inside [0, 1])."""
     c = d.cells.dropna(subset=["loss_gmean"])
     pairs = sorted(dict.fromkeys(zip(c.label, c.variant)), key=lambda p: D.label_order(p[0]))  # the summary's order
     dodge = {p: 1.03 ** (i - (len(pairs) - 1) / 2) for i, p in enumerate(pairs)}  # side by side on log x
-    x = pd.Series([dodge[p] for p in zip(c.label, c.variant)], index=c.index) * c.length
+    x = pd.Series([dodge[p] for p in zip(c.label, c.variant)], index=c.index) * c[by].astype(float)
     stats = pd.concat([c.assign(metric="loss", mean=c.loss_gmean, lo=c.loss_lo, hi=c.loss_hi, x=x),
                        c.assign(metric="accuracy", mean=c.accuracy_mean, lo=c.accuracy_lo, hi=c.accuracy_hi, x=x)],
                       ignore_index=True).dropna(subset=["mean"])
@@ -332,6 +338,53 @@ def final_frames(d: D.ReportData) -> tuple[pd.DataFrame, pd.DataFrame]:
                        for m in ("loss", "accuracy")], ignore_index=True).dropna(subset=["value"])
     seeds = seeds.assign(x=seeds.cell.map(x))
     return stats, seeds[["task", "length", "label", "variant", "cell", "metric", "value", "x"]]
+
+
+def _without_budget(variant: str) -> str:
+    return ", ".join(part for part in variant.split(", ") if part and not part.startswith("budget="))
+
+
+def final_vs_budget(d: D.ReportData):
+    """Final eval loss (top row) and accuracy (bottom row) vs parameter budget (log x), a panel per task and length:
+    the runs that compare budgets (model.params). One line per model (and per other varying key)."""
+    if not D.budgeted(d.runs, d.keys) or d.cells.budget.nunique() < 2:
+        return None
+    stats, seeds = final_frames(d, by="budget")
+    if stats.empty:
+        return None
+    for frame in (stats, seeds):
+        frame["variant"] = frame.variant.map(_without_budget)
+        frame["panel"] = [f"{task}, T = {length}" for task, length in zip(frame.task, frame.length)]
+    panels = sorted(stats.panel.unique(), key=lambda p: (p.split(",")[0], int(p.rsplit("= ", 1)[1])))
+    fig, grid = _facets(stats, "metric", "panel", "{col}", row_order=["loss", "accuracy"], col_order=panels,
+                        sharey=False)
+    colours, style = palette(d.labels), styles(stats.variant, d.cells.variant.map(_without_budget))
+    _map(stats.sort_values("x"), grid, ["metric", "panel"], _errorbars, colours, style)
+    _map(seeds, grid, ["metric", "panel"], _seed_points, colours, style)
+    budgets = sorted(stats.budget.unique())
+    for (metric, panel), ax in grid.items():
+        task, length = panel.split(", T = ")
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [_short(b) for b in budgets])
+        ax.xaxis.set_minor_locator(NullLocator())
+        if metric == "loss":
+            _baseline(ax, d.cells, task, int(length))
+            ax.set_yscale("log")
+        else:
+            _chance(ax, d.cells, task)
+            ax.set_ylim(-0.02, 1.02)
+
+    def ylabel(key):
+        metric, panel = key
+        task = panel.split(",")[0]
+        return "final " + (LOSS_LABEL.get(task, "eval loss") if metric == "loss"
+                           else ACCURACY_LABEL.get(task, "eval accuracy"))
+
+    labels = [lab for lab in d.labels if lab in set(stats.label)]
+    handles = _legend_data(labels, colours, True, style, d.cells.chance.notna().any(), markers=True)
+    return _finish(fig, grid, handles, "Final eval loss (geometric mean ×/÷ 95% t-interval on log loss) and accuracy "
+                   "(mean, 95% bootstrap interval) vs parameter budget over seeds; points: each seed where a cell has "
+                   f"≤ {D.FEW_SEEDS}", "parameter budget (model.params)", ylabel)
 
 
 def _chance(ax, cells, task) -> None:
@@ -564,6 +617,12 @@ FIGURES = {
         f"95% percentile bootstrap interval over seeds ({D.BOOT_RESAMPLES} resamples, fixed seed; inside [0, 1]). "
         f"Points: every seed where a cell has at most {D.FEW_SEEDS}. Dashed: the analytic baseline loss; dotted: "
         f"each task's chance accuracy. {STYLE_NOTE}", "no completed run with a final eval loss"),
+    "final_vs_budget": Spec(
+        final_vs_budget, "Parameter-matched comparison: final eval loss and accuracy vs the parameter budget "
+        "(model.params; each model's width chosen so that its trainable parameter count is closest to the budget: the "
+        "summary table gives the width and the actual count), one panel per task and length. Statistics, bars and "
+        "points as in the figure above. Dashed: the analytic baseline loss; dotted: chance accuracy.",
+        "no runs compare parameter budgets (model.params with two budgets or more)"),
     "accuracy_vs_eval_length": Spec(
         accuracy_vs_eval_length, "Length generalisation: final accuracy of the runs with eval.lengths at each "
         "evaluation length (log x), one panel per task and training length T (dashed). Mean over seeds, band: 95% "

@@ -320,7 +320,8 @@ CAPTIONS = {"summary": ("Summary", SUMMARY_NOTE), "comparisons": ("Paired model 
 
 def write_all(d: D.ReportData, folder: Path) -> dict[str, pd.DataFrame]:
     """Write every table under `folder`; return the display tables by name, for the page."""
-    shown = {"summary": summary(d.cells, d.keys), "comparisons": comparisons(d.comparisons, d.keys),
+    shown = {"summary": summary(d.cells, d.keys),
+             "comparisons": comparisons(d.comparisons, D.pairing_keys(d.runs, d.keys)),
              "lengths": lengths(d), "status": status(d.runs, SHOWN_IDS), "problems": problems(d.runs, d.keys)}
     full = {"summary": d.cells.rename_axis("cell").reset_index(), "comparisons": d.comparisons,
             "status": status(d.runs), "lengths": d.lengths}
