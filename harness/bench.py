@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..kernels import as_reference
+from ..kernels import as_reference, minrnn
 from ..kernels.testing import rel_err
 
 from .models.recurrent import BACKENDS
@@ -22,20 +22,34 @@ from .records import write_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TOLERANCE = {"float32": 1e-3, "bfloat16": 3e-2}  # relative error vs float64, outputs and every gradient
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}
+#: minGRU/minLSTM layers (kernels.minrnn): bench backend -> the layer's backend (torch: the log-space scan in torch)
+MIN_BACKENDS = {"torch": "scan", "reference": "reference", "triton": "triton"}
+
+
+def _min_layer(cell: str, H: int, backend: str = "reference") -> torch.nn.Module:
+    return minrnn.LAYERS[cell.removeprefix("min")](H, H, backend=MIN_BACKENDS[backend])
 
 
 def make_inputs(cell: str, B: int, T: int, H: int, device, dtype, seed: int = 0):
     """A layer with torch.nn's init, its input (B, T, H) and an output-gradient weight, all from one seed."""
     torch.manual_seed(seed)
-    layer = BACKENDS["torch"][cell](H, H, batch_first=True).to(device)
+    layer = (_min_layer(cell, H) if cell in minrnn_cells() else BACKENDS["torch"][cell](H, H, batch_first=True))
+    layer = layer.to(device)
     x = torch.randn(B, T, H, device=device)
     w = torch.randn(B, T, H, device=device)  # the loss is <output, w>: every output position gets a gradient
     return layer.state_dict(), x, w
 
 
+def minrnn_cells() -> tuple[str, ...]:
+    return ("mingru", "minlstm")
+
+
 def build(cell: str, backend: str, state: dict, H: int, device, dtype) -> torch.nn.Module:
-    module = BACKENDS[backend][cell](H, H, batch_first=True).to(device)
+    if cell in minrnn_cells():
+        module = _min_layer(cell, H, backend).to(device)
+    else:
+        module = BACKENDS[backend][cell](H, H, batch_first=True).to(device)
     module.load_state_dict(state)
     return module.to(dtype)
 
@@ -95,10 +109,13 @@ def floor(cell: str, B: int, H: int, dtype: str, passes: str = "fwd") -> dict:
     FLOPs: the input projection and the recurrent matmul, 2*B*G*H*(I + H); backward does twice that again (the
     gradients of the inputs/states and of the weights), so fwd+bwd is 3x. Bytes: read x_t and write h_t in the storage
     dtype (weights stay on chip, state in registers); fwd+bwd also reads dout_t and writes dx_t, and must read x_t and
-    h_t again for the weight gradients: 3x.
+    h_t again for the weight gradients: 3x. minGRU/minLSTM have no recurrent matmul (their gates read x_t only): the
+    input projection 2*B*G*H*I alone, the same bytes; the scan itself is a few elementwise operations per unit.
     """
     G, size, scale = GATES[cell], 2 if dtype == "bfloat16" else 4, 3 if passes == "fwd+bwd" else 1
-    return {"flops_per_step": scale * 2 * B * G * H * (H + H), "bytes_per_step": scale * (B * H + B * H) * size}
+    recurrent = 0 if cell in minrnn_cells() else H
+    return {"flops_per_step": scale * 2 * B * G * H * (H + recurrent),
+            "bytes_per_step": scale * (B * H + B * H) * size}
 
 
 def floor_time(row: dict, ceiling: dict | None) -> dict:
@@ -117,12 +134,14 @@ def floor_time(row: dict, ceiling: dict | None) -> dict:
 def bench_one(cell, backend, B, T, H, dtype, device) -> dict:
     state, x, w = make_inputs(cell, B, T, H, device, dtype)
     module = build(cell, backend, state, H, device, DTYPES[dtype])
-    reference = as_reference(build(cell, "torch", state, H, device, torch.float32)).double()
+    reference = (build(cell, "reference", state, H, device, torch.float64) if cell in minrnn_cells()
+                 else as_reference(build(cell, "torch", state, H, device, torch.float32)).double())
     row = {"cell": cell, "backend": backend, "batch": B, "hidden": H, "length": T, "dtype": dtype,
            # float32 on a GPU: whether cuDNN/cuBLAS were allowed TF32 (torch's flags) for this row; else None
            "tf32_allowed": torch.backends.cudnn.allow_tf32 if dtype == "float32" and device != "cpu" else None}
     err = check(module, reference, x, w, dtype)
-    row.update(max_rel_err=err, path=getattr(module, "last_path", None) or type(module).__module__)
+    path = getattr(module, "last_path", None)
+    row.update(max_rel_err=err, path=path if isinstance(path, str) else type(module).__module__)
     if not err <= TOLERANCE[dtype]:
         return {**row, "error": f"relative error {err:.2e} > {TOLERANCE[dtype]:g}: not timed"}
     xd = x.to(DTYPES[dtype])

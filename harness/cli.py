@@ -489,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .models.configs import BACKEND_NAMES, GATES
 
     bn = sub.add_parser("bench", help="time recurrent layers per backend (checked against the reference first)")
-    bn.add_argument("--cells", type=_csv(str, tuple(GATES)), default=list(GATES), help="recurrent cells, a comma list")
+    bn.add_argument("--cells", type=_csv(str, (*GATES, "mingru", "minlstm")), default=list(GATES),
+                    help="recurrent cells, a comma list of " + ", ".join((*GATES, "mingru", "minlstm"))
+                    + " (minGRU/minLSTM: torch = the log-space scan in torch)")
     bn.add_argument("--backends", type=_csv(str, BACKEND_NAMES), default=["torch", "triton"],
                     help="backends, a comma list of " + ", ".join(BACKEND_NAMES))
     bn.add_argument("--batch", type=_csv(int), default=[64], help="batch sizes, a comma list")

@@ -239,7 +239,7 @@ def bench_bytes(cell: str, B: int, T: int, H: int) -> int:
     weights (float32, float64, gradients)."""
     ref_layer, ref_once = RECURRENT[("reference", cell)]
     torch_layer, torch_once = RECURRENT[("torch", cell)]
-    params = GATES[cell] * H * 2 * H + 2 * GATES[cell] * H
+    params = GATES[cell] * H * 2 * H + 2 * GATES[cell] * H if cell in GATES else MIN_GATES[cell] * H * (H + 1)
     return int(B * T * H * (4 * 2 + 8 + 8 * (ref_layer + ref_once) + 4 * (torch_layer + torch_once))) \
         + params * 4 * 6 + OVERHEAD
 

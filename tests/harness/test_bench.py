@@ -97,3 +97,20 @@ def test_no_tf32_is_recorded_and_restored(tmp_path):
     machine = json.loads(path.read_text())["machine"]
     assert machine["cudnn_allow_tf32"] is False and machine["matmul_allow_tf32"] is False
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+def test_bench_covers_mingru_and_minlstm_on_every_backend(tmp_path):
+    """The step loop, the torch scan and the Triton scan (the interpreter here), each checked against the float64
+    loop before it is timed; the floor has no recurrent matmul."""
+    path = run_bench(["mingru", "minlstm"], ["reference", "torch", "triton"], [2], [6], [20], ["float32"], "cpu",
+                     tmp_path, say=lambda _: None)
+    rows = json.loads(path.read_text())["results"]
+    assert len(rows) == 2 * 3 * 2 and all("error" not in r for r in rows)
+    assert {(r["cell"], r["backend"], r["path"]) for r in rows} == {
+        (c, b, p) for c in ("mingru", "minlstm")
+        for b, p in (("reference", "reference-loop"), ("torch", "scan-torch"), ("triton", "fused-triton"))}
+    assert all(r["max_rel_err"] < 1e-5 for r in rows)
+    gates = {"mingru": 2, "minlstm": 3}
+    for r in rows:
+        assert r["flops_per_step"] == (3 if r["pass"] == "fwd+bwd" else 1) * 2 * 2 * gates[r["cell"]] * 6 * 6
+    assert main(["bench", "--cells", "mingru,nope", "--device", "cpu"]) == 2
