@@ -86,7 +86,8 @@ def test_presets_are_valid(name):
     with devices_elsewhere():  # recall-gpu names device=cuda
         configs = expand(*load_spec(name), {})
     assert len(configs) >= 12
-    assert {c.model.name for c in configs} == {"rnn", "lstm", "gru", "transformer"}
+    models = {"rnn", "lstm", "gru", "transformer"} | ({"mingru", "minlstm"} if name == "matched" else set())
+    assert {c.model.name for c in configs} == models
 
 
 def test_recall_presets_run_every_recall_task_for_every_model():
