@@ -16,6 +16,7 @@ import torch
 from ..kernels import as_reference, minrnn
 from ..kernels.testing import rel_err
 
+from .models.minrnn import KERNEL_BACKENDS
 from .models.recurrent import BACKENDS
 from .provenance import git_state, provenance
 from .records import write_json
@@ -23,12 +24,10 @@ from .records import write_json
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TOLERANCE = {"float32": 1e-3, "bfloat16": 3e-2}  # relative error vs float64, outputs and every gradient
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}
-#: minGRU/minLSTM layers (kernels.minrnn): bench backend -> the layer's backend (torch: the log-space scan in torch)
-MIN_BACKENDS = {"torch": "scan", "reference": "reference", "triton": "triton"}
 
 
 def _min_layer(cell: str, H: int, backend: str = "reference") -> torch.nn.Module:
-    return minrnn.LAYERS[cell.removeprefix("min")](H, H, backend=MIN_BACKENDS[backend])
+    return minrnn.LAYERS[cell.removeprefix("min")](H, H, backend=KERNEL_BACKENDS[backend])  # torch: the scan in torch
 
 
 def make_inputs(cell: str, B: int, T: int, H: int, device, dtype, seed: int = 0):

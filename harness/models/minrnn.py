@@ -14,37 +14,21 @@ from torch import nn
 
 from ...kernels import minrnn
 
-from .base import SequenceModel, encoder
+from .base import encoder
+from .recurrent import RecurrentModel
 
 #: model.backend -> the kernels.minrnn backend that computes it
 KERNEL_BACKENDS = {"torch": "scan", "reference": "reference", "triton": "triton"}
 
 
-class MinRNNModel(SequenceModel):
+class MinRNNModel(RecurrentModel):
+    """A RecurrentModel whose core is a MinRNNStack: the body, the state probes and the recorded kernel path are the
+    recurrent models' (the stack takes a step_hook and names the path its last forward took)."""
+
     def __init__(self, cfg, task):
-        super().__init__()
-        kind = cfg.name.removeprefix("min")
-        self.encoder = encoder(task, cfg.hidden)
-        self.core = minrnn.MinRNNStack(kind, cfg.hidden, cfg.hidden, cfg.layers, backend=KERNEL_BACKENDS[cfg.backend],
-                                       mlp_ratio=cfg.mlp_ratio)
-        self.head = nn.Linear(cfg.hidden, task.output_size)
-
-    @property
-    def kernel_path(self) -> str:
-        """`seqbench.kernels.minrnn.MinRNNStack: <path>`: reference-loop, scan-torch, fused-triton or a fallback and
-        why (None before the first forward)."""
-        path = self.core.kernel_path
-        name = f"{type(self.core).__module__}.{type(self.core).__qualname__}"
-        return f"{name}: {path}" if path else name
-
-    def body(self, e: torch.Tensor, probes: list[torch.Tensor] | None = None) -> torch.Tensor:
-        if probes is None:
-            return self.core(e)[0]
-        return self.core(e, step_hook=lambda layer, t, h: h + probes[layer][:, t])[0]
-
-    def state_probes(self, e: torch.Tensor) -> list[torch.Tensor]:
-        B, L, _ = e.shape
-        return [e.new_zeros(B, L, self.core.hidden_size, requires_grad=True) for _ in range(self.core.num_layers)]
+        core = minrnn.MinRNNStack(cfg.name.removeprefix("min"), cfg.hidden, cfg.hidden, cfg.layers,
+                                  backend=KERNEL_BACKENDS[cfg.backend], mlp_ratio=cfg.mlp_ratio)
+        super().__init__(encoder(task, cfg.hidden), core, nn.Linear(cfg.hidden, task.output_size))
 
     def for_diagnostics(self, dtype: torch.dtype) -> MinRNNModel:
         # the step loop exposes every layer's h_t (a step_hook makes any backend run it; set it so nothing warns)

@@ -367,12 +367,7 @@ def final_vs_budget(d: D.ReportData):
         ax.set_xscale("log")
         ax.set_xticks(budgets, [_short(b) for b in budgets])
         ax.xaxis.set_minor_locator(NullLocator())
-        if metric == "loss":
-            _baseline(ax, d.cells, task, int(length))
-            ax.set_yscale("log")
-        else:
-            _chance(ax, d.cells, task)
-            ax.set_ylim(-0.02, 1.02)
+        _final_axes(ax, metric, d.cells, task, int(length))
 
     def ylabel(key):
         metric, panel = key
@@ -394,6 +389,16 @@ def _chance(ax, cells, task) -> None:
         ax.axhline(chance.median(), **CHANCE)
 
 
+def _final_axes(ax, metric: str, cells, task: str, length=None) -> None:
+    """A final-metric panel's y axis: loss on a log scale over the analytic baseline, accuracy in [0, 1] over chance."""
+    if metric == "loss":
+        _baseline(ax, cells, task, length)
+        ax.set_yscale("log")
+    else:
+        _chance(ax, cells, task)
+        ax.set_ylim(-0.02, 1.02)
+
+
 def final_vs_length(d: D.ReportData):
     """Final eval loss (top row) and accuracy (bottom row) vs T per task (see `final_frames`)."""
     stats, seeds = final_frames(d)
@@ -405,12 +410,7 @@ def final_vs_length(d: D.ReportData):
     _map(seeds, grid, ["metric", "task"], _seed_points, colours, style)
     for (metric, task), ax in grid.items():
         _length_ticks(ax, sorted(stats.length[stats.task == task].unique()))
-        if metric == "loss":
-            _baseline(ax, d.cells, task)
-            ax.set_yscale("log")
-        else:
-            _chance(ax, d.cells, task)
-            ax.set_ylim(-0.02, 1.02)
+        _final_axes(ax, metric, d.cells, task)
 
     def ylabel(key):
         metric, task = key
