@@ -41,6 +41,8 @@ bench-gpu: $(STAMP)
 		--batch 64 --hidden 64,128,256,512 --length 1024 --dtype float32,bfloat16
 	$(VENV)/bin/seqbench bench --device cuda --cells rnn,lstm,gru --backends torch,triton \
 		--batch 64 --hidden 64,128,256,512 --length 1024 --dtype float32 --no-tf32
+	$(VENV)/bin/seqbench bench --device cuda --cells mingru,minlstm --backends torch,triton,reference \
+		--batch 64 --hidden 64,128,256,512 --length 1024 --dtype float32,bfloat16
 	$(PY) -m pytest -q tests/kernels/test_fused_gpu.py
 	$(PY) -m pytest -q tests/benchmarks/test_kernels.py --benchmark-only
 
