@@ -55,7 +55,6 @@ only, unidirectional, not under create_graph=True; zero at the padding of a Pack
 
 import math
 import os
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +62,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import reference
+from ._support import custom_operator, triton_loader, warn_once
 
 POISON_BUFFERS = False
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -75,18 +75,7 @@ SPLIT_MODE = os.environ.get("SEQBENCH_SPLIT_MODE", "auto")
 SPLIT_MODES = ("auto", "persistent", "stepwise")
 
 
-_loaded = []  # load_triton's result, memoized by hand: torch.compile warns about tracing a functools.cache function
-
-
-def load_triton():
-    """(kernels.triton_rnn, None), or (None, why) when triton cannot be imported."""
-    if not _loaded:
-        try:
-            from . import triton_rnn
-            _loaded.append((triton_rnn, None))
-        except ImportError as e:
-            _loaded.append((None, f"triton is not importable ({type(e).__name__}: {e})"))
-    return _loaded[0]
+load_triton = triton_loader("triton_rnn")
 
 
 def _split():
@@ -184,17 +173,6 @@ def _input_and_weight_grads(needs, dgx, dgh, x, h_prev, w_ih, w_hh):
 # kernels there whatever the current device is (torch.cuda.device_of is a no-op for CPU tensors).
 
 
-def _operator(name, fake):
-    """Register the decorated function as the custom operator seqbench::<name>; `fake` gives its outputs' shapes."""
-    def register(fn):
-        if not hasattr(torch.library, "custom_op"):
-            return fn
-        op = torch.library.custom_op(f"seqbench::{name}", mutates_args=())(fn)
-        op.register_fake(fake)
-        return op
-    return register
-
-
 def _kernels():
     return load_triton()[0]
 
@@ -212,7 +190,7 @@ def _rnn_forward_fake(xp, w_hh, h0, relu, split, lowp):
     return _empty(xp, xp.shape[0] + 1, *h0.shape)
 
 
-@_operator("rnn_forward", _rnn_forward_fake)
+@custom_operator("rnn_forward", _rnn_forward_fake)
 def _rnn_forward(xp: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, relu: bool, split: str,
                  lowp: int) -> torch.Tensor:
     """xp (T, B, H) fp32 input projections -> hs (T+1, B, H) fp32, row 0 = h0. split: "" or the split mode."""
@@ -230,7 +208,7 @@ def _rnn_backward_fake(dout, w_hh, hs, relu, split, lowp, track):
     return _empty(dout, T, B, H), _empty(dout, B, H), _empty(dout, *((T, B) if track else (0,)))
 
 
-@_operator("rnn_backward", _rnn_backward_fake)
+@custom_operator("rnn_backward", _rnn_backward_fake)
 def _rnn_backward(dout: torch.Tensor, w_hh: torch.Tensor, hs: torch.Tensor, relu: bool, split: str, lowp: int,
                   track: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dL/d(output) (T, B, H) -> pre-activation gradients dg (T, B, H), dL/dh0 (B, H), ||dL/dh_t|| (T, B) if track."""
@@ -253,7 +231,7 @@ def _lstm_forward_fake(xp, w_hh, h0, c0, split, lowp):
     return _empty(xp, T + 1, B, H), _empty(xp, T + 1, B, H), _empty(xp, *xp.shape)
 
 
-@_operator("lstm_forward", _lstm_forward_fake)
+@custom_operator("lstm_forward", _lstm_forward_fake)
 def _lstm_forward(xp: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, split: str,
                   lowp: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """xp (T, B, 4H) -> hs, cs (T+1, B, H) with row 0 the initial state, act (T, B, 4H): i, f, g, o after their
@@ -274,7 +252,7 @@ def _lstm_backward_fake(dout, dcn, w_hh, cs, act, split, lowp, track):
             _empty(dout, *((T, B) if track else (0,))))
 
 
-@_operator("lstm_backward", _lstm_backward_fake)
+@custom_operator("lstm_backward", _lstm_backward_fake)
 def _lstm_backward(dout: torch.Tensor, dcn: torch.Tensor, w_hh: torch.Tensor, cs: torch.Tensor, act: torch.Tensor,
                    split: str, lowp: int, track: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """dL/d(output) (T, B, H), dL/dc_n (B, H) -> dg (T, B, 4H), dL/dh0, dL/dc0 (B, H), ||dL/dh_t|| (T, B) if track."""
@@ -299,7 +277,7 @@ def _gru_forward_fake(xp, w_hh, b_hn, h0, split, lowp):
     return _empty(xp, T + 1, B, H), _empty(xp, T, B, 4 * H)
 
 
-@_operator("gru_forward", _gru_forward_fake)
+@custom_operator("gru_forward", _gru_forward_fake)
 def _gru_forward(xp: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor, h0: torch.Tensor, split: str,
                  lowp: int) -> tuple[torch.Tensor, torch.Tensor]:
     """xp (T, B, 3H), b_hn (H,) fp32 -> hs (T+1, B, H) with row 0 = h0, act (T, B, 4H): r, z, n, W_hn h + b_hn."""
@@ -318,7 +296,7 @@ def _gru_backward_fake(dout, w_hh, hs, act, split, lowp, track):
     return _empty(dout, T, B, 4 * H), _empty(dout, B, H), _empty(dout, *((T, B) if track else (0,)))
 
 
-@_operator("gru_backward", _gru_backward_fake)
+@custom_operator("gru_backward", _gru_backward_fake)
 def _gru_backward(dout: torch.Tensor, w_hh: torch.Tensor, hs: torch.Tensor, act: torch.Tensor, split: str, lowp: int,
                   track: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dL/d(output) (T, B, H) -> dg (T, B, 4H): (dr, dz, dn) of the input side, then d(W_hn h + b_hn); dL/dh0 (B, H);
@@ -507,15 +485,6 @@ class GRULayer(torch.autograd.Function):
 
 
 # ---- nn.Modules: drop-in torch.nn.RNN / LSTM / GRU ------------------------------------------------------------------
-
-_warned = set()
-
-
-def _warn_once(message):
-    if message not in _warned:
-        _warned.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=5)
-
 
 def _autocast_dtype(x):
     """The dtype torch.nn's recurrent modules run in under autocast on x's device type (cuDNN's autocast kernel casts
@@ -712,7 +681,7 @@ class _Fused:
         reason = self.fallback_reason(x, step_hook)
         if reason is not None:
             self.last_path = f"fallback-reference: {reason}"
-            _warn_once(f"kernels.{type(self).__name__} runs the reference step loop: {reason}")
+            warn_once(f"kernels.{type(self).__name__} runs the reference step loop: {reason}", stacklevel=5)
             return False, None
         split = self.split_mode(x)
         self.last_path = f"fused-triton-split-{split}" if split else "fused-triton"

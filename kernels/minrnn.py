@@ -45,13 +45,13 @@ or forward-mode AD (the autograd.Function has no vmap or jvp rule). Each fallbac
 """
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import reference
+from ._support import custom_operator, triton_loader, warn_once
 
 KINDS = ("gru", "lstm")
 BACKENDS = ("reference", "scan", "triton")
@@ -179,37 +179,14 @@ def _chunk_carry(A, Bv, h0):
 
 # ---- the Triton path: the scan as an autograd.Function over custom operators ----------------------------------------
 
-_loaded = []  # load_triton's result, memoized by hand (as in kernels.fused)
-
-
-def load_triton():
-    """(kernels.triton_scan, None), or (None, why) when triton cannot be imported."""
-    if not _loaded:
-        try:
-            from . import triton_scan
-            _loaded.append((triton_scan, None))
-        except ImportError as e:
-            _loaded.append((None, f"triton is not importable ({type(e).__name__}: {e})"))
-    return _loaded[0]
-
-
-def _operator(name, fake):
-    """Register the decorated launcher as the custom operator seqbench::<name> (torch >= 2.4), so torch.compile sees
-    one opaque op with known output shapes instead of tracing into Triton's launcher; a plain function otherwise."""
-    def register(fn):
-        if not hasattr(torch.library, "custom_op"):
-            return fn
-        op = torch.library.custom_op(f"seqbench::{name}", mutates_args=())(fn)
-        op.register_fake(fake)
-        return op
-    return register
+load_triton = triton_loader("triton_scan")
 
 
 def _scan_forward_fake(a, b, h0):
     return a.new_empty(a.shape, dtype=torch.float32)
 
 
-@_operator("minrnn_scan_forward", _scan_forward_fake)
+@custom_operator("minrnn_scan_forward", _scan_forward_fake)
 def _scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
     """a, b (B, T, H), h0 (B, H) fp32 -> every state h (B, T, H) fp32."""
     return load_triton()[0].scan_forward(a, b, h0)
@@ -220,7 +197,7 @@ def _scan_backward_fake(dout, a, h, h0):
             h0.new_empty(h0.shape, dtype=torch.float32))
 
 
-@_operator("minrnn_scan_backward", _scan_backward_fake)
+@custom_operator("minrnn_scan_backward", _scan_backward_fake)
 def _scan_backward(dout: torch.Tensor, a: torch.Tensor, h: torch.Tensor,
                    h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dL/dh (B, T, H), a, the saved fp32 states h and h0 -> (da, db, dh0), fp32."""
@@ -271,15 +248,6 @@ def _under_functorch_or_forward_ad():
     if getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
         return "forward-mode AD (the scan's autograd.Function has no jvp rule)"
     return None
-
-
-_warned = set()
-
-
-def _warn_once(message):
-    if message not in _warned:
-        _warned.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 # ---- modules --------------------------------------------------------------------------------------------------------
@@ -392,7 +360,7 @@ class _MinRNN(nn.Module):
         if reason is not None:
             path = "reference" if step_hook is not None else "scan"
             self.kernel_path = f"fallback-{path}: {reason}"
-            _warn_once(f"kernels.minrnn.{type(self).__name__} (backend {self.backend!r}) runs the "
+            warn_once(f"kernels.minrnn.{type(self).__name__} (backend {self.backend!r}) runs the "
                        f"{'reference step loop' if path == 'reference' else 'torch scan'}: {reason}")
             return path
         self.kernel_path = {"reference": "reference-loop", "scan": "scan-torch", "triton": "fused-triton"}[self.backend]

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence
 
 from seqbench import kernels
-from seqbench.kernels import fused
+from seqbench.kernels import _support, fused
 from seqbench.kernels.testing import assert_close
 
 from .test_fused import RTOL_GRAD, RTOL_OUT, needs_kernels
@@ -32,7 +32,7 @@ def quiet_and_poisoned(monkeypatch):
     """Every kernel buffer starts as NaN (an unwritten element fails assert_close), and fallback warnings are off, as
     is the interpreter's numpy warning for the exp(1e4) that pins an LSTM gate past a packed sequence's end."""
     monkeypatch.setattr(fused, "POISON_BUFFERS", True)
-    monkeypatch.setattr(fused, "_warned", set())
+    monkeypatch.setattr(_support, "_warned", set())
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "kernels.* runs the reference step loop", RuntimeWarning)
         warnings.filterwarnings("ignore", "overflow encountered in exp", RuntimeWarning)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from seqbench import kernels
-from seqbench.kernels import as_reference, fused, reference
+from seqbench.kernels import _support, as_reference, fused, reference
 from seqbench.kernels.testing import assert_close
 
 I = 5  # input features
@@ -256,7 +256,7 @@ def no_interpreter(monkeypatch):
 def test_fallback_runs_reference_and_records_why(monkeypatch, arch, H, setup, dtype, hooked, why):
     if setup is not None:
         setup(monkeypatch)
-    monkeypatch.setattr(fused, "_warned", set())
+    monkeypatch.setattr(_support, "_warned", set())
     module = build(arch, H, 2, dtype=dtype)
     x, hx = make_inputs(arch, 3, 2, H, 2, with_hx=True, dtype=dtype)
     hook = (lambda k, t, h: h) if hooked else None
@@ -270,7 +270,7 @@ def test_fallback_runs_reference_and_records_why(monkeypatch, arch, H, setup, dt
 
 @needs_kernels
 def test_warns_once_per_reason(monkeypatch):
-    monkeypatch.setattr(fused, "_warned", set())
+    monkeypatch.setattr(_support, "_warned", set())
     module = build("gru", 5, 1, dtype=torch.float64)
     x, _ = make_inputs("gru", 2, 2, 5, 1, dtype=torch.float64)
     with pytest.warns(RuntimeWarning):

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from seqbench.kernels import minrnn
+from seqbench.kernels import _support, minrnn
 from seqbench.kernels.testing import rel_err
 
 from .test_fused import RTOL_GRAD, RTOL_OUT
@@ -139,7 +139,7 @@ def test_what_the_kernels_cannot_take_falls_back_to_the_torch_scan_and_says_why(
     module = layer("gru", 3, 4)  # float64: the kernels compute in float32
     module.backend = "triton"
     x = torch.randn(2, 5, 3, dtype=torch.float64)
-    minrnn._warned.clear()
+    _support._warned.clear()
     with pytest.warns(RuntimeWarning, match="float64"):
         out, _ = module(x)
     assert module.kernel_path.startswith("fallback-scan: dtype torch.float64")
