@@ -6,7 +6,8 @@ a GPU; report each one's resources and fail where a configuration plan() can cho
 
 Configurations: the one-program kernels at every padded width up to their limit; the split kernels at every padded
 width KP up to theirs, in the stepwise mode (batch tile 16) and the persistent mode at every batch tile (16, 32, 64);
-float32, bfloat16 and float16 operands; forward and backward; each at the num_warps and num_stages its launcher uses and
+minGRU/minLSTM's scan kernels at every block size (mode "scan", KP = the block); float32, bfloat16 and float16
+operands; forward and backward; each at the num_warps and num_stages its launcher uses and
 with the specialization a launch gets (16-byte aligned pointers, step count never specialized). Figures per kernel:
 shared memory (Triton), registers and stack frame per thread (cuobjdump on Triton's cubin), spill stores per thread
 (ptxas -v, where the stack frame is not empty) and the matrix-multiply path (fma, mma, wgmma) from the Triton GPU IR.
@@ -33,12 +34,13 @@ import sys
 import tempfile
 import textwrap
 
-from . import fused, triton_rnn, triton_split
+from . import fused, triton_rnn, triton_scan, triton_split
 from .triton_split import BATCH_TILES, GATES, SPILL_BUDGET
 
 LIMITS = {"rnn": fused.RNN, "lstm": fused.LSTM, "gru": fused.GRU}
 DEVICES = {90: triton_split.H100_SXM, 80: triton_split.A100}  # the reference device of each compiled arch
 LOWPS = (0, 1, 2)  # float32, bfloat16, float16 operands
+SCAN_INPUTS = ("a_ptr", "b_ptr", "dout_ptr")  # the scan kernels' inputs in the layer's dtype (state and outputs fp32)
 
 
 def _widths(limit):
@@ -65,19 +67,36 @@ def cases(arch=90):
                         constants = dict(cfg, LOWP=lowp, PERSISTENT=mode == "persistent")
                         yield (f"{cell}_split_{direction}_kernel", constants, options,
                                dict(cell=cell, direction=direction, mode=mode, KP=KP, BB=BB, LOWP=lowp))
+    # minGRU/minLSTM's scan (kernels.triton_scan): one program per (batch row, block of units), every block size
+    for block in _widths(triton_scan.MAX_BLOCK):
+        _, cfg = triton_scan._launch(1, block)
+        for lowp in LOWPS:
+            for direction in ("forward", "backward"):
+                yield (f"scan_{direction}_kernel", dict(BLOCK=block), dict(num_warps=cfg["num_warps"]),
+                       dict(cell="minrnn", direction=direction, mode="scan", KP=block, BB=1, LOWP=lowp))
 
 
 def _kernel(name):
-    return getattr(triton_split if "_split_" in name else triton_rnn, name)
+    return getattr(triton_split if "_split_" in name else triton_scan if name.startswith("scan_") else triton_rnn,
+                   name)
 
 
-def _source(kernel, constants):
-    """An ASTSource for the launch specialization, for the Triton version installed (3.2's API or 3.3's and later)."""
+def _source(kernel, constants, lowp=0):
+    """An ASTSource for the launch specialization, for the Triton version installed (3.2's API or 3.3's and later).
+    The recurrent kernels take LOWP as a constant and fp32 pointers; the scan kernels take their inputs in the layer's
+    dtype (`lowp`: float32, bfloat16, float16)."""
     from triton.compiler import ASTSource
 
     names = list(inspect.signature(kernel.fn).parameters)
     constants = {**constants, **{flag: True for flag in ("RELU", "TRACK") if flag in names}}
-    kind = lambda n: "*i32" if n in ("sync_ptr", "status_ptr") else "*fp32" if n.endswith("_ptr") else "i32"  # noqa
+    if "LOWP" in names:
+        constants["LOWP"] = lowp
+    inputs = ("*fp32", "*bf16", "*fp16")[lowp] if "LOWP" not in names else "*fp32"
+
+    def kind(n):
+        if n in ("sync_ptr", "status_ptr"):
+            return "*i32"
+        return (inputs if n in SCAN_INPUTS else "*fp32") if n.endswith("_ptr") else "i32"
     pointers = [i for i, n in enumerate(names) if n.endswith("_ptr")]
     try:
         from triton.backends.compiler import AttrsDescriptor  # triton <= 3.2
@@ -103,12 +122,13 @@ def _ptxas(arch):
     return compiler._path_to_binary("ptxas")[0]
 
 
-def compile_one(name, constants, options, arch):
+def compile_one(name, constants, options, arch, lowp=0):
     """Compile one configuration; its resources as a dict."""
     import triton
     from triton.backends.compiler import GPUTarget
 
-    compiled = triton.compile(_source(_kernel(name), constants), target=GPUTarget("cuda", arch, 32), options=options)
+    compiled = triton.compile(_source(_kernel(name), constants, lowp), target=GPUTarget("cuda", arch, 32),
+                              options=options)
     bin_dir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "k.cubin")
@@ -133,7 +153,8 @@ def compile_one(name, constants, options, arch):
 
 def _compile_row(case_and_arch):
     (name, constants, options, row), arch = case_and_arch
-    return {"kernel": name, **row, **compile_one(name, constants, options, arch)}
+    constants = {k: v for k, v in constants.items() if k != "LOWP"}
+    return {"kernel": name, **row, **compile_one(name, constants, options, arch, row["LOWP"])}
 
 
 def key(row):
@@ -145,7 +166,7 @@ def choosable(arch):
     """The keys of every configuration plan() and the one-program launcher can choose on `arch`'s reference device."""
     device = DEVICES[arch]
     for name, _, _, row in cases(arch):
-        if row["mode"] == "one-program":
+        if row["mode"] in ("one-program", "scan"):
             yield key({"kernel": name, **row})
         elif row["mode"] in ("stepwise", "persistent"):
             tiles = triton_split.batch_tiles(device, GATES[row["cell"]], row["KP"], row["LOWP"])
@@ -237,6 +258,21 @@ def load_reports(paths):
     return reports
 
 
+def _report_to_update(path, arch, version):
+    """The report at `path`, if it was compiled for `arch` by this Triton version; else exit 2 saying why."""
+    try:
+        [report] = load_reports([path])
+    except (OSError, ValueError) as e:
+        why = f"cannot read it ({e})"
+    else:
+        if (report.get("arch"), report.get("triton")) == (arch, version):
+            return report
+        why = (f"it holds sm_{report.get('arch')} under triton {report.get('triton')}; this run compiles sm_{arch} "
+               f"under triton {version} (pass --arch, or use that Triton's environment)")
+    print(f"compile_report: error: --update {path}: {why}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqbench.kernels.compile_report", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, choices=sorted(DEVICES), help="compute capability: 90, 80")
@@ -245,6 +281,9 @@ def main(argv=None) -> int:
     parser.add_argument("--table", nargs="+", metavar="REPORT", help="print LAUNCH_TABLE derived from these reports")
     parser.add_argument("--paths", action="store_true", help="print the paths plan() takes (markdown) and exit")
     parser.add_argument("--match", help="only configurations whose kernel name and sizes match this regex (no check)")
+    parser.add_argument("--update", metavar="REPORT",
+                        help="compile only the configurations this report (same arch and Triton version) lacks, e.g. "
+                             "a kernel added since it was written, and write it back with them")
     args = parser.parse_args(argv)
     if args.paths:
         print(paths_markdown())
@@ -256,15 +295,23 @@ def main(argv=None) -> int:
     import triton
 
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the launch default; also silences triton 3.9's warning
-    todo = [(case, args.arch) for case in cases(args.arch) if not args.match or re.search(args.match, f"{case[0]} {case[3]}")]
+    command = "python -m seqbench.kernels.compile_report " + " ".join(argv or sys.argv[1:])
+    old = _report_to_update(args.update, args.arch, triton.__version__) if args.update else None
+    done = {key(r) for r in old["kernels"]} if old else set()
+    todo = [(case, args.arch) for case in cases(args.arch)
+            if (not args.match or re.search(args.match, f"{case[0]} {case[3]}"))
+            and key({"kernel": case[0], **case[3]}) not in done]
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
         rows = []
         for row in pool.map(_compile_row, todo):
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-    command = "python -m seqbench.kernels.compile_report " + " ".join(argv or sys.argv[1:])
-    doc = {"arch": args.arch, "triton": triton.__version__, "device_limits": DEVICES[args.arch].__dict__,
-           "spill_budget": SPILL_BUDGET, "command": command, "kernels": rows}
+    if old:  # the report as it was, plus the new rows and the command that compiled them
+        doc = {**old, "kernels": old["kernels"] + rows, "updated_by": [*old.get("updated_by", []), command]}
+        rows, args.out = doc["kernels"], args.update
+    else:
+        doc = {"arch": args.arch, "triton": triton.__version__, "device_limits": DEVICES[args.arch].__dict__,
+               "spill_budget": SPILL_BUDGET, "command": command, "kernels": rows}
     if args.out:
         path = args.out
         if not path.endswith(".json"):
@@ -272,7 +319,7 @@ def main(argv=None) -> int:
         with open(path, "w") as f:  # one line per kernel, for readable diffs
             head = json.dumps({k: v for k, v in doc.items() if k != "kernels"}, indent=1)[:-2]
             f.write(head + ',\n "kernels": [\n' + ",\n".join(json.dumps(r) for r in rows) + "\n ]\n}\n")
-        print(f"wrote {path}")
+        print(f"wrote {path} ({len(todo)} configurations compiled now)")
     found = [] if args.match else problems(rows, args.arch)
     for line in found:
         print(f"FAIL {line}", file=sys.stderr)

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from seqbench.kernels import compile_report, triton_rnn, triton_split
+from seqbench.kernels import compile_report, triton_rnn, triton_scan, triton_split
 from seqbench.kernels.triton_split import GATES, REFERENCE_DEVICES, SPILL_BUDGET, plan, programs_per_sm
 
 REPORTS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "results", "bench", "compile")
@@ -45,6 +45,8 @@ def test_every_choosable_configuration_compiled_and_fits(report):
     for row in report["kernels"]:
         if row["mode"] == "one-program":
             want = triton_rnn._config(1, row["KP"])[1]["num_warps"]
+        elif row["mode"] == "scan":
+            want = triton_scan._launch(1, row["KP"])[1]["num_warps"]
         else:
             version = tuple(int(part) for part in report["triton"].split(".")[:2])
             cfg = triton_split.launch_config(GATES[row["cell"]], row["KP"], row["BB"], row["LOWP"], version,
@@ -83,3 +85,42 @@ def test_plan_chooses_only_what_compiled_and_fits(device):
                     assert grid[0] * grid[1] <= per_sm * device.multiprocessors, what
         seen.add((cell, mode, cfg["BB"], lowp))
     assert any(m == "persistent" for _, m, _, _ in seen) and any(m == "stepwise" for _, m, _, _ in seen)
+
+
+def test_update_compiles_only_what_a_report_lacks(tmp_path):
+    """--update: a report missing one configuration gets exactly that one compiled and appended, the command
+    recorded; a report of another arch or Triton version is refused (exit 2) and left alone. In a subprocess without
+    TRITON_INTERPRET (under the interpreter nothing compiles)."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    import triton
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+
+    def report_main(*args):
+        return subprocess.run([sys.executable, "-m", "seqbench.kernels.compile_report", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    [report] = [r for r in REPORTS if r["arch"] == 90 and r["triton"] == triton.__version__] or [None]
+    if report is None:
+        pytest.skip(f"no committed sm_90 report for the installed triton {triton.__version__}")
+    missing = {"kernel": "scan_forward_kernel", "mode": "scan", "KP": 16, "BB": 1, "LOWP": 0}
+    kept = [r for r in report["kernels"] if compile_report.key(r) != compile_report.key(missing)]
+    assert len(kept) == len(report["kernels"]) - 1
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({**report, "kernels": kept}))
+    match = r"scan_forward_kernel .*'KP': 16, 'BB': 1, 'LOWP': 0"
+    done = report_main("--arch", "90", "--update", str(path), "--match", match, "--jobs", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    updated = json.loads(path.read_text())
+    assert updated["kernels"][:-1] == kept
+    new = updated["kernels"][-1]
+    assert compile_report.key(new) == compile_report.key(missing) and new["num_warps"] == 1
+    assert updated["updated_by"][-1].endswith(f"--update {path} --match {match} --jobs 1")
+    before = path.read_text()
+    refused = report_main("--arch", "80", "--update", str(path))
+    assert refused.returncode == 2 and "holds sm_90 under triton" in refused.stderr
+    assert path.read_text() == before
