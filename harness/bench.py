@@ -97,6 +97,34 @@ CEILINGS = {  # matched in order against the lower-cased GPU name
 }
 
 
+def kernels(fn, device: torch.device, top: int = 6) -> list[dict]:
+    """What ran in one call of `fn`, from torch.profiler: on a GPU the device kernels (whose names tell which cuDNN
+    algorithm torch picked, e.g. a persistent or a per-step RNN kernel), on the CPU the operators; the `top` by time,
+    each with its share of the total and how many times it was launched. Recorded beside each timed row."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if cuda:
+            torch.cuda.synchronize(device)
+    rows = []
+    for e in prof.key_averages():
+        if cuda:  # device kernels: events with device time of their own (the name differs across torch versions)
+            us = getattr(e, "self_device_time_total", None)
+            us = getattr(e, "self_cuda_time_total", 0) if us is None else us
+            if getattr(e, "device_type", None) != torch.autograd.DeviceType.CUDA and not us:
+                continue
+        else:
+            us = e.self_cpu_time_total
+        if us > 0:
+            rows.append({"name": e.key, "us": us, "calls": e.count})
+    total = sum(r["us"] for r in rows) or 1.0
+    rows.sort(key=lambda r: -r["us"])
+    return [{"name": r["name"], "share": round(r["us"] / total, 4), "calls": r["calls"]} for r in rows[:top]]
+
+
 def ceilings(device_name: str) -> dict | None:
     name = device_name.lower()
     return next((dict(v, matched=k) for k, v in CEILINGS.items() if k in name), None)
@@ -148,9 +176,10 @@ def bench_one(cell, backend, B, T, H, dtype, device) -> dict:
     for name, fn in (("fwd", lambda: module(xd)), ("fwd+bwd", lambda: forward_backward(module, xd, w))):
         with torch.no_grad() if name == "fwd" else torch.enable_grad():
             median, p20, p80 = timeit(fn, torch.device(device))
+            ran = kernels(fn, torch.device(device))
         timed = {**row, **floor(cell, B, H, dtype, name), "pass": name, "median_us": median * 1e6,
                  "p20_us": p20 * 1e6, "p80_us": p80 * 1e6, "us_per_step": median * 1e6 / T,
-                 "tokens_per_s": B * T / median}
+                 "tokens_per_s": B * T / median, "kernels": ran}
         rows.append({**timed, **floor_time(timed, ceilings(device_name(device)))})
     return rows
 
@@ -178,19 +207,21 @@ def machine(device: str) -> dict:
     return info
 
 
-def run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: Path, say=print, tf32=True) -> Path:
-    """Every combination, checked then timed; JSON to out/<device>/. tf32=False turns TF32 off in cuDNN and cuBLAS for
-    the run (torch's settings are restored after), so float32 rows compare IEEE products on every backend."""
+def run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: Path, say=print, tf32=True,
+              command: str | None = None) -> Path:
+    """Every combination, checked then timed; JSON to out/<device>/ with `command` (the command line that made it).
+    tf32=False turns TF32 off in cuDNN and cuBLAS for the run (torch's settings are restored after), so float32 rows
+    compare IEEE products on every backend."""
     flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     if not tf32:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        return _run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, Path(out), say)
+        return _run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, Path(out), say, command)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
-def _run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: Path, say) -> Path:
+def _run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: Path, say, command) -> Path:
     results = []
     for cell in cells:
         for backend in backends:
@@ -208,7 +239,8 @@ def _run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: 
     path, n = folder / f"bench-{stamp}.json", 1
     while path.exists():  # two runs in one second: never overwrite a result
         path, n = folder / f"bench-{stamp}-{n}.json", n + 1
-    write_json(path, {"machine": machine(device), "commit": git_state()["commit"], "results": results})
+    write_json(path, {"command": command, "machine": machine(device), "commit": git_state()["commit"],
+                      "results": results})
     return path
 
 

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -188,6 +189,8 @@ def cmd_sweep(args) -> int:
     sweep_dir = output_folder(str(out / spec.name), "--out")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
+    if args.workers_per_gpu is not None:
+        _check_workers_per_gpu(args, configs)
     if args.ray_address and args.executor != "ray":
         raise ConfigError("--ray-address needs --executor ray")
     from .slurm import slurm_settings
@@ -208,12 +211,16 @@ def cmd_sweep(args) -> int:
     todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
     if args.dry_run:
         return _sweep_dry_run(spec, configs, sweep_dir, states, rerun, todo, args.json, args.executor == "local")
-    workers = args.workers or default_workers(configs[0].device)
+    workers = args.workers or default_workers(configs[0].device, args.workers_per_gpu or 1)
     if args.executor == "local" and todo:  # Ray and SLURM run elsewhere: their nodes' memory is not known here
         from .memory import available, check
 
         free = available(todo[0].device)
-        at_once = min(workers, len(todo)) if todo[0].device == "cpu" else 1
+        at_once = min(workers, len(todo))
+        if todo[0].device == "cuda":  # the workers are spread over the GPUs; `free` is one GPU's
+            import torch
+
+            at_once = min(-(-workers // max(1, torch.cuda.device_count())), len(todo))
         for cfg in todo:
             try:
                 check(cfg, at_once, free)
@@ -221,6 +228,20 @@ def cmd_sweep(args) -> int:
                 raise ConfigError(f"{source}: at {describe_point(cfg, spec)}: {e}") from None
     threads, note = recorded_threads(sweep_dir, workers)
     return _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun)
+
+
+def _check_workers_per_gpu(args, configs) -> None:
+    if args.workers_per_gpu < 1:
+        raise ConfigError(f"--workers-per-gpu {args.workers_per_gpu}: must be >= 1")
+    if args.workers is not None:
+        raise ConfigError("--workers-per-gpu and --workers both set the number of workers: give one")
+    if args.executor != "local":
+        raise ConfigError(f"--workers-per-gpu is for --executor local (with {args.executor}, each run asks for "
+                          "its share of a GPU: --gpus-per-run 0.25 runs four to a GPU)")
+    cpu = sorted({c.device for c in configs} - {"cuda"})
+    if cpu:
+        raise ConfigError(f"--workers-per-gpu needs device=cuda; this sweep has runs on device={cpu[0]} "
+                          "(use --workers for CPU runs)")
 
 
 def _sweep_dry_run(spec, configs, sweep_dir: Path, states: dict, rerun, todo, as_json: bool, here: bool) -> int:
@@ -365,7 +386,7 @@ def cmd_bench(args) -> int:
     from .bench import run_bench
 
     path = run_bench(args.cells, args.backends, args.batch, args.hidden, args.length, args.dtype, device, out,
-                     tf32=not args.no_tf32)
+                     tf32=not args.no_tf32, command=args.command_line)
     print(f"bench results: {path}")
     return 0
 
@@ -418,7 +439,7 @@ def cmd_list(args) -> int:
     print("tasks:    " + ", ".join(sorted(TASK_CONFIGS)))
     print("models:   " + ", ".join(MODELS))
     if plugins:
-        print(f"plugins:  " + ", ".join(f"{name} ({value})" for name, value in plugins.items())
+        print("plugins:  " + ", ".join(f"{name} ({value})" for name, value in plugins.items())
               + f"  (entry points, group {GROUP})")
     print("          or any import path: model=package.module:ConfigClass")
     print("backends: " + ", ".join(BACKEND_NAMES) + "  (recurrent models)")
@@ -460,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--executor", choices=("local", "ray", "slurm"), default="local",
                     help="where the runs run: local worker processes, a Ray cluster or a SLURM array job")
     sw.add_argument("--workers", type=int, help="parallel runs (default: one per GPU, else one per core up to 8)")
+    sw.add_argument("--workers-per-gpu", type=int, metavar="N",
+                    help="device=cuda: N runs at a time on each GPU (small models leave a GPU mostly idle; "
+                         "workers are given GPUs in turn)")
     sw.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local one)")
     sw.add_argument("--out", default="results", help="output folder; records go to OUT/<sweep name>/")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and what is already done; run nothing")
@@ -519,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.command_line = shlex.join(["seqbench", *(sys.argv[1:] if argv is None else argv)])  # as recorded
         if args.command is None:  # bare `seqbench`: what it can do
             parser.print_help()
             return EXIT_BAD_INPUT

@@ -114,3 +114,23 @@ def test_bench_covers_mingru_and_minlstm_on_every_backend(tmp_path):
     for r in rows:
         assert r["flops_per_step"] == (3 if r["pass"] == "fwd+bwd" else 1) * 2 * 2 * gates[r["cell"]] * 6 * 6
     assert main(["bench", "--cells", "mingru,nope", "--device", "cpu"]) == 2
+
+
+def test_each_row_records_what_ran_and_the_file_records_the_command(tmp_path, capsys):
+    """torch.profiler's view of one call beside each timing (on a GPU the kernel names say which cuDNN algorithm
+    torch chose; on the CPU the operators), and the exact command line in the result file."""
+    assert main(["bench", "--cells", "lstm", "--backends", "torch,reference", "--batch", "2", "--hidden", "4",
+                 "--length", "3", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    [path] = (tmp_path / "cpu").glob("bench-*.json")
+    data = json.loads(path.read_text())
+    assert data["command"] == (f"seqbench bench --cells lstm --backends torch,reference --batch 2 --hidden 4 "
+                               f"--length 3 --device cpu --out {tmp_path}")
+    by = {(r["backend"], r["pass"]): r["kernels"] for r in data["results"]}
+    assert set(by) == {(b, p) for b in ("torch", "reference") for p in ("fwd", "fwd+bwd")}
+    for ran in by.values():
+        assert ran and sum(k["share"] for k in ran) <= 1.0001 and all(k["calls"] >= 1 for k in ran)
+    names = {b: {k["name"] for (bb, _), ks in by.items() if bb == b for k in ks} for b in ("torch", "reference")}
+    assert any("lstm" in n.lower() or "rnn" in n.lower() for n in names["torch"]), names["torch"]
+    # the step loop runs one small matmul per step: T of them, which torch.nn's fused LSTM does not
+    loop = next(k for k in by[("reference", "fwd")] if k["name"] in ("aten::addmm", "aten::mm", "aten::matmul"))
+    assert loop["calls"] >= 3
