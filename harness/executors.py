@@ -45,9 +45,9 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def default_workers(device: str) -> int:
+def default_workers(device: str, per_gpu: int = 1) -> int:
     if device == "cuda":
-        return max(1, torch.cuda.device_count())
+        return max(1, torch.cuda.device_count()) * per_gpu
     return max(1, min(cpu_count(), 8))
 
 
