@@ -221,23 +221,28 @@ DRIVER = textwrap.dedent('''
 
     from seqbench.harness import executors
 
-    DELAY = 0.0
+    DELAY, MARK = 0.0, ""
 
     def slow(config, threads, link):  # defined in __main__: Ray ships it to the workers by value
+        from pathlib import Path
+
         from seqbench.harness import train
         from seqbench.harness.executors import _ray_run
 
-        step = train.Trainer.step
+        step, done = train.Trainer.step, [0]
 
-        def slow_step(self, *args, **kwargs):  # slower steps, same numbers
+        def slow_step(self, *args, **kwargs):  # slower steps, same numbers; MARK says how many have run
             time.sleep(DELAY)
-            return step(self, *args, **kwargs)
+            out = step(self, *args, **kwargs)
+            done[0] += 1
+            Path(MARK).write_text(str(done[0]))
+            return out
 
         train.Trainer.step = slow_step
         return _ray_run(config, threads, link)
 
     if __name__ == "__main__":
-        address, DELAY = sys.argv[1], float(sys.argv[2])
+        address, DELAY, MARK = sys.argv[1], float(sys.argv[2]), sys.argv[3]
         ours = lambda *_: None
         signal.signal(signal.SIGTERM, ours)
         executors.connect_ray(address)
@@ -246,7 +251,7 @@ DRIVER = textwrap.dedent('''
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         executors.run_ray = functools.partial(executors.run_ray, fn=slow)
         from seqbench.harness.cli import main
-        sys.exit(main(["sweep", *sys.argv[3:], "--executor", "ray", "--ray-address", address]))
+        sys.exit(main(["sweep", *sys.argv[4:], "--executor", "ray", "--ray-address", address]))
 ''')
 LONG = {**TINY_BASE, "train.steps": 300, "train.eval_every": 100, "train.log_every": 10, "threads": 1}
 
@@ -265,11 +270,26 @@ def long_run(tmp_path_factory, frozen):
 
 
 def start_driver(long_run, address, out, *overrides, delay=0.01):
-    """A driver process running the frozen code too (its workers as well: its working folder is theirs)."""
+    """A driver process running the frozen code too (its workers as well: its working folder is theirs). Its worker
+    writes the number of steps done so far to OUT/steps_done (see `steps_done`)."""
     spec, _, _, script, frozen = long_run
-    return subprocess.Popen([sys.executable, str(script), address, str(delay), str(spec), "--out", str(out),
-                             *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=frozen,
-                            env={**os.environ, "PYTHONPATH": str(frozen)})
+    out.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([sys.executable, str(script), address, str(delay), str(out / "steps_done"), str(spec),
+                             "--out", str(out), *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=frozen, env={**os.environ, "PYTHONPATH": str(frozen)})
+
+
+def wait_for_steps(out, n, proc, timeout=90.0):
+    """Until the driver's worker has done `n` steps (from the worker itself: start notices reach the driver late
+    on a loaded machine)."""
+    mark, deadline = out / "steps_done", time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            if int(mark.read_text()) >= n:
+                return
+        assert proc.poll() is None, f"driver exited with {proc.returncode}: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, f"fewer than {n} steps after {timeout} s"
+        time.sleep(0.02)
 
 
 def wait_for(path, proc, timeout=90.0):
@@ -313,10 +333,10 @@ def test_a_killed_driver_is_resumed_from_the_checkpoints_it_wrote(local_ray, add
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_driver_checkpoints_its_runs_in_flight(local_ray, address, long_run, tmp_path, capsys, sig):
     out = tmp_path / "out"
-    proc = start_driver(long_run, address, out, "train.checkpoint_every=0")  # checkpoints only when stopped
+    # checkpoints only when stopped; 50 ms a step, so the 295 steps left after the signal take 15 s or more
+    proc = start_driver(long_run, address, out, "train.checkpoint_every=0", delay=0.05)
     run_dir = out / "long" / long_run[1].run_id
-    wait_for(run_dir / "started.json", proc)
-    time.sleep(1.0)
+    wait_for_steps(out, 5, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
