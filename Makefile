@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-gpu venv clean
+.PHONY: demo test bench bench-gpu gpu-prepare venv clean
 
 venv: $(STAMP)
 
@@ -46,8 +46,13 @@ bench-gpu: $(STAMP)
 	$(PY) -m pytest -q tests/kernels/test_fused_gpu.py
 	$(PY) -m pytest -q tests/benchmarks/test_kernels.py --benchmark-only
 
+# Before borrowing a GPU machine whose image lacks the harness's dependencies: wheels and the commit into .gpu/, to be
+# carried with the call that runs scripts/gpu_session.sh there (README, "On a borrowed GPU machine").
+gpu-prepare: $(STAMP)
+	scripts/gpu_prepare.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks
+	rm -rf $(VENV) .pytest_cache .benchmarks .gpu gpu-out
 
 # Issue 10: compile every kernel configuration for sm_90 and sm_80 with the installed Triton (no GPU needed), write
 # results/bench/compile/sm<arch>-triton<version>.json and fail if any configuration plan() can choose does not fit.

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Everything seqbench does on a GPU, for a lent GPU machine (issue 14), in stages that each have a time limit and write
+# under $OUT. Prepare here first (scripts/gpu_prepare.sh fills .gpu/ with the wheels the GPU image lacks and the
+# commit), then call the device tool from the repository root, carrying .gpu, e.g.
+#     bash scripts/gpu_session.sh correct        # env, kernels, harness        (about 5 minutes)
+#     bash scripts/gpu_session.sh measure        # bench, overhead              (about 5 minutes)
+#     bash scripts/gpu_session.sh train          # share, quick                 (about 5 minutes)
+#     bash scripts/gpu_session.sh profile        # ncu of the fused and cuDNN kernels
+# or name stages one by one (bash scripts/gpu_session.sh env bench). Nothing here changes the GPU's settings.
+#
+# What comes back under $OUT (at most 8 files): log.txt (all output), summary.txt (each stage's exit code and
+# seconds), results.tar.gz (bench JSON, JUnit XML, pytest-benchmark JSON, profiles, the quick preset's records and
+# report), rewritten after every stage so that a stage cut off by a time limit still leaves the earlier ones.
+set -u
+cd "$(dirname "$0")/.."
+REPO=$PWD
+OUT=${OUT:-$REPO/gpu-out}
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/seqbench-gpu.XXXX)
+LOG=$OUT/log.txt
+SUMMARY=$OUT/summary.txt
+: > "$SUMMARY"
+export PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET  # compiled kernels: this is the GPU run
+
+say() { echo "== $*" | tee -a "$LOG"; }
+
+setup() {
+    if [ -d .gpu/wheels ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .gpu/wheels/*.whl >> "$LOG" 2>&1 || say "wheels did not install (see log)"
+        export PYTHONPATH=/tmp/site:$REPO
+    else
+        export PYTHONPATH=$REPO
+        say "no .gpu/wheels (run scripts/gpu_prepare.sh here and carry .gpu): harness stages may fail on imports"
+    fi
+    [ -f .gpu/_build.py ] && cp .gpu/_build.py seqbench/_build.py  # the commit, where there is no .git to ask
+    mkdir -p /tmp/seqbench-bin
+    printf '#!/bin/sh\nexec python3 -m seqbench.harness.cli "$@"\n' > /tmp/seqbench-bin/seqbench
+    chmod +x /tmp/seqbench-bin/seqbench
+    export PATH=/tmp/seqbench-bin:$PATH
+    PYTEST="python3 -m pytest -q -p no:cacheprovider -o addopts=-ra"
+    if python3 -c "import pytest_timeout" 2>/dev/null; then
+        PYTEST="$PYTEST --timeout=180"  # a hung kernel fails its test, not the whole call
+    fi
+    export PYTEST WORK
+}
+
+pack() { tar -czf "$OUT/results.tar.gz" -C "$WORK" . 2>/dev/null; }
+
+# stage NAME SECONDS FUNCTION: run it under a time limit, log it, record exit code and time, pack the results
+stage() {
+    local name=$1 limit=$2 fn=$3
+    say "$name (limit ${limit}s)"
+    local start=$SECONDS
+    timeout -k 10 "$limit" bash -c "$fn" 2>&1 | tee -a "$LOG" "$WORK/$name.log" > /dev/null
+    local rc=${PIPESTATUS[0]}
+    printf '%-10s rc=%-4s %5ss\n' "$name" "$rc" "$((SECONDS - start))" | tee -a "$SUMMARY" "$LOG"
+    pack
+}
+
+env_stage() {
+    nvidia-smi
+    nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv
+    python3 - <<'PY'
+import platform, torch, triton
+p = torch.cuda.get_device_properties(0)
+print(f"python {platform.python_version()}  torch {torch.__version__}  cuda {torch.version.cuda}  "
+      f"cudnn {torch.backends.cudnn.version()}  triton {triton.__version__}")
+print(f"{p.name}: {p.multi_processor_count} SMs, {p.total_memory / 2**30:.1f} GiB, cc {p.major}.{p.minor}")
+import seqbench.harness.provenance as prov
+print("seqbench", prov.git_state(), "source", prov.source_digest())
+PY
+    command -v ncu && ncu --version | tail -1
+}
+
+kernels_stage() {
+    $PYTEST tests/kernels --junitxml="$WORK/junit-kernels.xml"
+}
+
+harness_stage() {
+    $PYTEST tests/harness/test_devices.py tests/harness/test_bench.py tests/harness/test_minrnn_model.py \
+        --junitxml="$WORK/junit-harness.xml" &&
+    seqbench run task=adding task.length=1000 model=lstm model.hidden=256 dtype=bfloat16 train.steps=200 \
+        train.eval_every=100 train.grad_profile_every=100 --out "$WORK/runs" --quiet &&
+    seqbench run task=adding task.length=1000 model=lstm model.hidden=256 model.backend=triton dtype=bfloat16 \
+        train.steps=200 train.eval_every=100 train.grad_profile_every=100 --out "$WORK/runs" --quiet &&
+    for run in "$WORK"/runs/*/; do seqbench reproduce "$run" --quiet; done
+}
+
+bench_stage() {  # the Makefile's bench-gpu commands, results into the work folder
+    local common=(--device cuda --batch 64 --hidden 64,128,256,512 --length 1024 --out "$WORK/bench")
+    seqbench bench --cells rnn,lstm,gru --backends torch,triton,reference --dtype float32,bfloat16 "${common[@]}"
+    seqbench bench --cells rnn,lstm,gru --backends torch,triton --dtype float32 --no-tf32 "${common[@]}"
+    seqbench bench --cells mingru,minlstm --backends torch,triton,reference --dtype float32,bfloat16 "${common[@]}"
+}
+
+overhead_stage() {
+    $PYTEST tests/benchmarks/test_step_overhead.py tests/benchmarks/test_kernels.py --benchmark-only \
+        --benchmark-columns=min,median,iqr,rounds --benchmark-json="$WORK/benchmarks.json"
+}
+
+share_stage() {  # runs per hour with N runs per GPU; each N does the same 16 runs from scratch
+    for n in 1 2 4 8; do
+        local start=$SECONDS
+        seqbench sweep scripts/gpu_share.yaml --workers-per-gpu "$n" --out "$WORK/share-$n" > "$WORK/share-$n.txt" 2>&1
+        local rc=$? secs=$((SECONDS - start))
+        echo "workers_per_gpu=$n rc=$rc wall_s=$secs runs_per_hour=$((16 * 3600 / (secs > 0 ? secs : 1)))" |
+            tee -a "$WORK/share.txt"
+    done
+}
+
+quick_stage() {
+    seqbench sweep quick device=cuda --out "$WORK/quick" && seqbench report "$WORK/quick/quick"
+}
+
+profile_stage() {  # one training step's kernels under ncu: the fused kernels and cuDNN's, bf16 and fp32 (TF32 off)
+    command -v ncu > /dev/null || { echo "no ncu on this machine"; return 1; }
+    local metrics=l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum
+    local sections=(--section SpeedOfLight --section LaunchStats --section Occupancy
+                    --section MemoryWorkloadAnalysis_Tables --section ComputeWorkloadAnalysis)
+    for spec in "lstm triton 256 bfloat16" "lstm torch 256 bfloat16" "lstm triton 256 float32 --no-tf32" \
+                "lstm torch 256 float32 --no-tf32" "gru triton 128 bfloat16"; do
+        local name; name=$(echo "$spec" | tr ' ' '-' | tr -d -)
+        ncu --profile-from-start off --clock-control none --launch-count 60 --metrics "$metrics" "${sections[@]}" \
+            -f -o "$WORK/ncu-$name" python3 scripts/gpu_profile.py $spec &&
+        ncu --import "$WORK/ncu-$name.ncu-rep" --page details --csv > "$WORK/ncu-$name.csv"
+    done
+}
+
+export -f env_stage kernels_stage harness_stage bench_stage overhead_stage share_stage quick_stage profile_stage
+declare -A LIMIT=([env]=60 [kernels]=240 [harness]=180 [bench]=300 [overhead]=120 [share]=200 [quick]=240 [profile]=300)
+STAGES=()
+for arg in "${@:-correct measure train profile}"; do
+    for word in $arg; do
+        case $word in
+            correct) STAGES+=(env kernels harness) ;;
+            measure) STAGES+=(bench overhead) ;;
+            train) STAGES+=(share quick) ;;
+            *) [ -n "${LIMIT[$word]:-}" ] || { echo "unknown stage '$word': stages are ${!LIMIT[*]}; groups: correct" \
+                   "measure train" >&2; exit 2; }
+               STAGES+=("$word") ;;
+        esac
+    done
+done
+setup
+for s in "${STAGES[@]}"; do
+    stage "$s" "${LIMIT[$s]}" "${s}_stage"
+done
+say "summary"
+cat "$SUMMARY"
