@@ -32,19 +32,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest -q tests/benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds
 
-# The kernel benchmark of issue 5 on a GPU machine (H100): torch.nn (cuDNN) vs the fused Triton kernels vs the
-# reference loop, B=64, T=1024, H=64..512, float32 and bfloat16 with torch's default TF32 settings, then float32 with
-# TF32 off everywhere; JSON under results/bench/<gpu>/; then the compiled-kernel tests and the pytest-benchmark suite.
-# On a fresh GPU machine pick a CUDA build of torch: make bench-gpu TORCH_SPEC=torch
-bench-gpu: $(STAMP)
-	$(VENV)/bin/seqbench bench --device cuda --cells rnn,lstm,gru --backends torch,triton,reference \
-		--batch 64 --hidden 64,128,256,512 --length 1024 --dtype float32,bfloat16
-	$(VENV)/bin/seqbench bench --device cuda --cells rnn,lstm,gru --backends torch,triton \
-		--batch 64 --hidden 64,128,256,512 --length 1024 --dtype float32 --no-tf32
-	$(VENV)/bin/seqbench bench --device cuda --cells mingru,minlstm --backends torch,triton,reference \
-		--batch 64 --hidden 64,128,256,512 --length 1024 --dtype float32,bfloat16
-	$(PY) -m pytest -q tests/kernels/test_fused_gpu.py
-	$(PY) -m pytest -q tests/benchmarks/test_kernels.py --benchmark-only
+# The kernel benchmark on a GPU machine (H100/H200): torch.nn (cuDNN) vs the fused Triton kernels vs the reference
+# loop, B=64, T=1024, H=64..512, float32 and bfloat16 with torch's default TF32 settings, then float32 with TF32 off
+# everywhere, then minGRU/minLSTM; JSON under results/bench/<gpu>/; then the compiled-kernel tests and the
+# pytest-benchmark suite (kernels, step overhead). It runs scripts/gpu_session.sh's stages env, bench, kernels and
+# overhead (logs and a tarball under gpu-out/) with this venv's Python where there is one, else the machine's
+# python3 (a GPU image with torch and triton but no network; see `make gpu-prepare`).
+bench-gpu:
+	SEQBENCH_PYTHON=$$([ -x $(PY) ] && echo $(PY) || echo python3) BENCH_OUT=results/bench OUT=$${OUT:-gpu-out} \
+		bash scripts/gpu_session.sh env bench kernels overhead
 
 # Before borrowing a GPU machine whose image lacks the harness's dependencies: wheels and the commit into .gpu/, to be
 # carried with the call that runs scripts/gpu_session.sh there (README, "On a borrowed GPU machine").

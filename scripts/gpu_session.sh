@@ -7,6 +7,8 @@
 #     bash scripts/gpu_session.sh train          # share, quick                 (about 5 minutes)
 #     bash scripts/gpu_session.sh profile        # ncu of the fused and cuDNN kernels
 # or name stages one by one (bash scripts/gpu_session.sh env bench). Nothing here changes the GPU's settings.
+# SEQBENCH_PYTHON picks the Python (default python3); BENCH_OUT, if set, also receives the bench JSON
+# (`make bench-gpu` sets both: its venv's Python where there is one, and results/bench).
 #
 # What comes back under $OUT (at most 8 files): log.txt (all output), summary.txt (each stage's exit code and
 # seconds), results.tar.gz (bench JSON, JUnit XML, pytest-benchmark JSON, profiles, the quick preset's records and
@@ -21,29 +23,31 @@ LOG=$OUT/log.txt
 SUMMARY=$OUT/summary.txt
 : > "$SUMMARY"
 export PYTHONUNBUFFERED=1
+PY=${SEQBENCH_PYTHON:-python3}  # the GPU image's python3 holds torch and triton; `make bench-gpu` passes its venv's
+[[ $PY == */* && $PY != /* ]] && PY=$PWD/$PY  # absolute, but not resolved: a venv's python is a symlink
 unset TRITON_INTERPRET  # compiled kernels: this is the GPU run
 
 say() { echo "== $*" | tee -a "$LOG"; }
 
 setup() {
     if [ -d .gpu/wheels ]; then
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
             .gpu/wheels/*.whl >> "$LOG" 2>&1 || say "wheels did not install (see log)"
         export PYTHONPATH=/tmp/site:$REPO
     else
         export PYTHONPATH=$REPO
         say "no .gpu/wheels (run scripts/gpu_prepare.sh here and carry .gpu): harness stages may fail on imports"
     fi
-    [ -f .gpu/_build.py ] && cp .gpu/_build.py seqbench/_build.py  # the commit, where there is no .git to ask
+    if [ -f .gpu/_build.py ] && [ ! -e .git ]; then cp .gpu/_build.py seqbench/_build.py; fi  # the commit, where no .git can say
     mkdir -p /tmp/seqbench-bin
-    printf '#!/bin/sh\nexec python3 -m seqbench.harness.cli "$@"\n' > /tmp/seqbench-bin/seqbench
+    printf '#!/bin/sh\nexec %s -m seqbench.harness.cli "$@"\n' "$PY" > /tmp/seqbench-bin/seqbench
     chmod +x /tmp/seqbench-bin/seqbench
     export PATH=/tmp/seqbench-bin:$PATH
-    PYTEST="python3 -m pytest -q -p no:cacheprovider -o addopts=-ra"
-    if python3 -c "import pytest_timeout" 2>/dev/null; then
+    PYTEST="$PY -m pytest -q -p no:cacheprovider -o addopts=-ra"
+    if "$PY" -c "import pytest_timeout" 2>/dev/null; then
         PYTEST="$PYTEST --timeout=180"  # a hung kernel fails its test, not the whole call
     fi
-    export PYTEST WORK
+    export PYTEST WORK PY
 }
 
 pack() { tar -czf "$OUT/results.tar.gz" -C "$WORK" . 2>/dev/null; }
@@ -62,7 +66,7 @@ stage() {
 env_stage() {
     nvidia-smi
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv
-    python3 - <<'PY'
+    "$PY" - <<'PY'
 import platform, torch, triton
 p = torch.cuda.get_device_properties(0)
 print(f"python {platform.python_version()}  torch {torch.__version__}  cuda {torch.version.cuda}  "
@@ -74,8 +78,12 @@ PY
     command -v ncu && ncu --version | tail -1
 }
 
-kernels_stage() {
-    $PYTEST tests/kernels --junitxml="$WORK/junit-kernels.xml"
+kernels_stage() {  # the compiled-GPU tests first (issue 14's list), then every other kernel test on the GPU
+    local rc=0
+    $PYTEST tests/kernels/test_fused_gpu.py --durations=10 --junitxml="$WORK/junit-kernels-gpu.xml" || rc=1
+    $PYTEST tests/kernels --ignore=tests/kernels/test_fused_gpu.py --durations=10 \
+        --junitxml="$WORK/junit-kernels.xml" || rc=1
+    return $rc
 }
 
 harness_stage() {
@@ -85,14 +93,16 @@ harness_stage() {
         train.eval_every=100 train.grad_profile_every=100 --out "$WORK/runs" --quiet &&
     seqbench run task=adding task.length=1000 model=lstm model.hidden=256 model.backend=triton dtype=bfloat16 \
         train.steps=200 train.eval_every=100 train.grad_profile_every=100 --out "$WORK/runs" --quiet &&
-    for run in "$WORK"/runs/*/; do seqbench reproduce "$run" --quiet; done
+    for run in "$WORK"/runs/*/; do seqbench reproduce "$run" --quiet || return 1; done
 }
 
-bench_stage() {  # the Makefile's bench-gpu commands, results into the work folder
-    local common=(--device cuda --batch 64 --hidden 64,128,256,512 --length 1024 --out "$WORK/bench")
-    seqbench bench --cells rnn,lstm,gru --backends torch,triton,reference --dtype float32,bfloat16 "${common[@]}"
-    seqbench bench --cells rnn,lstm,gru --backends torch,triton --dtype float32 --no-tf32 "${common[@]}"
-    seqbench bench --cells mingru,minlstm --backends torch,triton,reference --dtype float32,bfloat16 "${common[@]}"
+bench_stage() {  # three comparisons, each its own JSON; the stage fails if any did
+    local common=(--device cuda --batch 64 --hidden 64,128,256,512 --length 1024 --out "$WORK/bench") rc=0
+    seqbench bench --cells rnn,lstm,gru --backends torch,triton,reference --dtype float32,bfloat16 "${common[@]}" || rc=1
+    seqbench bench --cells rnn,lstm,gru --backends torch,triton --dtype float32 --no-tf32 "${common[@]}" || rc=1
+    seqbench bench --cells mingru,minlstm --backends torch,triton,reference --dtype float32,bfloat16 "${common[@]}" || rc=1
+    if [ -n "${BENCH_OUT:-}" ] && [ -d "$WORK/bench" ]; then mkdir -p "$BENCH_OUT" && cp -r "$WORK/bench/." "$BENCH_OUT/"; fi
+    return $rc
 }
 
 overhead_stage() {
@@ -101,13 +111,16 @@ overhead_stage() {
 }
 
 share_stage() {  # runs per hour with N runs per GPU; each N does the same 16 runs from scratch
+    local failed=0
     for n in 1 2 4 8; do
         local start=$SECONDS
         seqbench sweep scripts/gpu_share.yaml --workers-per-gpu "$n" --out "$WORK/share-$n" > "$WORK/share-$n.txt" 2>&1
         local rc=$? secs=$((SECONDS - start))
+        [ $rc -eq 0 ] || failed=1
         echo "workers_per_gpu=$n rc=$rc wall_s=$secs runs_per_hour=$((16 * 3600 / (secs > 0 ? secs : 1)))" |
             tee -a "$WORK/share.txt"
     done
+    return $failed
 }
 
 quick_stage() {
@@ -116,6 +129,7 @@ quick_stage() {
 
 profile_stage() {  # one training step's kernels under ncu: the fused kernels and cuDNN's, bf16 and fp32 (TF32 off)
     command -v ncu > /dev/null || { echo "no ncu on this machine"; return 1; }
+    local failed=0
     local metrics=l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum
     local sections=(--section SpeedOfLight --section LaunchStats --section Occupancy
                     --section MemoryWorkloadAnalysis_Tables --section ComputeWorkloadAnalysis)
@@ -123,9 +137,10 @@ profile_stage() {  # one training step's kernels under ncu: the fused kernels an
                 "lstm torch 256 float32 --no-tf32" "gru triton 128 bfloat16"; do
         local name; name=$(echo "$spec" | tr ' ' '-' | tr -d -)
         ncu --profile-from-start off --clock-control none --launch-count 60 --metrics "$metrics" "${sections[@]}" \
-            -f -o "$WORK/ncu-$name" python3 scripts/gpu_profile.py $spec &&
-        ncu --import "$WORK/ncu-$name.ncu-rep" --page details --csv > "$WORK/ncu-$name.csv"
+            -f -o "$WORK/ncu-$name" "$PY" scripts/gpu_profile.py $spec &&
+        ncu --import "$WORK/ncu-$name.ncu-rep" --page details --csv > "$WORK/ncu-$name.csv" || failed=1
     done
+    return $failed
 }
 
 export -f env_stage kernels_stage harness_stage bench_stage overhead_stage share_stage quick_stage profile_stage
