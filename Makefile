@@ -33,14 +33,14 @@ bench: $(STAMP)
 	$(PY) -m pytest -q tests/benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds
 
 # The kernel benchmark on a GPU machine (H100/H200): torch.nn (cuDNN) vs the fused Triton kernels vs the reference
-# loop, B=64, T=1024, H=64..512, float32 and bfloat16 with torch's default TF32 settings, then float32 with TF32 off
-# everywhere, then minGRU/minLSTM; JSON under results/bench/<gpu>/; then the compiled-kernel tests and the
-# pytest-benchmark suite (kernels, step overhead). It runs scripts/gpu_session.sh's stages env, bench, kernels and
-# overhead (logs and a tarball under gpu-out/) with this venv's Python where there is one, else the machine's
-# python3 (a GPU image with torch and triton but no network; see `make gpu-prepare`).
+# loop, B=64, T=1024, H=64..512, float32 (torch's TF32 defaults) and bfloat16, JSON under results/bench/<gpu>/, then
+# the compiled-kernel tests: scripts/gpu_session.sh's stages env, bench and kernels (logs and a tarball under gpu-out/),
+# with this venv's Python where there is one, else the machine's python3 (a GPU image with torch and triton but no
+# network; see `make gpu-prepare`). The rest (fp32 with TF32 off, minGRU/minLSTM, the harness on CUDA, step overhead,
+# runs per hour, profiles) are the script's other stages.
 bench-gpu:
 	SEQBENCH_PYTHON=$$([ -x $(PY) ] && echo $(PY) || echo python3) BENCH_OUT=results/bench OUT=$${OUT:-gpu-out} \
-		bash scripts/gpu_session.sh env bench kernels overhead
+		bash scripts/gpu_session.sh env bench kernels
 
 # Before borrowing a GPU machine whose image lacks the harness's dependencies: wheels and the commit into .gpu/, to be
 # carried with the call that runs scripts/gpu_session.sh there (README, "On a borrowed GPU machine").

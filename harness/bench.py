@@ -6,6 +6,7 @@ warm-up, cache flush); CPU timings use the wall clock after a warm-up. Results g
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
 import statistics
 import time
@@ -222,25 +223,24 @@ def run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: P
 
 
 def _run_bench(cells, backends, batches, hiddens, lengths, dtypes, device, out: Path, say, command) -> Path:
-    results = []
-    for cell in cells:
-        for backend in backends:
-            for B in batches:
-                for H in hiddens:
-                    for T in lengths:
-                        for dtype in dtypes:
-                            rows = bench_one(cell, backend, B, T, H, dtype, device)
-                            for r in rows if isinstance(rows, list) else [rows]:
-                                results.append(r)
-                                say(_line(r))
+    """The file is rewritten (atomically) after every configuration, `"complete": false` until the last: a run cut
+    off by a time limit or a crash keeps every row it measured."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(out) / device_slug(device)
     folder.mkdir(parents=True, exist_ok=True)
     path, n = folder / f"bench-{stamp}.json", 1
     while path.exists():  # two runs in one second: never overwrite a result
         path, n = folder / f"bench-{stamp}-{n}.json", n + 1
-    write_json(path, {"command": command, "machine": machine(device), "commit": git_state()["commit"],
-                      "results": results})
+    head = {"command": command, "machine": machine(device), "commit": git_state()["commit"]}
+    results = []
+    write_json(path, {**head, "complete": False, "results": results})
+    for cell, backend, B, H, T, dtype in itertools.product(cells, backends, batches, hiddens, lengths, dtypes):
+        rows = bench_one(cell, backend, B, T, H, dtype, device)
+        for r in rows if isinstance(rows, list) else [rows]:
+            results.append(r)
+            say(_line(r))
+        write_json(path, {**head, "complete": False, "results": results})
+    write_json(path, {**head, "complete": True, "results": results})
     return path
 
 

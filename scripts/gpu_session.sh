@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Everything seqbench does on a GPU, for a lent GPU machine (issue 14), in stages that each have a time limit and write
-# under $OUT. Prepare here first (scripts/gpu_prepare.sh fills .gpu/ with the wheels the GPU image lacks and the
-# commit), then call the device tool from the repository root, carrying .gpu, e.g.
-#     bash scripts/gpu_session.sh correct        # env, kernels, harness        (about 5 minutes)
-#     bash scripts/gpu_session.sh measure        # bench, overhead              (about 5 minutes)
-#     bash scripts/gpu_session.sh train          # share, quick                 (about 5 minutes)
-#     bash scripts/gpu_session.sh profile        # ncu of the fused and cuDNN kernels
-# or name stages one by one (bash scripts/gpu_session.sh env bench). Nothing here changes the GPU's settings.
+# under $OUT. Prepare here first (`make gpu-prepare` fills .gpu/ with the wheels the GPU image lacks and the commit),
+# then call the device tool from the repository root, carrying .gpu. Stages (limits in LIMIT below):
+#   env       nvidia-smi, versions, the commit
+#   kernels   the compiled-GPU kernel tests (tests/kernels/test_fused_gpu.py first), then every kernel test
+#   harness   the harness on CUDA (tests/harness/test_devices.py ...), bf16 runs of LSTM H=256 T=1000, reproduce
+#   bench     cuDNN vs Triton vs the step loop, RNN/LSTM/GRU, B=64 T=1024 H=64..512, fp32 (TF32 defaults) and bf16
+#   ieee      the same, fp32 with TF32 off everywhere (torch, triton)
+#   min       minGRU/minLSTM: torch scan vs Triton scan vs step loop
+#   overhead  pytest-benchmark: harness step vs a bare loop on CUDA, and the kernel benchmarks
+#   share     runs per hour at --workers-per-gpu 1, 2, 4, 8 (scripts/gpu_share.yaml)
+#   quick     the quick preset on CUDA and its report
+#   profile   Nsight Compute on one training step of the fused and cuDNN kernels
+# Groups: correct = env kernels harness; measure = bench ieee min; train = overhead share quick. With a 15-minute
+# device budget, plan two calls: `make bench-gpu` (env bench kernels, at most 7.5 minutes), then
+# `bash scripts/gpu_session.sh harness ieee min`. Nothing here changes the GPU's settings.
 # SEQBENCH_PYTHON picks the Python (default python3); BENCH_OUT, if set, also receives the bench JSON
 # (`make bench-gpu` sets both: its venv's Python where there is one, and results/bench).
 #
@@ -96,13 +104,23 @@ harness_stage() {
     for run in "$WORK"/runs/*/; do seqbench reproduce "$run" --quiet || return 1; done
 }
 
-bench_stage() {  # three comparisons, each its own JSON; the stage fails if any did
-    local common=(--device cuda --batch 64 --hidden 64,128,256,512 --length 1024 --out "$WORK/bench") rc=0
-    seqbench bench --cells rnn,lstm,gru --backends torch,triton,reference --dtype float32,bfloat16 "${common[@]}" || rc=1
-    seqbench bench --cells rnn,lstm,gru --backends torch,triton --dtype float32 --no-tf32 "${common[@]}" || rc=1
-    seqbench bench --cells mingru,minlstm --backends torch,triton,reference --dtype float32,bfloat16 "${common[@]}" || rc=1
+_bench() {  # seqbench bench at B = 64, T = 1024, H = 64..512, with the given cells, backends, dtypes and flags
+    local rc=0
+    seqbench bench --device cuda --batch 64 --hidden 64,128,256,512 --length 1024 --out "$WORK/bench" "$@" || rc=1
     if [ -n "${BENCH_OUT:-}" ] && [ -d "$WORK/bench" ]; then mkdir -p "$BENCH_OUT" && cp -r "$WORK/bench/." "$BENCH_OUT/"; fi
     return $rc
+}
+
+bench_stage() {  # cuDNN vs the fused kernels vs the step loop, fp32 with torch's TF32 defaults and bf16
+    _bench --cells rnn,lstm,gru --backends torch,triton,reference --dtype float32,bfloat16
+}
+
+ieee_stage() {  # fp32 with TF32 off in cuDNN and cuBLAS as well: IEEE products on both sides
+    _bench --cells rnn,lstm,gru --backends torch,triton --dtype float32 --no-tf32
+}
+
+min_stage() {  # minGRU/minLSTM: the torch scan vs the Triton scan vs the step loop
+    _bench --cells mingru,minlstm --backends torch,triton,reference --dtype float32,bfloat16
 }
 
 overhead_stage() {
@@ -143,17 +161,20 @@ profile_stage() {  # one training step's kernels under ncu: the fused kernels an
     return $failed
 }
 
-export -f env_stage kernels_stage harness_stage bench_stage overhead_stage share_stage quick_stage profile_stage
-declare -A LIMIT=([env]=60 [kernels]=240 [harness]=180 [bench]=300 [overhead]=120 [share]=200 [quick]=240 [profile]=300)
+export -f _bench env_stage kernels_stage harness_stage bench_stage ieee_stage min_stage overhead_stage share_stage \
+    quick_stage profile_stage
+# seconds each stage may take; a bench stage cut off keeps the rows it measured (its JSON is rewritten after each)
+declare -A LIMIT=([env]=30 [kernels]=180 [harness]=150 [bench]=240 [ieee]=120 [min]=120 [overhead]=90 [share]=200
+                  [quick]=240 [profile]=300)
 STAGES=()
 for arg in "${@:-correct measure train profile}"; do
     for word in $arg; do
         case $word in
             correct) STAGES+=(env kernels harness) ;;
-            measure) STAGES+=(bench overhead) ;;
-            train) STAGES+=(share quick) ;;
-            *) [ -n "${LIMIT[$word]:-}" ] || { echo "unknown stage '$word': stages are ${!LIMIT[*]}; groups: correct" \
-                   "measure train" >&2; exit 2; }
+            measure) STAGES+=(bench ieee min) ;;
+            train) STAGES+=(overhead share quick) ;;
+            *) [ -n "${LIMIT[$word]:-}" ] || { echo "unknown stage '$word': stages are ${!LIMIT[*]}; groups:" \
+                   "correct measure train" >&2; exit 2; }
                STAGES+=("$word") ;;
         esac
     done

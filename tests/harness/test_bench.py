@@ -134,3 +134,29 @@ def test_each_row_records_what_ran_and_the_file_records_the_command(tmp_path, ca
     # the step loop runs one small matmul per step: T of them, which torch.nn's fused LSTM does not
     loop = next(k for k in by[("reference", "fwd")] if k["name"] in ("aten::addmm", "aten::mm", "aten::matmul"))
     assert loop["calls"] >= 3
+
+
+def test_a_bench_cut_off_midway_keeps_what_it_measured(tmp_path, monkeypatch):
+    """The file is written after every configuration: a crash (here in the third) leaves the first two, marked
+    incomplete; a finished run is marked complete."""
+    import seqbench.harness.bench as bench
+
+    original, calls = bench.bench_one, []
+
+    def crashing(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return original(*args)
+
+    monkeypatch.setattr(bench, "bench_one", crashing)
+    with pytest.raises(RuntimeError):
+        run_bench(["rnn"], ["torch"], [2], [3, 4, 5], [2], ["float32"], "cpu", tmp_path, say=lambda _: None)
+    [path] = (tmp_path / "cpu").glob("bench-*.json")
+    data = json.loads(path.read_text())
+    assert data["complete"] is False
+    assert [(r["hidden"], r["pass"]) for r in data["results"]] == [(3, "fwd"), (3, "fwd+bwd"), (4, "fwd"),
+                                                                    (4, "fwd+bwd")]
+    monkeypatch.setattr(bench, "bench_one", original)
+    done = run_bench(["rnn"], ["torch"], [2], [3], [2], ["float32"], "cpu", tmp_path, say=lambda _: None)
+    assert json.loads(done.read_text())["complete"] is True
