@@ -65,7 +65,7 @@ stage() {
     local name=$1 limit=$2 fn=$3
     say "$name (limit ${limit}s)"
     local start=$SECONDS
-    timeout -k 10 "$limit" bash -c "$fn" 2>&1 | tee -a "$LOG" "$WORK/$name.log" > /dev/null
+    timeout -k 10 "$limit" bash -c "$fn" 2>&1 | tee -a "$LOG" "$WORK/$name.log"  # shown too: the tool returns the tail
     local rc=${PIPESTATUS[0]}
     printf '%-10s rc=%-4s %5ss\n' "$name" "$rc" "$((SECONDS - start))" | tee -a "$SUMMARY" "$LOG"
     pack
