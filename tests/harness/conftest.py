@@ -18,3 +18,12 @@ def tiny(*overrides: str):
 @pytest.fixture
 def tiny_cfg():
     return tiny
+
+
+def as_from_a_terminal():
+    """`preexec_fn` for a command a test stops with Ctrl-C: SIGINT at its default, as a terminal's process has it.
+    A test suite started in the background (`cmd &` in a script) inherits SIGINT ignored, and Python then keeps it
+    ignored in every child, so Ctrl-C and submitit's local cancel (a SIGINT) would not reach them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

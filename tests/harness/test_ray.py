@@ -27,7 +27,7 @@ from seqbench.harness.sweep import expand, load_spec
 from seqbench.harness.train import execute
 
 from ._ray_support import LOOPBACK, frozen_seqbench, listening_hosts
-from .conftest import tiny
+from .conftest import as_from_a_terminal, tiny
 from .test_sweep import TINY_BASE, untimed_metrics
 
 
@@ -276,7 +276,8 @@ def start_driver(long_run, address, out, *overrides, delay=0.01):
     out.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([sys.executable, str(script), address, str(delay), str(out / "steps_done"), str(spec),
                              "--out", str(out), *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=frozen, env={**os.environ, "PYTHONPATH": str(frozen)})
+                            text=True, cwd=frozen, env={**os.environ, "PYTHONPATH": str(frozen)},
+                            preexec_fn=as_from_a_terminal)
 
 
 def wait_for_steps(out, n, proc, timeout=90.0):

@@ -1,7 +1,6 @@
 """The SLURM executor through submitit's local executor (the same tasks, requeue and records, minus sbatch), and its
 sbatch submission against stand-in SLURM commands."""
 
-import contextlib
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ from seqbench.harness.slurm import CLUSTER_ENV
 from seqbench.harness.sweep import expand, load_spec
 from seqbench.harness.train import execute
 
+from .conftest import as_from_a_terminal
 from .test_sweep import TINY_BASE, untimed_metrics
 
 # long enough (~1,000 steps of ~2 ms) to be stopped between its periodic checkpoint and its end
@@ -164,18 +164,14 @@ def test_a_stopped_sweep_cancels_its_tasks_and_resumes_when_run_again(local_clus
     sweep_dir = tmp_path / "out" / "slow"
     command = [sys.executable, "-m", "seqbench.harness.cli", "sweep", str(spec), "--out", str(tmp_path / "out"),
                "--executor", "slurm", "--slurm-time", "5"]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=as_from_a_terminal)
     try:
         task = task_pid(sweep_dir)
-        # Paused until the driver has cancelled it, so that it cannot finish its run first however slowly the
-        # cancel arrives on a loaded machine; the cancel waits as a pending signal and is handled on SIGCONT.
-        os.kill(task, signal.SIGSTOP)
         driver.send_signal(signal.SIGTERM)  # as a scheduler or Ctrl-C stops the sweep
         _, err = driver.communicate(timeout=60)
     finally:
         driver.kill()
-        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
-            os.kill(task, signal.SIGCONT)
     assert driver.returncode == 130, err
     deadline = time.time() + 30
     while Path(f"/proc/{task}").exists() and time.time() < deadline:  # the cancelled task checkpoints and ends
