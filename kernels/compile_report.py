@@ -83,14 +83,12 @@ def _kernel(name):
 
 def _source(kernel, constants, lowp=0):
     """An ASTSource for the launch specialization, for the Triton version installed (3.2's API or 3.3's and later).
-    The recurrent kernels take LOWP as a constant and fp32 pointers; the scan kernels take their inputs in the layer's
-    dtype (`lowp`: float32, bfloat16, float16)."""
+    The recurrent kernels take LOWP among `constants` and fp32 pointers; the scan kernels have no LOWP and take their
+    inputs in the layer's dtype (`lowp`: float32, bfloat16, float16)."""
     from triton.compiler import ASTSource
 
     names = list(inspect.signature(kernel.fn).parameters)
     constants = {**constants, **{flag: True for flag in ("RELU", "TRACK") if flag in names}}
-    if "LOWP" in names:
-        constants["LOWP"] = lowp
     inputs = ("*fp32", "*bf16", "*fp16")[lowp] if "LOWP" not in names else "*fp32"
 
     def kind(n):
@@ -153,7 +151,6 @@ def compile_one(name, constants, options, arch, lowp=0):
 
 def _compile_row(case_and_arch):
     (name, constants, options, row), arch = case_and_arch
-    constants = {k: v for k, v in constants.items() if k != "LOWP"}
     return {"kernel": name, **row, **compile_one(name, constants, options, arch, row["LOWP"])}
 
 

@@ -39,9 +39,13 @@ def trainer(request):
     return Trainer(resolve(parse_overrides([*CONFIG, f"device={request.param}"])))
 
 
+def group(trainer):
+    return f"adding-T100-lstm-H64-B64-{trainer.device.type}"
+
+
 def timed(benchmark, trainer, fn, *args):
     """CPU: one step a round; CUDA: STEPS steps and a synchronize (the time per step is the round's / STEPS)."""
-    benchmark.group = f"adding-T100-lstm-H64-B64-{trainer.device.type}"
+    benchmark.group = group(trainer)
     if trainer.device.type != "cuda":
         return benchmark.pedantic(fn, args=args, rounds=60, warmup_rounds=5)
 
@@ -82,6 +86,6 @@ def test_bare_step(benchmark, trainer):
 
 def test_data_generation(benchmark, trainer):
     gen = torch.Generator(trainer.device).manual_seed(0)
-    benchmark.group = f"adding-T100-lstm-H64-B64-{trainer.device.type}"
+    benchmark.group = group(trainer)
     x, y = benchmark(trainer.task.sample, 64, gen, trainer.device)
     assert x.shape == (64, 100, 2) and y.shape == (64,) and x.device.type == trainer.device.type
