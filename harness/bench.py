@@ -112,11 +112,11 @@ def kernels(fn, device: torch.device, top: int = 6) -> list[dict]:
             torch.cuda.synchronize(device)
     rows = []
     for e in prof.key_averages():
-        if cuda:  # device kernels: events with device time of their own (the name differs across torch versions)
-            us = getattr(e, "self_device_time_total", None)
-            us = getattr(e, "self_cuda_time_total", 0) if us is None else us
-            if getattr(e, "device_type", None) != torch.autograd.DeviceType.CUDA and not us:
+        if cuda:  # device kernels only: a CPU operator's "self" device time is its kernels' time again
+            if getattr(e, "device_type", None) != torch.autograd.DeviceType.CUDA:
                 continue
+            us = getattr(e, "self_device_time_total", None)  # torch >= 2.4; self_cuda_time_total before
+            us = getattr(e, "self_cuda_time_total", 0) if us is None else us
         else:
             us = e.self_cpu_time_total
         if us > 0:
