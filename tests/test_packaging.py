@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -56,6 +57,25 @@ def test_wheel_holds_only_the_seqbench_namespace(wheel):
         assert needed in names, needed
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "seqbench = seqbench.harness.cli:main" in entry
+
+
+def test_wheel_ships_every_sweep_preset(wheel):
+    presets = {f"seqbench/harness/sweeps/{p.name}" for p in (ROOT / "harness" / "sweeps").glob("*.yaml")}
+    assert len(presets) >= 3 and presets <= set(zipfile.ZipFile(wheel).namelist())
+
+
+@pytest.mark.slow
+def test_the_editable_build_warns_about_nothing(tmp_path):
+    """What `pip install -e .` has the build backend do, and shows of its warnings: setuptools' notice that an editable
+    install goes through an import hook is all (the package configuration itself draws none, e.g. no package that
+    Python sees but `packages` lacks)."""
+    code = f"from setuptools import build_meta; build_meta.build_editable({str(tmp_path)!r})"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert list(tmp_path.glob("seqbench-*.whl")), log[-3000:]
+    warned = set(re.findall(r"\.py:\d+: (\w+): ", log))  # "…/build_py.py:215: _Warning: Package … is absent …"
+    assert warned <= {"InformationOnly"}, log[-3000:]
 
 
 def test_wheel_bakes_in_the_commit_it_was_built_from(wheel):
