@@ -392,7 +392,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import DEFAULT_RTOL, environment_changes, overall, reproduce
+    from .reproduce import DEFAULT_RTOL, environment_changes, environment_lines, overall, reproduce
 
     rtol = DEFAULT_RTOL if args.rtol is None else args.rtol
     if not rtol >= 0:  # also refuses nan
@@ -400,7 +400,16 @@ def cmd_reproduce(args) -> int:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads}: must be >= 1")
     keep = output_folder(args.keep, "--keep") if args.keep is not None else None
-    quantities, summary = reproduce(Path(args.run_dir), keep, progress=not args.quiet, threads=args.threads)
+    from .train import RunInterrupted  # after validation, so bad input fails fast
+
+    try:
+        with _sigterm_as_interrupt():  # SIGTERM as Ctrl-C; during the rerun both stop it at a step
+            quantities, summary = reproduce(Path(args.run_dir), keep, progress=not args.quiet, threads=args.threads)
+    except (KeyboardInterrupt, RunInterrupted) as e:
+        at = f" at step {e.step}" if isinstance(e, RunInterrupted) else ""
+        print(f"reproduce {args.run_dir}: interrupted{at}; nothing compared and no partial rerun kept"
+              + (f" in {keep}" if keep else "") + "; run the same command again to start over", file=sys.stderr)
+        return 130
     changes = environment_changes(Path(args.run_dir), summary)
     differing = [q for q in quantities.values() if q.differing]
     print(f"reproduce {summary['run_id']}: compared {sum(q.values for q in quantities.values()):,} values in "
@@ -413,12 +422,7 @@ def cmd_reproduce(args) -> int:
                   f"{q.verdict(rtol)}")
             for line in q.mismatched[:3]:
                 print(f"      {line}")
-    if changes:
-        print("environment differs from the record: "
-              + "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
-        print("  (bitwise agreement is expected only on the same machine and software; elsewhere within a tolerance)")
-    else:
-        print("environment: same as the record (commit, software, device, threads)")
+    print("\n".join(environment_lines(changes)))
     verdict = overall(quantities, rtol)
     print(f"verdict: {verdict}" + ("" if verdict == "identical" else f" (rtol {rtol:g})"))
     return 1 if verdict == "differs" else 0

@@ -2,29 +2,38 @@
 
 Every recorded value is compared (timing fields aside), grouped by quantity (each metric, each gradient profile, each
 summary field), and the verdict is `identical` (every bit), `within rtol` (numbers differ, none by more than the
-relative tolerance) or `differs`. On the same machine and software a CPU run is identical; on CUDA (cuDNN and atomics
-reorder float sums) or another machine expect `within rtol`.
+relative tolerance) or `differs`. On the same CPU (provenance `cpu`) and software with the same thread count a CPU run
+is identical; on CUDA (cuDNN and atomics reorder float sums), another CPU or another thread count expect `within rtol`
+at best, and `differs` for a run whose training amplifies last-bit differences.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
+import shutil
+import string
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, resolve
+from .config import ConfigError, flatten, resolve
 from .errors import RecordError
 from .loaders import PROFILE_ROW, read_jsonl
 from .memory import check as check_memory
-from .records import json_kind, read_json, read_summary
+from .records import CHECKPOINT, claim, is_finished, json_kind, read_json, read_summary
 
 TIMING = {"tokens_per_s", "elapsed_s"}
 SUMMARY_FIELDS = ("status", "steps_done", "diverged_step", "solved_step", "params", "final")
 DEFAULT_RTOL = 1e-3
-#: provenance fields whose change can change a run's bits (the commit, the software, the machine, the settings)
-ENVIRONMENT = ("commit", "dirty", "source_digest", "device", "device_name", "cpu_model", "torch", "triton", "numpy", "python", "cuda",
-               "cudnn", "torch_threads", "deterministic_algorithms", "cudnn_deterministic", "model_plugin")
+#: provenance fields whose change can change a run's bits (the commit, the software, the machine, the settings);
+#: `cpu` and `model_plugin` are compared by sub-key
+ENVIRONMENT = ("commit", "dirty", "source_digest", "device", "device_name", "cpu_model", "cpu", "torch", "triton",
+               "numpy", "python", "cuda", "cudnn", "torch_threads", "deterministic_algorithms", "cudnn_deterministic",
+               "model_plugin")
+NOT_RECORDED = "<not recorded>"  # the old value of a field its record predates (made before seqbench recorded it)
+ABSENT = "<absent>"
 VERDICTS = ("identical", "within rtol", "differs")
 
 
@@ -87,13 +96,14 @@ def compare(old: dict, new: dict) -> dict[str, Quantity]:
 
 
 def _quantity(where: str) -> str:
-    """`metrics.step 40.grad_norm.head` -> `metrics: grad_norm.head`; `grad_profile.step 0 h0.3` -> `grad_profile:
-    h0`; `summary.final.eval_loss` -> `summary: final.eval_loss`."""
+    """`metrics.step 40.grad_norm.head` -> `metrics: grad_norm.head`; `grad_profile.step 0 h0[3]` (position 3) and
+    `grad_profile.step 0 h0.length` -> `grad_profile: h0` (one quantity per kind and layer, every step and position);
+    `summary.final.eval_loss` -> `summary: final.eval_loss`."""
     part, _, rest = where.partition(".")
     if part == "metrics":
         rest = rest.split(".", 1)[1] if rest.startswith("step ") and "." in rest else "rows"
     elif part == "grad_profile":
-        rest = rest.split(" ")[2].split(".")[0] if rest.count(" ") >= 2 else "rows"
+        rest = re.match(r"[^.\[]*", rest.split(" ")[2]).group() if rest.count(" ") >= 2 else "rows"
     return f"{part}: {rest}"
 
 
@@ -115,8 +125,6 @@ def record_of(run_dir: Path) -> dict:
 def reproduce(run_dir: Path, keep: Path | None = None, progress: bool = True, threads: int | None = None):
     """Rerun the run recorded in `run_dir` with its recorded config (thread count included, unless `threads` says
     otherwise: a way to see how far scheduling moves the last bits); returns (quantities compared, rerun's summary)."""
-    from .train import execute
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"{run_dir}: no config.json here; expected a run folder (results/.../<run_id>)")
@@ -133,15 +141,119 @@ def reproduce(run_dir: Path, keep: Path | None = None, progress: bool = True, th
     if threads is not None:
         cfg = cfg.model_copy(update={"threads": threads})
     old = record_of(run_dir)  # before the rerun: a corrupt record is refused with nothing written
+    if keep is not None:
+        _check_keep(Path(keep), cfg.run_id, run_dir)
     check_memory(cfg)
     with tempfile.TemporaryDirectory(prefix="seqbench-reproduce-") as tmp:
         out = Path(keep) if keep else Path(tmp)
-        summary, new_dir = execute(cfg, out, progress=progress, force=True)
+        summary, new_dir = _rerun(cfg, out, progress, kept=keep is not None)
         quantities = compare(old, record_of(new_dir))
     return quantities, summary
 
 
+def _check_keep(keep: Path, run_id: str, run_dir: Path) -> None:
+    """Refuse a --keep folder whose rerun would replace the record reproduced or discard a resumable run."""
+    target = keep / run_id
+    if target.resolve() == run_dir.resolve():
+        raise ConfigError(f"--keep {keep}: {target} is the record being reproduced, which the rerun would replace; "
+                          "give another folder")
+    if (target / CHECKPOINT).exists() and not is_finished(target):
+        raise ConfigError(f"--keep {keep}: {target} holds an unfinished run with a checkpoint (resumable with "
+                          "`seqbench run`), which the rerun would discard; give another folder or remove it")
+
+
+def _rerun(cfg, out: Path, progress: bool, kept: bool) -> tuple[dict, Path]:
+    """Run `cfg` afresh into `out`. Interrupted (Ctrl-C, SIGTERM), it leaves nothing of itself in a kept folder: a
+    reproduce never resumes (a resumed rerun would not test the record), so its checkpoint would only be a partial
+    record there. A finished record already in that folder stays: the rerun replaces it only once finished."""
+    from .train import RunInterrupted, execute
+
+    target = out / cfg.run_id
+    had_record = is_finished(target)
+    try:
+        summary, new_dir = execute(cfg, out, progress=progress, force=True)
+    except (RunInterrupted, KeyboardInterrupt):
+        if kept:
+            _discard_partial(target, had_record)
+        raise
+    if summary["status"] == "busy":
+        raise ConfigError(f"--keep {out}: {target} is being written by another process (a run or a reproduce); "
+                          "wait for it to end or give another folder")
+    return summary, new_dir
+
+
+def _discard_partial(target: Path, had_record: bool) -> None:
+    """Remove an interrupted rerun of `target` (unless another process holds that run now: then it is theirs)."""
+    with claim(target) as mine:
+        if not mine:
+            return
+        shutil.rmtree(target.with_name(f".{target.name}.staging"), ignore_errors=True)
+        if not had_record:
+            shutil.rmtree(target, ignore_errors=True)
+            return
+    trash = target.with_name(f".{target.name}.old-{os.getpid()}")  # stopped inside replace_dir
+    if trash.exists() and not (target / "summary.json").exists():  # between its renames: the old record back
+        shutil.rmtree(target, ignore_errors=True)  # only the lock file claim() just made there
+        os.replace(trash, target)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def environment_changes(run_dir: Path, new: dict) -> dict[str, tuple]:
-    """The provenance fields (ENVIRONMENT) in which the rerun differs from the record: {field: (old, new)}."""
+    """The provenance fields (ENVIRONMENT) in which the rerun differs from the record: {field: (old, new)}. Fields
+    that hold objects (`cpu`, `model_plugin`) by dotted sub-key (`cpu.model`), ABSENT where one side lacks it; a field
+    the record predates (an old record has no `cpu`) is (NOT_RECORDED, new): it cannot be compared."""
     old, now = (read_summary(run_dir) or {}).get("provenance", {}), new.get("provenance", {})
-    return {k: (old.get(k), now.get(k)) for k in ENVIRONMENT if old.get(k) != now.get(k) and (k in old or k in now)}
+    changes = {}
+    for k in ENVIRONMENT:
+        if k not in old and k in now:
+            changes[k] = (NOT_RECORDED, now[k])
+        elif isinstance(old.get(k), dict) and isinstance(now.get(k), dict):
+            a, b = flatten(old[k], f"{k}."), flatten(now[k], f"{k}.")
+            changes.update({s: (a.get(s, ABSENT), b.get(s, ABSENT)) for s in sorted(a.keys() | b.keys())
+                            if a.get(s, ABSENT) != b.get(s, ABSENT)})
+        elif k in old and old[k] != now.get(k):
+            changes[k] = (old[k], now.get(k, ABSENT))
+    return changes
+
+
+def environment_lines(changes: dict[str, tuple]) -> list[str]:
+    """What `seqbench reproduce` says of the environment: one line per change (fields with the same change on one
+    line: a CPU's model name is `device_name`, `cpu_model` and `cpu.model_name`), then the fields not recorded."""
+    missing = [k for k, (old, _) in changes.items() if old is NOT_RECORDED]
+    merged: dict[tuple, list[str]] = {}
+    for k, (old, new) in changes.items():
+        if old is not NOT_RECORDED:
+            same = isinstance(old, str) and isinstance(new, str)  # equal texts are one change; equal flags are not
+            merged.setdefault((_show(old), _show(new)) if same else (k,), []).append(k)
+    lines = []
+    if merged:
+        lines.append("environment differs from the record (the likely cause of any difference):")
+        lines += [f"  {', '.join(keys)}: {_change(*changes[keys[0]])}" for keys in merged.values()]
+        lines.append("  (bitwise agreement is expected only on the same CPU and software with the same thread count; "
+                     "elsewhere within a tolerance)")
+    else:
+        lines.append("environment: same as the record" + (" where recorded" if missing else "")
+                     + " (commit, software, device, CPU, threads)")
+    if missing:
+        lines.append(f"not in the record (made before seqbench recorded them), so not compared: {', '.join(missing)}"
+                     + ("; a change of CPU cannot be ruled out" if "cpu" in missing else ""))
+    return lines
+
+
+def _change(old, new) -> str:
+    """`old -> new`; for lists (cpu.isa) what was lost and gained."""
+    if isinstance(old, list) and isinstance(new, list):
+        lost, gained = [x for x in old if x not in new], [x for x in new if x not in old]
+        parts = [f"{what} {', '.join(map(str, xs))}" for what, xs in (("lost", lost), ("gained", gained)) if xs]
+        if parts:
+            return "; ".join(parts)
+    return f"{_show(old)} -> {_show(new)}"
+
+
+def _show(value) -> str:
+    """A value as printed: a long hex digest (a file's sha256) cut to 12 digits."""
+    if value == ABSENT:
+        return value
+    if isinstance(value, str) and len(value) >= 32 and all(c in string.hexdigits for c in value):
+        return repr(value[:12] + "…")
+    return repr(value)
