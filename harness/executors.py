@@ -17,6 +17,7 @@ import queue
 import resource
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -321,30 +322,130 @@ def connect_ray(address: str | None, num_cpus: int | None = None):
         kwargs = {"include_dashboard": False, "log_to_driver": False}
         if address is None and num_cpus is not None:
             kwargs["num_cpus"] = num_cpus
-        why = _unreachable(address) if address else None
-        if why:  # Ray itself would keep trying for minutes
-            raise ConfigError(f"--ray-address {address}: no Ray cluster answers there ({why})")
+        if address:
+            check_address(address)
         main = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGTERM) if main else None
         try:
             ray.init(address=address, **kwargs)
-        except ConnectionError as e:  # e.g. `auto` with no cluster on this machine
-            raise ConfigError(f"--ray-address {address}: {e}".splitlines()[0]) from None
+        except ConnectionError as e:
+            raise ConfigError(f"{f'--ray-address {address}' if address else '--executor ray'}: {e}".splitlines()[0]) \
+                from None
         if callable(previous):  # ray.init installs sys.exit for SIGTERM; seqbench's own handler stays
             signal.signal(signal.SIGTERM, previous)
     return ray
 
 
-def _unreachable(address: str) -> str | None:
-    """Why nothing listens at a HOST:PORT address, or None (it answers, or the address is `auto`, `ray://...`)."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or "://" in address:
-        return None
+# Connecting to a cluster. Left to itself, ray.init keeps retrying an address whose GCS does not answer for many minutes
+# (20 tries of about 40 s each), printing three warnings a try: a dead session's address in `auto`'s records, another
+# user's Ray on the same machine, a port now used by something else. So the address is checked first: something must
+# listen there (a TCP connection, 3 s), and a GCS must answer a Ray client's first request within CONNECT_DEADLINE_S.
+# The client runs in a child process, so that its time is bounded whatever Ray's state in this one and its warnings
+# stay off the terminal; it costs the driver about a second (importing Ray once more) per sweep.
+CONNECT_DEADLINE_S = 15  # integer seconds (Ray reads its timeouts as integers)
+IMPORT_ALLOWANCE_S = 30  # for the child process to start and import Ray, on top of the deadline
+_GCS_PROBE = """
+import sys
+
+if sys.argv[2] == "auto":  # as ray.init does with an address that `auto` finds: this user's token, if there is one
     try:
-        socket.create_connection((host, int(port)), timeout=3).close()
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:  # a Ray without token authentication
+        pass
+    else:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+from ray._raylet import GcsClient
+
+client = GcsClient(address=sys.argv[1])  # fetches the cluster's id: the first request a driver makes
+client.internal_kv_get(b"session_name", b"session")  # the second: what ray.init reads next
+"""
+
+
+def check_address(address: str) -> None:
+    """Refuse `--ray-address address` (ConfigError, one line naming the address, what `auto` found there and why it
+    cannot be used) unless a Ray cluster answers there: at HOST:PORT, or for `auto` at the address ray.init picks on
+    this machine. Ray Client addresses (`ray://`) are left to Ray."""
+    if "://" in address:
+        return
+    found, source = _auto_address() if address == "auto" else (address, None)
+    if "://" in found:  # RAY_ADDRESS=ray://...
+        return
+    what = f"found {found} ({source}), but " if source else ""
+    host, _, port = found.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address}: {what}expected HOST:PORT (the head node's GCS address, which "
+                          f"`ray start --head` prints), auto or ray://HOST:PORT")
+    why = _unreachable(found) or _gcs_silent(found, own_token=address == "auto" and source != _FROM_ENV)
+    if why:
+        raise ConfigError(f"--ray-address {address}: {what}no Ray cluster answers there ({why})")
+
+
+_FROM_ENV = "in RAY_ADDRESS"
+
+
+def _running_gcs() -> set[str]:
+    """The GCS addresses of the raylets running on this machine, anyone's (Ray reads them off the processes' command
+    lines)."""
+    from ray._private.services import find_gcs_addresses
+
+    return set(find_gcs_addresses())
+
+
+def _address_file() -> Path:
+    """Where `ray start` records the latest session's address (`ray_current_cluster` in Ray's temp folder, which
+    RAY_TMPDIR moves)."""
+    try:
+        from ray._common.utils import get_ray_address_file
+    except ImportError:  # Ray before 2.44
+        from ray._private.utils import get_ray_address_file
+    return Path(get_ray_address_file(None))
+
+
+def _auto_address() -> tuple[str, str]:
+    """What ray.init(address="auto") connects to, in Ray's order, and where it was found: RAY_ADDRESS; else the GCS of
+    the one raylet running on this machine (whoever started it), or with several, the latest session's recorded address;
+    else that recorded address. ConfigError when there is none."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env and env != "auto":
+        return env, _FROM_ENV
+    running, file = sorted(_running_gcs()), _address_file()
+    latest = file.read_text().strip() if file.is_file() else ""
+    if running and not (len(running) > 1 and latest):
+        others = f"; {len(running)} run here" if len(running) > 1 else ""
+        return running[0], f"the GCS of a raylet running on this machine, whoever started it{others}"
+    if latest:
+        return latest, f"the latest Ray session's address, recorded in {file}"
+    raise ConfigError(f"--ray-address auto: no Ray cluster found on this machine (RAY_ADDRESS is not set, no raylet "
+                      f"runs here, no {file}); start one with `ray start --head`, or give --ray-address HOST:PORT")
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing listens at a HOST:PORT address, or None."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
     except OSError as e:
-        return e.strerror or str(e)
+        return e.strerror or str(e) or type(e).__name__
     return None
+
+
+def _gcs_silent(address: str, own_token: bool) -> str | None:
+    """Why no Ray GCS at a listening HOST:PORT answers a client within CONNECT_DEADLINE_S, or None when one does.
+    `own_token`: the client uses this user's Ray token, if there is one, as ray.init does with an address that `auto`
+    found on this machine (not with one given, as an argument or in RAY_ADDRESS)."""
+    deadline = CONNECT_DEADLINE_S
+    env = {**os.environ, "RAY_gcs_rpc_server_connect_timeout_s": str(max(1, deadline // 4)),
+           "RAY_py_gcs_connect_timeout_s": str(max(1, deadline // 2))}  # a client connects twice, then asks: ~deadline
+    try:
+        done = subprocess.run([sys.executable, "-c", _GCS_PROBE, address, "auto" if own_token else "given"], env=env, capture_output=True, text=True,
+                              timeout=deadline + IMPORT_ALLOWANCE_S)
+    except subprocess.TimeoutExpired:
+        return f"something listens, but no Ray GCS answered within {deadline} s"
+    if done.returncode == 0:
+        return None
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    last = lines[-1].rpartition("ray.exceptions.")[2] if lines else f"exit code {done.returncode}"
+    return f"something listens, but a Ray client got no further within {deadline} s: {last}"
 
 
 def ray_options(resources: Resources, threads: int, device: str) -> dict:
