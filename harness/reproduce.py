@@ -230,7 +230,7 @@ def environment_lines(changes: dict[str, tuple]) -> list[str]:
         lines.append("environment differs from the record (the likely cause of any difference):")
         lines += [f"  {', '.join(keys)}: {_change(*changes[keys[0]])}" for keys in merged.values()]
         lines.append("  (bitwise agreement is expected only on the same CPU and software with the same thread count; "
-                     "elsewhere within a tolerance)")
+                     "elsewhere at best within a tolerance)")
     else:
         lines.append("environment: same as the record" + (" where recorded" if missing else "")
                      + " (commit, software, device, CPU, threads)")
