@@ -21,19 +21,29 @@ def add_parser(sub) -> None:
 
 
 def finished_records(root: Path) -> tuple[list[trackers.Record], int]:
-    """The finished runs under `root` as tracker records, and how many unfinished runs were left out."""
-    from .loaders import read_jsonl, run_dirs
-    from .records import FINISHED, read_json, read_summary
+    """The finished runs under `root` as tracker records, and how many unfinished runs were left out. A run whose
+    config.json is lost is sent with its summary's copy of the config, with a warning (as `load_runs` and the report
+    do); a completed run whose metrics are lost is a RecordError: a tracker run without its curves would look whole."""
+    from .errors import RecordError
+    from .loaders import metrics_lost, read_jsonl, record_warnings, run_config, run_dirs, warn
+    from .records import FINISHED, read_summary
 
-    records, unfinished = [], 0
+    records, unfinished, notes = [], 0, []
     for folder in run_dirs(root):
         summary = read_summary(folder)
         if summary is None or summary.get("status") not in FINISHED:
             unfinished += 1
             continue
-        config = summary.get("config") or read_json(folder / "config.json")
+        lost = metrics_lost(folder, summary)
+        if lost:
+            raise RecordError(f"{lost}; nothing to export for run {summary.get('run_id', folder.name)}: run it "
+                              f"again (--force) or move {folder} out of {root}")
+        notes += record_warnings(folder, summary)
+        config = summary.get("config") or run_config(folder, summary)[0]
         records.append(trackers.Record(folder, config, read_jsonl(folder / "metrics.jsonl"), summary,
                                        trackers.group_of(folder)))
+    for note in notes:  # once every record has been read: a refused export warns about nothing
+        warn(note)
     return records, unfinished
 
 

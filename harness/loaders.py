@@ -1,12 +1,16 @@
 """Read run records into pandas DataFrames: runs (one row each), metrics and gradient profiles in long format.
 
 Every loader walks a folder recursively, so it reads single runs, sweeps and nested sweeps alike. A run folder is any
-folder with a `config.json`; one without a finished `summary.json` is reported with status `incomplete`.
+folder with a `config.json` or a `summary.json`; one without a finished `summary.json` is reported with status
+`incomplete`. A record that can still be read but has lost a part (a finished run without its `config.json`, a completed
+run whose `metrics.jsonl` is empty) is not left out: each such run gets one `seqbench: warning:` line on stderr and its
+`record_warnings`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +21,55 @@ from .records import json_kind, read_json, read_summary
 
 
 def run_dirs(root: Path) -> list[Path]:
+    """Every run folder under `root`: a folder holding a `config.json` or a `summary.json` (a finished run whose
+    config.json is gone is still a run: its summary keeps a copy of the config). Hidden folders (a run being staged)
+    are not runs."""
     root = Path(root)
-    return sorted(p.parent for p in root.rglob("config.json") if not p.parent.name.startswith("."))
+    found = {p.parent for name in ("config.json", "summary.json") for p in root.rglob(name)}
+    return sorted(d for d in found if not d.name.startswith("."))
+
+
+def run_config(run_dir: Path, summary: dict | None) -> tuple[dict, str | None]:
+    """A run's config and, when it does not come from the run's `config.json`, a warning saying where it came from:
+    a finished run whose config.json is missing is described by the copy its `summary.json` keeps (the same resolved
+    config, written when the run finished). RecordError when neither file has it."""
+    path = Path(run_dir) / "config.json"
+    if path.exists() or summary is None:
+        return read_json(path), None
+    config = summary.get("config")
+    if not isinstance(config, dict):
+        raise RecordError(f"{path}: missing, and {path.with_name('summary.json')} holds no config either: the run "
+                          "cannot be described; restore its config.json or move the folder out of the results")
+    return config, f"{path}: missing, so the run's config is taken from its summary.json (the copy kept at its end)"
+
+
+def metrics_lost(run_dir: Path, summary: dict | None) -> str | None:
+    """What is wrong when a run whose summary says `completed` has no metrics rows (every completed run logs at least
+    its step-0 evaluation), else None."""
+    if not summary or summary.get("status") != "completed":
+        return None
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        with open(path, "rb") as f:
+            if any(line.strip() for line in f):  # stops at the first row
+                return None
+        what = "empty"
+    except FileNotFoundError:
+        what = "missing"
+    except OSError:  # a folder in its place, or unreadable: read_jsonl names it when the rows are read
+        return None
+    return f"{path}: {what}, though the run's summary says completed: its per-step metrics are lost"
+
+
+def record_warnings(run_dir: Path, summary: dict | None) -> list[str]:
+    """What is wrong with a finished run's record that can still be read (see `run_config`, `metrics_lost`)."""
+    lost_config = summary is not None and not (Path(run_dir) / "config.json").exists()
+    return [w for w in (lost_config and run_config(run_dir, summary)[1], metrics_lost(run_dir, summary)) if w]
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr, in the form of the command line's errors."""
+    print(f"seqbench: warning: {message}", file=sys.stderr)
 
 
 def read_jsonl(path: Path, required: tuple[str, ...] = ("step",)) -> list[dict]:
@@ -66,7 +117,9 @@ def _check_record(path: Path, record, keys: tuple[str, ...], what: str) -> None:
 
 
 def load_runs(root: Path) -> pd.DataFrame:
-    """One row per run: summary fields (`final.eval_loss`, ...) and the flattened config (`config.task.length`, ...).
+    """One row per run: summary fields (`final.eval_loss`, ...), the flattened config (`config.task.length`, ...),
+    `path` and `record_warnings` (what the record has lost, `; `-separated, e.g. a completed run's empty metrics.jsonl;
+    None for a whole record), each of which is also printed as one `seqbench: warning:` line on stderr.
 
     `root` is a results folder, or a sweep's consolidated `runs.parquet`.
     """
@@ -75,17 +128,24 @@ def load_runs(root: Path) -> pd.DataFrame:
     records = []
     for d in run_dirs(root):
         summary = read_summary(d)
-        if summary is None:
+        notes = []
+        if summary is None:  # only a folder with a config.json gets here
             config = read_json(d / "config.json")
             _check_record(d / "config.json", config, ("task.name", "model.name", "seed"), "a run config")
             started = read_json(d / "started.json") if (d / "started.json").exists() else {}
             summary = {"run_id": d.name, "status": "incomplete", "task": config["task"]["name"],
                        "model": config["model"]["name"], "seed": config["seed"], "config": config, **started}
+        else:
+            notes = record_warnings(d, summary)
+            if "config" not in summary:  # a summary without its copy of the config: the config.json's
+                summary = {**summary, "config": run_config(d, summary)[0]}
         _check_record(d / "summary.json", summary, ("run_id", "task", "model"), "a run summary")
         summary = {k: v for k, v in summary.items() if k != "traceback"}
-        records.append({**summary, "path": str(d)})
+        for note in notes:
+            warn(note)
+        records.append({**summary, "path": str(d), "record_warnings": "; ".join(notes) or None})
     if not records:
-        return pd.DataFrame(columns=["run_id", "status", "task", "model", "path"])
+        return pd.DataFrame(columns=["run_id", "status", "task", "model", "path", "record_warnings"])
     return pd.json_normalize(records, sep=".")
 
 
@@ -115,7 +175,7 @@ def load_lengths(root: Path) -> pd.DataFrame:
         metrics = [r for r in read_jsonl(d / "metrics.jsonl") if any(k.startswith("eval_") for k in r)]
         if not metrics:
             continue
-        config = read_json(d / "config.json")
+        config, _ = run_config(d, read_summary(d))  # a lost config.json: load_runs warns about it
         _check_record(d / "config.json", config, ("task.length",), "a run config")
         train = config["task"]["length"]
         last = max(r["step"] for r in metrics)

@@ -75,6 +75,14 @@ class ReportData:
     lengths: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     @property
+    def record_warnings(self) -> list[str]:
+        """What records have lost though they can still be read, one sentence each (`load_runs`' `record_warnings`):
+        a finished run without its config.json (its summary's copy is used), a completed run with no metrics rows (no
+        curves; its final values come from its summary)."""
+        notes = self.runs.get("record_warnings", pd.Series(dtype=object)).dropna()
+        return [note for text in notes for note in text.split("; ")]
+
+    @property
     def labels(self) -> list[str]:
         """Model labels present (runs and kernel benchmarks), in the fixed order."""
         return sorted(set(self.runs.label) | set(self.bench.get("cell", [])), key=label_order)
