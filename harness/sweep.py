@@ -7,6 +7,7 @@ an unfinished one resumes from its checkpoint, and the sweep folder gets `sweep.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import sys
 from importlib import resources
@@ -23,6 +24,10 @@ from .resources import Resources, SlurmSettings
 from .records import CHECKPOINT, FINISHED, read_json, read_summary, remove_stale_temps, write_json
 
 STATUSES = ("completed", "diverged", "failed", "skipped", "busy")
+#: the most runs one sweep may have: counted before the points are expanded, so that `seeds: 100000000` or a grid of
+#: ten keys with ten values each is refused in one line instead of exhausting memory (100,000 runs expand in about a
+#: minute and a couple of GiB; split a larger study into several sweeps)
+MAX_RUNS = 100_000
 
 
 class SweepSpec(BaseModel):
@@ -67,10 +72,20 @@ class SweepSpec(BaseModel):
         return seeds
 
     def zip_groups(self) -> list[dict[str, list]]:
-        return [self.zip] if isinstance(self.zip, dict) else list(self.zip)
+        """The zip groups that vary something (`zip: {}` varies nothing: it is no group, not a group of no rows)."""
+        return [g for g in ([self.zip] if isinstance(self.zip, dict) else self.zip) if g]
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def seed_count(self) -> int:
+        return self.seeds if isinstance(self.seeds, int) else len(self.seeds)
+
+    def run_count(self) -> int:
+        """How many runs the spec makes (grid combinations x zip rows x seeds), without expanding a single one."""
+        grid = math.prod(len(values) for values in self.grid.values())
+        zips = math.prod(len(next(iter(group.values()))) for group in self.zip_groups())
+        return grid * zips * self.seed_count()
 
 
 def presets() -> dict[str, Path]:
@@ -133,6 +148,7 @@ def expand(spec: SweepSpec, source: Path, overrides: dict) -> list[RunConfig]:
     """Every run of the sweep as a resolved config, in the spec's order. The command line's overrides apply on top of
     the base and of every point (`train.steps=50` shortens every run, whatever the grid says). Refused: a key varied
     in two places, an override of `seed` (the spec's `seeds:` sets it), and two points that are the same run."""
+    check_size(spec, source)
     _check_varied_once(spec, source)
     if "seed" in flatten(overrides):
         raise ConfigError(f"seed={user_text(flatten(overrides)['seed'])}: sweep {spec.name} sets the seeds itself "
@@ -160,9 +176,29 @@ def expand(spec: SweepSpec, source: Path, overrides: dict) -> list[RunConfig]:
     return list(configs.values())
 
 
+def check_size(spec: SweepSpec, source: Path) -> None:
+    """ConfigError, before a single point is expanded, when the spec makes more than MAX_RUNS runs: naming `seeds`
+    when the seeds alone are too many, else the grid and zip groups that multiply them."""
+    total = spec.run_count()
+    if total <= MAX_RUNS:
+        return
+    bound = f"a sweep may have at most {MAX_RUNS:,} runs"
+    if spec.seed_count() > MAX_RUNS:
+        raise ConfigError(f"{source}: seeds: {spec.seed_count():,} seeds are {spec.seed_count():,} runs; {bound}: "
+                          "give fewer seeds (or split the study into several sweeps)")
+    parts = [*(f"grid.{key}: {len(values):,} values" for key, values in spec.grid.items()),
+             *(f"zip group {i + 1}: {len(next(iter(g.values()))):,} rows" for i, g in enumerate(spec.zip_groups())),
+             f"seeds: {spec.seed_count():,}"]
+    raise ConfigError(f"{source}: grid x zip x seeds make {total:,} runs ({' x '.join(parts)}); {bound}: vary fewer "
+                      "values, or split the study into several sweeps")
+
+
 def _check_varied_once(spec: SweepSpec, source: Path) -> None:
     """A key varied by the grid and a zip group (or by two groups) would silently take one of its values; `seed` is
-    what `seeds:` varies."""
+    what `seeds:` varies, so it may be neither varied nor fixed in the base (where it was once silently replaced)."""
+    if "seed" in spec.base:
+        raise ConfigError(f"{source}: base.seed: the sweep sets each run's seed from `seeds:` (a count, or a list such "
+                          f"as seeds: [{user_text(spec.base['seed'])}]); remove base.seed and give the seeds there")
     seen: dict[str, str] = {}
     for place, keys in [("grid", list(spec.grid)), *((f"zip group {i + 1}", list(g))
                                                       for i, g in enumerate(spec.zip_groups()))]:

@@ -65,6 +65,10 @@ def test_grid_entries_may_be_whole_model_sections(tmp_path):
     ({"seeds": [1, 1]}, "distinct"),
     ({"grid": {"model.hidden": [8, 0]}}, "model.hidden=0"),
     ({"grid": {"model.frob": [1]}}, "model.frob: unknown key"),
+    ({"base": {**TINY_BASE, "seed": 5}}, "base.seed: the sweep sets each run's seed from `seeds:`"),
+    ({"seeds": 100_000_000}, "seeds: 100,000,000 seeds are 100,000,000 runs; a sweep may have at most 100,000 runs"),
+    ({"grid": {"model.hidden": list(range(1, 401)), "task.length": list(range(2, 402))}},
+     "grid x zip x seeds make 160,000 runs (grid.model.hidden: 400 values x grid.task.length: 400 values x seeds: 1)"),
 ])
 def test_bad_specs_exit_2_naming_file_and_key(tmp_path, capsys, fields, needle):
     path = write_spec(tmp_path, **fields)
@@ -73,6 +77,47 @@ def test_bad_specs_exit_2_naming_file_and_key(tmp_path, capsys, fields, needle):
     err = capsys.readouterr().err.strip()
     assert needle in err and str(path) in err and "\n" not in err
     assert not out.exists()
+
+
+def test_a_seed_in_the_base_is_refused_not_ignored(tmp_path, capsys):
+    """`seeds:` sets every run's seed: a `seed` in the base was once silently replaced by seeds 0..n-1."""
+    path = write_spec(tmp_path, base={**TINY_BASE, "seed": 7}, seeds=2)
+    for dry_run in ([], ["--dry-run"]):
+        assert main(["sweep", str(path), "--out", str(tmp_path / "out"), *dry_run]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith(f"seqbench: error: {path}: base.seed: ")
+        assert "seeds: [7]" in err and "remove base.seed" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_too_large_is_refused_before_it_is_expanded(tmp_path, capsys, monkeypatch):
+    import seqbench.harness.sweep as sweep
+
+    def never(spec):
+        raise AssertionError("points() expanded a sweep that should have been refused")
+
+    monkeypatch.setattr(sweep, "points", never)
+    path = write_spec(tmp_path, seeds=100_000_000)
+    assert main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seeds: 100,000,000 seeds" in err and f"at most {sweep.MAX_RUNS:,} runs" in err
+    monkeypatch.undo()
+    at_bound = load_spec(str(write_spec(tmp_path, name="edge", seeds=sweep.MAX_RUNS)))[0]
+    assert at_bound.run_count() == sweep.MAX_RUNS
+    sweep.check_size(at_bound, tmp_path)  # the bound itself is allowed
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_count_is_the_number_of_points(tmp_path):
+    path = write_spec(tmp_path, grid={"model": ["lstm", "gru"], "model.layers": [1, 2, 3]},
+                      zip=[{"task.length": [8, 9], "train.lr": [0.1, 0.01]}, {}], seeds=[3, 4, 5])
+    spec, _ = load_spec(str(path))
+    assert spec.run_count() == len(points(spec)) == 2 * 3 * 2 * 3
+
+
+def test_an_empty_zip_varies_nothing(tmp_path):
+    spec, source = load_spec(str(write_spec(tmp_path, zip={}, seeds=2)))
+    assert [c.seed for c in expand(spec, source, {})] == [0, 1]
 
 
 def test_unknown_preset_lists_presets(capsys):
