@@ -80,11 +80,24 @@ def _load_config_file(path: str) -> dict:
 
 def output_folder(text: str, flag: str) -> Path:
     """`text` as a folder to write into: created later if missing, but refused now (before anything is written) when
-    empty, when it or one of its parents is a file, or when its nearest existing parent is not writable."""
+    empty, when it or one of its parents is a file, when it cannot even be looked at (a parent folder the user may
+    not enter, a name too long) or when its nearest existing parent is not writable."""
     if not text.strip():
         raise ConfigError(f"{flag} {text!r}: empty; give a folder (created if missing)")
     path = Path(text)
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+
+    def exists(p: Path) -> bool:  # not Path.exists, which in newer Pythons answers False for every OSError
+        try:
+            p.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
+
+    try:
+        existing = next((p for p in (path, *path.parents) if exists(p)), Path("."))
+    except OSError as e:  # PermissionError: a parent without search (x) permission; a name too long; a symlink loop
+        raise ConfigError(f"{flag} {text}: cannot reach {e.filename or path}: {e.strerror or e}; give a folder "
+                          "you can write") from None
     if not existing.is_dir():
         where = "it" if existing == path else str(existing)
         raise ConfigError(f"{flag} {text}: {where} is a file, not a folder; give a folder")
@@ -478,7 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_tracker_flag(run)
     run.set_defaults(func=cmd_run)
     sw = sub.add_parser("sweep", help="run a sweep spec (YAML file or preset name), resumably")
-    sw.add_argument("spec", metavar="SPEC|PRESET", help="a sweep spec (YAML file) or a preset: quick, adding, copy")
+    from importlib import resources
+
+    # the preset files, as sweep.presets() finds them (sweep.py itself imports torch: --help must answer at once)
+    presets = sorted(p.name.removesuffix(".yaml") for p in (resources.files(__package__) / "sweeps").iterdir()
+                     if p.name.endswith(".yaml"))
+    sw.add_argument("spec", metavar="SPEC|PRESET", help="a sweep spec (YAML file) or a preset: " + ", ".join(presets))
     sw.add_argument("overrides", nargs="*", default=[], metavar="key=value",
                     help="overrides applied to every run, over the spec's base, grid and zip, anywhere on the line "
                          "(default: none); the seeds come from the spec's `seeds:`")
@@ -508,9 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="rerun a recorded run from its config.json and compare the records")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a run's record folder (results/.../<run_id>)")
     rep.add_argument("--rtol", type=float,
-                     help="relative tolerance for the `within rtol` verdict (default: 1e-3); 0 = bits only")
-    rep.add_argument("--threads", type=int, help="rerun with this many CPU threads (default: the recorded count; "
-                                                 "another shows how far scheduling alone moves the result)")
+                     help="relative tolerance for the `within rtol` verdict; 0 = bits only (default: 1e-3)")
+    rep.add_argument("--threads", type=int, help="rerun with this many CPU threads; another count than the recorded "
+                                                 "one shows how far scheduling alone moves the result (default: the "
+                                                 "recorded count)")
     rep.add_argument("--keep", help="write the rerun's record to this folder (default: a temporary folder, removed)")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     rep.set_defaults(func=cmd_reproduce)
@@ -533,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="time even sizes whose estimated memory exceeds what the device has available")
     bn.add_argument("--no-tf32", action="store_true",
                     help="float32 with IEEE products everywhere: no TF32 in cuDNN or cuBLAS (the fused kernels never "
-                         "use it); by default torch's settings apply (cuDNN may use TF32)")
+                         "use it); without it torch's settings apply (cuDNN may use TF32)")
     bn.add_argument("--out", default="results/bench", help="folder; results go to OUT/<device>/bench-<time>.json")
     bn.set_defaults(func=cmd_bench)
     lst = sub.add_parser("list", help="tasks, models, backends and every config key with its default")

@@ -51,6 +51,9 @@ SPECS = {
     "twoforms.yaml": yaml.safe_dump({"name": "s", "base": {**SMALL, "train": {"steps": 5}}}),
     "resources.yaml": _spec(resources={"cpu": 2}),
     "huge.yaml": _spec(grid={"task.length": [100_000_000]}),
+    "seedinbase.yaml": yaml.safe_dump({"name": "s", "base": {**SMALL, "seed": 5}}),
+    "manyseeds.yaml": _spec(seeds=100_000_000),
+    "hugegrid.yaml": _spec(grid={"model.hidden": list(range(1, 401)), "task.length": list(range(2, 402))}),
 }
 
 #: --config files: name -> text
@@ -105,6 +108,11 @@ def workspace(tmp_path_factory):
     def drop_summary(d):
         (d / "summary.json").unlink()
 
+    def lose_config(d):  # config.json gone, and the summary without its copy of the config
+        (d / "config.json").unlink()
+        summary = json.loads((d / "summary.json").read_text())
+        (d / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+
     def huge_config(d):
         config = json.loads((d / "config.json").read_text())
         config["task"]["length"] = 100_000_000
@@ -135,6 +143,8 @@ def workspace(tmp_path_factory):
         "incomplete_config_corrupt": lambda d: (drop_summary(d), write("config.json", "{\n")(d)),
         "incomplete_config_list": lambda d: (drop_summary(d), write("config.json", "[1]\n")(d)),
         "huge": huge_config,
+        "config_lost": lose_config,
+        "metrics_empty": write("metrics.jsonl", ""),
     }
     paths = {name: _run_variant(rec, run, name, edit) for name, edit in variants.items()}
     (ws / "bench_corrupt" / "bench" / "cpu").mkdir(parents=True)
@@ -147,6 +157,7 @@ def workspace(tmp_path_factory):
     (ws / "sweep_corrupt" / "s" / cfg.run_id).mkdir(parents=True)
     (ws / "sweep_corrupt" / "s" / cfg.run_id / "summary.json").write_text('{"status": \n')
     fields = {"ws": ws, "run": run, "runs": ws / "runs", "file": ws / "a_file", "empty": ws / "empty",
+              "long": ws / ("x" * 300),  # a name longer than a file system allows (255)
               "missing": ws / "missing", "specs": ws / "specs", "configs": ws / "configs",
               **{f"rec_{k}": v for k, v in paths.items()}, **{f"dir_{k}": v.parent for k, v in paths.items()}}
     return ws, {k: str(v) for k, v in fields.items()}
@@ -235,6 +246,7 @@ CASES = [
     C("run --config {configs}/infinite.yaml", "train.lr=inf", "finite"),
     C("run --config {configs}/sectionvalue.yaml", "train.lr.x", "'lr' is a value, not a section"),
     C("run --tracker nosuch", "--tracker", "nosuch"),
+    C("run --out {long}/sub", "--out", "cannot reach", "File name too long"),
     # --- run: sizes no device can hold --------------------------------------------------------------------------------
     C("run task.length=100000000", "memory:", "task.length=100000000", "available", "train.memory_check=false"),
     C("run model.hidden=100000", "memory:", "model.hidden=100000", "parameters"),
@@ -283,6 +295,13 @@ CASES = [
       "--gpus-per-run"),
     C("sweep quick --out {file}", "--out", "a_file", "is a file"),
     C("sweep quick --out ''", "--out '': empty"),
+    C("sweep quick --out {long} --dry-run", "--out", "cannot reach", "File name too long"),
+    C("sweep {specs}/seedinbase.yaml", "seedinbase.yaml: base.seed", "`seeds:`", "seeds: [5]"),
+    C("sweep {specs}/seedinbase.yaml --dry-run", "seedinbase.yaml: base.seed", "`seeds:`"),
+    C("sweep {specs}/manyseeds.yaml --dry-run", "manyseeds.yaml: seeds: 100,000,000 seeds", "at most 100,000 runs"),
+    C("sweep {specs}/manyseeds.yaml", "manyseeds.yaml: seeds:", "at most 100,000 runs"),
+    C("sweep {specs}/hugegrid.yaml --dry-run", "hugegrid.yaml: grid x zip x seeds make 160,000 runs",
+      "grid.model.hidden: 400 values", "at most 100,000 runs"),
     C("sweep quick --ray-address 1.2.3.4:6379", "--ray-address needs --executor ray"),
     C("sweep quick --force --retry-failed", "give --force or --retry-failed, not both"),
     C("sweep quick --executor dask", "--executor", "invalid choice: 'dask'"),
@@ -311,6 +330,7 @@ CASES = [
     C("report {dir_incomplete_config_corrupt}", "incomplete_config_corrupt", "config.json:2", "not valid JSON"),
     C("report {dir_incomplete_config_list}", "incomplete_config_list", "config.json:1", "got a JSON array"),
     C("report {ws}/bench_corrupt", "bench-1.json:1", "not valid JSON"),
+    C("report {dir_config_lost}", "config_lost", "config.json: missing", "summary.json holds no config either"),
     C("report {ws}/sweepjson_corrupt", "sweep.json:1", "not a sweep record"),
     # --- reproduce ----------------------------------------------------------------------------------------------------
     C("reproduce", "the following arguments are required: RUN_DIR"),
@@ -326,6 +346,7 @@ CASES = [
     C("reproduce {rec_metrics_corrupt}", "metrics_corrupt", "metrics.jsonl:2"),
     C("reproduce {rec_profile_corrupt}", "profile_corrupt", "grad_profile.jsonl:1"),
     C("reproduce {rec_huge}", "memory:", "task.length=100000000"),
+    C("reproduce {rec_config_lost}", "config_lost", "no config.json here"),
     C("reproduce {run} --keep {file}", "--keep", "a_file", "is a file"),
     C("reproduce {run} --keep {file}/x", "--keep", "a_file is a file"),
     C("reproduce {run} --keep ''", "--keep '': empty"),
@@ -336,6 +357,7 @@ CASES = [
     # --- bench --------------------------------------------------------------------------------------------------------
     C("bench --out {file}", "--out", "a_file", "is a file"),
     C("bench --out ''", "--out '': empty"),
+    C("bench --out {long}", "--out", "cannot reach", "File name too long"),
     C("bench --cells foo", "--cells", "'foo'", "rnn, lstm, gru"),
     C("bench --backends cudnn", "--backends", "'cudnn'"),
     C("bench --batch 0", "--batch", "'0'", "positive integers"),
@@ -361,6 +383,10 @@ CASES = [
     C("export {empty} --to tensorboard", "empty", "no finished run records", marks=needs_tensorboard),
     C("export {dir_summary_list} --to tensorboard", "summary_list", "summary.json:1", marks=needs_tensorboard),
     C("export {dir_metrics_corrupt} --to tensorboard", "metrics_corrupt", "metrics.jsonl:2", marks=needs_tensorboard),
+    C("export {dir_metrics_empty} --to tensorboard", "metrics_empty", "metrics.jsonl: empty", "says completed",
+      "nothing to export", marks=needs_tensorboard),
+    C("export {dir_config_lost} --to tensorboard", "config_lost", "config.json: missing", "holds no config",
+      marks=needs_tensorboard),
     # --- the command itself -------------------------------------------------------------------------------------------
     C("nosuchcommand", "invalid choice: 'nosuchcommand'"),
     C("--bogus", "--bogus"),

@@ -4,6 +4,8 @@ help, `list` (allowed values; null/false as typed; --json), `run --dry-run`, `sw
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -71,17 +73,49 @@ def _subcommands():
     return [(name, p) for name, p in sub.choices.items()]
 
 
+ENDS_WITH_DEFAULT = re.compile(r"\(default: ([^()]*)\)$")
+
+
 @pytest.mark.parametrize("name, parser", _subcommands(), ids=[name for name, _ in _subcommands()])
 def test_every_flag_says_its_default(name, parser):
+    """Every optional flag's help, as `--help` shows it, ends with `(default: ...)`, which names the flag's default
+    value where argparse has one (a help that only mentions a default elsewhere, "by default ...", does not count)."""
     formatter = parser._get_formatter()
     for action in parser._actions:
         if not action.option_strings or action.required or isinstance(action, argparse._HelpAction):
             continue
-        text = formatter._get_help_string(action) % {"default": action.default}
-        assert "default" in text, f"seqbench {name} {action.option_strings[0]}: {text!r}"
+        text = formatter._expand_help(action)
+        flag = f"seqbench {name} {action.option_strings[0]}"
+        end = ENDS_WITH_DEFAULT.search(text)
+        assert end, f"{flag}: {text!r} does not end with its default"
         if action.default not in (None, False, [], argparse.SUPPRESS):
             shown = (",".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default))
-            assert shown in text, f"seqbench {name} {action.option_strings[0]}: {text!r} lacks {shown!r}"
+            assert shown in end.group(1), f"{flag}: {text!r} lacks {shown!r}"
+        elif action.default is False:
+            assert end.group(1) == "off", f"{flag}: {text!r}"
+
+
+def _help_of(command: str, flag: str) -> str:
+    parser = dict(_subcommands())[command]
+    (action,) = [a for a in parser._actions if flag in a.option_strings or a.dest == flag]
+    return parser._get_formatter()._expand_help(action)
+
+
+def test_the_defaults_that_argparse_does_not_hold_are_the_ones_the_help_names():
+    from seqbench.harness.reproduce import DEFAULT_RTOL
+
+    assert float(ENDS_WITH_DEFAULT.search(_help_of("reproduce", "--rtol")).group(1)) == DEFAULT_RTOL
+    assert ENDS_WITH_DEFAULT.search(_help_of("reproduce", "--threads")).group(1) == "the recorded count"
+    assert ENDS_WITH_DEFAULT.search(_help_of("bench", "--no-tf32")).group(1) == "off"
+
+
+def test_sweep_help_names_every_preset():
+    from seqbench.harness.sweep import presets
+
+    text = _help_of("sweep", "spec")
+    assert len(presets()) >= 7
+    for name in presets():
+        assert re.search(rf"(^|[ :,]){re.escape(name)}(,|$)", text), f"preset {name} not in {text!r}"
 
 
 def test_bench_dtype_names_match_the_benchmark():
@@ -175,3 +209,42 @@ def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
     p.stdout.close()  # `| head -1`
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 141 and first and err == ""
+
+
+# --- an output folder the user cannot reach ---------------------------------------------------------------------------
+def _refused_in_one_line(capsys, argv, *needles):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == "" and len(lines) == 1 and lines[0].startswith("seqbench: error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root enters any folder: the permission cannot be taken away")
+@pytest.mark.parametrize("command", [["run", "--dry-run"], ["sweep", "quick", "--dry-run"], ["bench"]])
+def test_out_under_a_folder_the_user_may_not_enter_is_one_line(tmp_path, capsys, command):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o600)  # readable, not enterable (no x): looking at locked/sub is a PermissionError
+    try:
+        _refused_in_one_line(capsys, [*command, "--out", str(locked / "sub")], f"--out {locked / 'sub'}",
+                             "cannot reach", "Permission denied")
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("command", [["run", "--dry-run"], ["sweep", "quick", "--dry-run"], ["bench"]])
+def test_a_permission_error_while_looking_at_out_is_one_line(tmp_path, monkeypatch, capsys, command):
+    """The same as the test above for any user, root included: the file system's answer is simulated."""
+    blocked, real_stat = str(tmp_path / "locked" / "sub"), os.stat
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path) == blocked:
+            raise PermissionError(13, "Permission denied", blocked)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    _refused_in_one_line(capsys, [*command, "--out", blocked], f"--out {blocked}: cannot reach {blocked}",
+                         "Permission denied")
+    assert list(tmp_path.iterdir()) == []
