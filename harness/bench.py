@@ -5,10 +5,14 @@ warm-up, cache flush); CPU timings use the wall clock after a warm-up. Results g
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
+import os
 import re
 import statistics
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,10 +110,16 @@ def kernels(fn, device: torch.device, top: int = 6) -> list[dict]:
 
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
+    prof = profile(activities=activities)
+    with kineto_notices_dropped():
+        prof.start()
+    try:
         fn()
         if cuda:
             torch.cuda.synchronize(device)
+    finally:
+        with kineto_notices_dropped():
+            prof.stop()
     rows = []
     for e in prof.key_averages():
         if cuda:  # device kernels only: a CPU operator's "self" device time is its kernels' time again
@@ -124,6 +134,42 @@ def kernels(fn, device: torch.device, top: int = 6) -> list[dict]:
     total = sum(r["us"] for r in rows) or 1.0
     rows.sort(key=lambda r: -r["us"])
     return [{"name": r["name"], "share": round(r["us"] / total, 4), "calls": r["calls"]} for r in rows[:top]]
+
+
+#: what kineto prints (to stderr, from C++) each time a profiler starts or stops: "USDT:<time> <pid>:<tid>
+#: SyncActivityProfilerHandler.cpp:52] profiler_start", two lines per timed row. Lines of its USDT level are tracing
+#: markers, never errors; its log level cannot silence them alone: USDT is kineto's highest level, above ERROR, so a
+#: KINETO_LOG_LEVEL high enough to drop them would drop its errors too.
+KINETO_NOTICE = re.compile(rb"^USDT:")
+
+
+@contextlib.contextmanager
+def kineto_notices_dropped():
+    """Around a profiler's start or stop (never around the code it times): the C-level stdout and stderr go to a
+    temporary file, then everything written there but kineto's start/stop notices goes on where it was going."""
+    redirected = []
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        _flush(stream)
+        with contextlib.suppress(OSError):  # a closed descriptor: nothing to redirect
+            redirected.append((fd, stream, os.dup(fd), tempfile.TemporaryFile()))
+            os.dup2(redirected[-1][3].fileno(), fd)
+    try:
+        yield
+    finally:
+        for fd, stream, original, caught in redirected:
+            _flush(stream)
+            os.dup2(original, fd)
+            os.close(original)
+            caught.seek(0)
+            kept = b"".join(line for line in caught if not KINETO_NOTICE.match(line))
+            caught.close()
+            while kept:
+                kept = kept[os.write(fd, kept):]
+
+
+def _flush(stream) -> None:
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # None, or closed
+        stream.flush()
 
 
 def ceilings(device_name: str) -> dict | None:

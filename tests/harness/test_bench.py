@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -160,3 +161,26 @@ def test_a_bench_cut_off_midway_keeps_what_it_measured(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bench_one", original)
     done = run_bench(["rnn"], ["torch"], [2], [3], [2], ["float32"], "cpu", tmp_path, say=lambda _: None)
     assert json.loads(done.read_text())["complete"] is True
+
+
+def test_bench_output_has_no_profiler_notices(tmp_path, capfd):
+    """kineto prints a `USDT: ... profiler_start` and a `... profiler_stop` line for every profiled call, from C++:
+    capfd sees the process's own stdout and stderr, where they would land."""
+    assert main(["bench", "--cells", "rnn", "--backends", "torch", "--batch", "2", "--hidden", "3", "--length", "2",
+                 "--device", "cpu", "--out", str(tmp_path)]) == 0
+    out, err = capfd.readouterr()
+    assert "USDT" not in out and "USDT" not in err
+    assert [line.split()[:2] for line in out.splitlines()] == [["rnn", "torch"], ["rnn", "torch"], ["bench", "results:"]]
+    assert err == ""
+
+
+def test_dropping_the_profiler_notices_keeps_everything_else(capfd):
+    from seqbench.harness.bench import kineto_notices_dropped
+
+    with kineto_notices_dropped():
+        os.write(2, b"USDT:2026-12-07 16:14:38 8561:8561 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
+        os.write(2, b"[W kineto] a real warning\n")
+        os.write(1, b"some output\n")
+        os.write(2, b"USDT:2026-12-07 16:14:38 8561:8561 SyncActivityProfilerHandler.cpp:59] profiler_stop\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr() == ("some output\n", "[W kineto] a real warning\nafter\n")
