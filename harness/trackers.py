@@ -14,16 +14,24 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import logging
 import math
+import multiprocessing
 import os
+import re
 import sys
+import textwrap
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 #: tracker name -> the module it needs; each is also the name of the seqbench extra that installs it
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 TENSORBOARD_DIR_ENV = "SEQBENCH_TENSORBOARD_DIR"
 DEFAULT_PROJECT = "seqbench"  # W&B project and MLflow experiment when neither the environment nor a sweep names one
+MLFLOW_STORE = "mlflow.db"  # the SQLite store beside the results, when MLFLOW_TRACKING_URI names none
+STORE_LOCK_S = 300  # how long a process waits for another one writing to the same SQLite store
+WARNING_CHARS = 500  # a tracker's error, in a record's warnings and the printed line: whole sentences up to this
 #: summary fields a tracker does not get: the config goes as hyperparameters; warnings are about the trackers themselves
 NOT_MIRRORED = ("config", "traceback", "warnings")
 
@@ -187,8 +195,18 @@ def send(record: Record, names: list[str]) -> dict[str, str]:
 
 
 def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
+    """An error as one line, `Type: message`, no longer than WARNING_CHARS: the message's whole sentences that fit (its
+    words that fit and "…", when even its first sentence does not)."""
+    return shorten(f"{type(e).__name__}: {' '.join(str(e).split())}", WARNING_CHARS)
+
+
+def shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s)", text[:limit + 1])]
+    if ends and ends[-1] > limit // 4:
+        return text[:ends[-1]]
+    return textwrap.shorten(text, limit, placeholder=" …")
 
 
 #: (tracker, its destination) -> why it could not start, in this process. A tracker that cannot connect (no network,
@@ -208,12 +226,17 @@ def _start(name: str, destination: tuple, start):
         raise
 
 
+def results_folder(record: Record) -> Path:
+    """OUT: the folder of a single run's record (`seqbench run --out OUT`), or of its sweep's (`OUT/<sweep>/`)."""
+    holder = record.folder.parent
+    return holder.parent if record.group else holder
+
+
 def tensorboard_base(record: Record) -> Path:
     """The folder to point `tensorboard --logdir` at: `$SEQBENCH_TENSORBOARD_DIR`, else `OUT/tensorboard` beside the
-    results (`seqbench run --out OUT`, or a sweep in `OUT/<sweep>/`)."""
+    results."""
     env = os.environ.get(TENSORBOARD_DIR_ENV)
-    holder = record.folder.parent  # OUT, or OUT/<sweep>
-    return Path(env) if env else (holder.parent if record.group else holder) / "tensorboard"
+    return Path(env) if env else results_folder(record) / "tensorboard"
 
 
 def tensorboard_dir(record: Record) -> Path:
@@ -262,27 +285,77 @@ def to_wandb(record: Record) -> None:
                                     tags=[str(record.config.get(k, {}).get("name")) for k in ("task", "model")],
                                     settings=wandb.Settings(**{k: v for k, v in wanted.items() if k in known})))
     try:
-        for row in record.rows:
-            run.log(row_metrics(row), step=row["step"])
-        run.summary.update({"summary": record.mirrored_summary()})  # apart from the rows' last values (same names)
-    except BaseException:
-        run.finish(exit_code=1)
-        raise
-    run.finish(exit_code=1 if record.summary.get("status") == "failed" else 0)
+        try:
+            for row in record.rows:
+                run.log(row_metrics(row), step=row["step"])
+            run.summary.update({"summary": record.mirrored_summary()})  # apart from the rows' last values (same names)
+        except BaseException:
+            run.finish(exit_code=1)
+            raise
+        run.finish(exit_code=1 if record.summary.get("status") == "failed" else 0)
+    finally:
+        if multiprocessing.parent_process() is not None:
+            # A sweep worker. W&B's writer is a service process, which closes the run's files after finish() returns;
+            # W&B waits for it at exit, in an atexit hook, which a multiprocessing child never runs. So wait here,
+            # and the run is on disk before the worker goes on (or is stopped)
+            wandb.teardown()
+
+
+def mlflow_uri(record: Record) -> str:
+    """`$MLFLOW_TRACKING_URI`, else a SQLite store beside the results, `OUT/mlflow.db` (mlflow's own default is a store
+    in the current folder, and from MLflow 3 it refuses one there that an older MLflow wrote)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(results_folder(record) / MLFLOW_STORE).resolve()}"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The file of a `sqlite:///PATH` store, or None for other stores."""
+    return Path(unquote(uri[len("sqlite:///"):])) if uri.startswith("sqlite:///") else None
 
 
 def to_mlflow(record: Record) -> None:
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or record.group or DEFAULT_PROJECT
+    uri, default = mlflow_uri(record), not os.environ.get("MLFLOW_TRACKING_URI")
+    with contextlib.ExitStack() as held:  # a SQLite store's lock, held until the run is sent
+        client, experiment, made = _start("mlflow", (uri,), lambda: _open_mlflow(uri, name, held))
+        if made and default:
+            print(f"seqbench: mlflow: MLFLOW_TRACKING_URI is not set, so runs go to a new store beside the results: "
+                  f"{uri} (mlflow ui --backend-store-uri {uri})", file=sys.stderr)
+        artifacts = (sqlite_file(uri).parent / "mlartifacts" / name).as_uri() if default else None
+        experiment_id = experiment.experiment_id if experiment else _create_experiment(client, name, artifacts)
+        _send_mlflow(record, client, experiment_id)
+
+
+def _open_mlflow(uri: str, name: str, held: contextlib.ExitStack):
+    """A client of the store at `uri`, the experiment `name` (None: not made yet), and whether the store was made now.
+    A SQLite store is written by one process at a time (`<store>.lock`): sweep workers share one, and the first of them
+    creates its tables."""
+    from filelock import FileLock
     from mlflow import MlflowClient
+
+    db, made = sqlite_file(uri), False
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        held.enter_context(FileLock(f"{db}.lock", timeout=STORE_LOCK_S))
+        made = not db.exists()
+    with _quiet("mlflow.store.db.utils"):  # "Creating initial MLflow database tables...": to_mlflow says where
+        client = MlflowClient(uri)
+        return client, client.get_experiment_by_name(name), made
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _send_mlflow(record: Record, client, experiment_id: str) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or record.group or DEFAULT_PROJECT
-
-    def connect():  # MLFLOW_TRACKING_URI, else mlflow's default store; the lookup is the first request it makes
-        client = MlflowClient()
-        return client, client.get_experiment_by_name(name)
-
-    client, experiment = _start("mlflow", (os.environ.get("MLFLOW_TRACKING_URI"),), connect)
-    experiment_id = experiment.experiment_id if experiment else _create_experiment(client, name)
     summary = record.mirrored_summary()
     tags = {"seqbench.run_id": record.run_id, "seqbench.record": str(record.folder.resolve()),
             **({"seqbench.group": record.group} if record.group else {}),
@@ -306,9 +379,9 @@ def to_mlflow(record: Record) -> None:
     client.set_terminated(run_id, "FAILED" if record.summary.get("status") == "failed" else "FINISHED")
 
 
-def _create_experiment(client, name: str) -> str:
+def _create_experiment(client, name: str, artifact_location: str | None) -> str:
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location)
     except Exception:  # another worker of the sweep created it first
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

@@ -124,7 +124,14 @@ def item_key(item) -> str:
 
 
 def read_wandb(wandb_dir: Path) -> dict[str, dict]:
-    """Every offline run under WANDB_DIR, by name: project, group, config, history rows, final summary."""
+    """Every offline run under WANDB_DIR, by name: project, group, config, history rows, final summary.
+
+    A run's file is written by W&B's service process, which closes it after run.finish() has returned: this process's
+    service is torn down first (wandb.teardown returns once that process has exited, so every file it wrote is
+    closed). Sweep workers tear down their own (trackers.to_wandb)."""
+    import wandb
+
+    wandb.teardown()
     runs = {}
     for path in sorted(Path(wandb_dir).glob("wandb/offline-run-*/run-*.wandb")):
         run = {"history": [], "summary": {}}
@@ -219,6 +226,79 @@ def test_a_run_is_mirrored_to_its_tracker(tmp_path, tracker, mlflow_uri):
         check_wandb(read_wandb(tmp_path)[summary["run_id"]], run_dir)
     else:
         check_mlflow(mlflow_uri, run_dir)
+
+
+def test_without_mlflow_tracking_uri_the_store_is_beside_the_results(tmp_path, monkeypatch, capsys):
+    """MLflow's own default is a store in the current folder, and MLflow 3 refuses one there that an older MLflow
+    wrote (a file store, ./mlruns): the default here is OUT/mlflow.db, said in one line when it is made."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    cwd = tmp_path / "cwd"
+    (cwd / "mlruns" / "0").mkdir(parents=True)
+    (cwd / "mlruns" / "0" / "meta.yaml").write_text("name: Default\n")  # an old file store here
+    monkeypatch.chdir(cwd)
+    out = tmp_path / "out"
+    summary, run_dir = execute(tiny("tracker=mlflow"), out, progress=False)
+    assert summary["status"] == "completed" and "warnings" not in summary
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    check_mlflow(uri, run_dir)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"seqbench: mlflow: MLFLOW_TRACKING_URI is not set, so runs go to a new store beside the results: "
+                     f"{uri} (mlflow ui --backend-store-uri {uri})"]
+    again, again_dir = execute(tiny("tracker=mlflow", "seed=1"), out, progress=False)  # the store is there: no line
+    assert "warnings" not in again and "mlflow" not in capsys.readouterr().err
+    check_mlflow(uri, again_dir)
+    assert sorted(p.name for p in cwd.iterdir()) == ["mlruns"]  # nothing written where seqbench was started
+
+
+def test_a_tracker_error_is_cut_at_a_sentence_never_inside_one():
+    sentences = [f"Sentence {i} says something about the store and what to do about it." for i in range(20)]
+    line = trackers.one_line(RuntimeError("\n".join(sentences)))  # lines joined: one line
+    assert "\n" not in line and len(line) <= trackers.WARNING_CHARS
+    assert line.endswith("about it.") and line.startswith("RuntimeError: Sentence 0 says")
+    assert line == "RuntimeError: " + " ".join(sentences[:line.count(". ") + 1])
+    word = trackers.one_line(ValueError("x" * 40 + " word" * 200))  # no sentence end in reach: whole words and "…"
+    assert word.endswith(" word …") and len(word) <= trackers.WARNING_CHARS
+    assert trackers.one_line(KeyError("name")) == "KeyError: 'name'"
+
+
+def test_a_refused_mlflow_store_is_a_warning_of_whole_sentences(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # a file store: MLflow 3 refuses it
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    summary, _ = execute(tiny("tracker=mlflow"), tmp_path / "out", progress=False)
+    if "warnings" not in summary:
+        pytest.skip("this MLflow still accepts a file store")
+    [warning] = summary["warnings"]
+    assert warning.startswith("tracker mlflow: MlflowException: ") and warning.endswith(".")
+    message = warning.removeprefix("tracker mlflow: MlflowException: ")
+    try:
+        from mlflow import MlflowClient
+
+        MlflowClient((tmp_path / "mlruns").as_uri()).get_experiment_by_name("x")
+    except MlflowException as e:
+        assert " ".join(str(e).split()).startswith(message)  # a prefix of whole sentences
+    assert len(warning) <= len("tracker mlflow: ") + trackers.WARNING_CHARS
+
+
+def test_a_sweep_worker_waits_for_the_wandb_writer(tmp_path, monkeypatch):
+    """In a multiprocessing child (a sweep worker) W&B's atexit hook never runs: the mirror waits for W&B's writer
+    itself (wandb.teardown), so the run's file is complete when the worker goes on."""
+    import wandb
+
+    monkeypatch.setattr(trackers.multiprocessing, "parent_process", lambda: object())  # as in a worker
+    files_at_teardown = []
+    teardown = wandb.teardown
+
+    def watched(*args, **kwargs):
+        teardown(*args, **kwargs)
+        files_at_teardown.extend(sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb")))
+
+    monkeypatch.setattr(wandb, "teardown", watched)
+    summary, run_dir = execute(tiny("tracker=wandb"), tmp_path / "out", progress=False)
+    [path] = files_at_teardown  # torn down once, after the run was written
+    assert [r.WhichOneof("record_type") for r in wandb_records(path)][-1] == "exit"
+    check_wandb(read_wandb(tmp_path)[summary["run_id"]], run_dir)
 
 
 def test_a_forced_rerun_replaces_its_tensorboard_events_and_names_its_real_folder(tmp_path, mlflow_uri):
