@@ -442,13 +442,28 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .config import TASK_CONFIGS, describe_keys, user_text
+    from .config import TASK_CONFIGS, _rows, describe_keys, user_text
     from .models import MODELS
     from .models.configs import BACKEND_NAMES
-    from .models.plugins import GROUP, entry_points
+    from .models.plugins import GROUP, builtin_names_only, config_without_torch, entry_points
 
-    rows = describe_keys()
+    # Entry points are read from their metadata; a plugin's keys are listed where its config loads without importing
+    # torch, which alone takes seconds (most of what this command would otherwise cost)
     plugins = {name: ep.value for name, ep in sorted(entry_points().items()) if name not in MODELS}
+    with builtin_names_only():
+        rows = describe_keys()
+    at = max(i for i, r in enumerate(rows) if r.key.startswith("model")) + 1  # after the built-in models' keys
+    for name in reversed(plugins):
+        try:
+            config = config_without_torch(name)
+            why = (f"keys not listed: its module imports torch, which takes seconds; `seqbench run model={name} "
+                   f"--dry-run` shows them with their values")
+        except ConfigError as e:  # an installed entry point that does not load: listed with the reason
+            config, why = None, f"cannot be loaded: {e}"
+        rows[at:at] = (_rows("model.", config, f"[{name}] ") if config else [rows[at - 1]._replace(
+            key=f"model.* [{name}]", default=None, allowed="-", help=f"[{name}] {why}")])
+    i = next(i for i, r in enumerate(rows) if r.key == "model")  # the model names, the entry points among them
+    rows[i] = rows[i]._replace(allowed=" | ".join(sorted({*MODELS, *plugins})) + " | package.module:ConfigClass")
     if args.json:
         print(json.dumps({"tasks": sorted(TASK_CONFIGS), "models": [*MODELS, *plugins], "plugins": plugins,
                           "backends": list(BACKEND_NAMES), "keys": [row._asdict() for row in rows]}, indent=2))

@@ -436,9 +436,9 @@ def _gcs_silent(address: str, own_token: bool) -> str | None:
     deadline = CONNECT_DEADLINE_S
     env = {**os.environ, "RAY_gcs_rpc_server_connect_timeout_s": str(max(1, deadline // 4)),
            "RAY_py_gcs_connect_timeout_s": str(max(1, deadline // 2))}  # a client connects twice, then asks: ~deadline
+    command = [sys.executable, "-c", _GCS_PROBE, address, "auto" if own_token else "given"]
     try:
-        done = subprocess.run([sys.executable, "-c", _GCS_PROBE, address, "auto" if own_token else "given"], env=env, capture_output=True, text=True,
-                              timeout=deadline + IMPORT_ALLOWANCE_S)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=deadline + IMPORT_ALLOWANCE_S)
     except subprocess.TimeoutExpired:
         return f"something listens, but no Ray GCS answered within {deadline} s"
     if done.returncode == 0:

@@ -49,7 +49,7 @@ def test_import_path_runs_and_the_record_names_the_code(tmp_path):
     s = summary_of(run_dir)
     assert s["status"] == "completed" and s["config"]["model"]["hidden"] == 12
     plugin = s["provenance"]["model_plugin"]
-    assert plugin["source"] == "import path" and plugin["class"] == "byo_models.leaky:LeakyRNN"
+    assert plugin["name"] == plugin["class"] == "byo_models.leaky:LeakyRNN" and plugin["entry_point"] is None
     assert plugin["sha256"] == hashlib.sha256(SOURCE.read_bytes()).hexdigest()
     assert Path(plugin["file"]).resolve() == SOURCE.resolve() and plugin["distribution"] is None
     # its step_hook gives the profile the state: dL/dh_t besides dL/dx_t (the embedding's output)
@@ -62,8 +62,10 @@ def test_import_path_runs_and_the_record_names_the_code(tmp_path):
 
 
 def test_entry_point_list_run_budget_sweep_report_reproduce(installed, tmp_path):
-    listing = seqbench("list", cwd=tmp_path, path=installed).stdout
-    assert "leaky (byo_models.leaky:LeakyRNN)" in listing and "[leaky] initial leak" in listing
+    listing = seqbench("list", cwd=tmp_path, path=installed).stdout  # its module imports torch, which list does not
+    assert "leaky (byo_models.leaky:LeakyRNN)" in listing and "[leaky] keys not listed" in listing
+    dry = seqbench("run", "model=leaky", "--dry-run", cwd=tmp_path, path=installed).stdout  # where its keys are
+    assert "model.leak=0.5" in dry and "model.hidden=32" in dry
     # a budget chooses its width like a built-in model's
     seqbench("run", "model=leaky", "model.params=3000", *SMALL, "--out", tmp_path / "one", "--quiet", cwd=tmp_path,
              path=installed)
@@ -71,7 +73,8 @@ def test_entry_point_list_run_budget_sweep_report_reproduce(installed, tmp_path)
     s = summary_of(run_dir)
     assert abs(s["params"] / 3000 - 1) < 0.05 and s["config"]["model"]["params"] == 3000
     plugin = s["provenance"]["model_plugin"]
-    assert plugin["source"] == "entry point" and plugin["entry_point"] == "byo_models.leaky:LeakyRNN"
+    assert plugin["name"] == "byo_models.leaky:LeakyRNN"
+    assert plugin["entry_point"] == "leaky = byo_models.leaky:LeakyRNN"
     assert (plugin["distribution"], plugin["version"]) == ("seqbench-example-models", "0.1.0")
     # a sweep over the plugin and a built-in, its report, and a reproduced plugin run
     sweep = tmp_path / "byo.yaml"
@@ -91,7 +94,7 @@ def test_entry_point_list_run_budget_sweep_report_reproduce(installed, tmp_path)
     page = (tmp_path / "byo" / "report" / "index.md").read_text()
     assert "leaky" in page and "gru" in page
     leaky = next(d for d in (tmp_path / "byo").iterdir()
-                 if (d / "summary.json").exists() and summary_of(d)["config"]["model"]["name"] == "leaky")
+                 if (d / "summary.json").exists() and summary_of(d)["provenance"].get("model_plugin"))
     out = seqbench("reproduce", leaky, cwd=tmp_path, path=installed).stdout
     assert "verdict: identical" in out
 

@@ -6,11 +6,16 @@ whose fields are the model's keys (`model.<key>=...`) and whose `build(task)` re
 (B, L) of token ids or (B, L, F) of features to outputs (B, L, task.output_size). `wrap` adapts such a module to what
 the trainer expects of a built-in one; `describe` says, for the record, exactly which code the name resolved to.
 The protocol is documented in the README ("Bring your own model") and shown in examples/byo_model.
+
+A plugin is one model however it is reached: `canonical_name` is the import path of its config class where the class is
+defined, which an entry point and an import path to the same class share. It is recorded and reported under the backend
+`plugin` (its own code), unless its config has a `backend` key of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import importlib
@@ -26,6 +31,7 @@ from . import MODELS
 from .configs import ModelConfigBase
 
 GROUP = "seqbench.models"
+PLUGIN_BACKEND = "plugin"
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -72,33 +78,100 @@ def model_class(name) -> type[ModelConfigBase]:
                       f"package.module:ConfigClass")
 
 
+_BUILTINS_ONLY = contextvars.ContextVar("builtins_only", default=False)
+
+
 def known_names() -> list[str]:
-    """The built-in models and the installed entry points, by name."""
-    return sorted({*MODELS, *entry_points()})
+    """The built-in models and the installed entry points, by name (the built-in ones only within
+    `builtin_names_only`)."""
+    return sorted({*MODELS, *(() if _BUILTINS_ONLY.get() else entry_points())})
+
+
+@contextlib.contextmanager
+def builtin_names_only():
+    """Within: `known_names()` is the built-in models only, so that listing every model's keys (config.describe_keys)
+    loads no plugin; `seqbench list` lists the entry points itself (see `config_without_torch`)."""
+    token = _BUILTINS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _BUILTINS_ONLY.reset(token)
 
 
 @functools.cache
 def _load(name: str, kind: str) -> type[ModelConfigBase]:
     where = f"model={name}"
     try:
-        if kind == "import path":
-            module_name, _, attr = name.partition(":")
-            with _cwd_importable():
-                obj = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        else:
-            obj = entry_points()[name].load()
-    except ModuleNotFoundError as e:
-        raise ConfigError(f"{where}: cannot import {e.name!r} (the module must be importable from the current "
-                          f"directory or the environment)") from None
-    except AttributeError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    except Exception as e:  # the plugin's own code raised while importing
-        origin = f"entry point {entry_points()[name].value!r}" if kind == "entry point" else "its module"
-        raise ConfigError(f"{where}: importing {origin} raised {type(e).__name__}: {_first_line(e)}") from None
+        obj = _import(name, kind)
+    except Exception as e:
+        raise ConfigError(f"{where}: {_why_not(e, name, kind)}") from None
     check_protocol(obj, where)
     return obj
+
+
+def _import(name: str, kind: str):
+    """The object an import path or an entry point names (whatever importing it raises, raised)."""
+    if kind == "entry point":
+        return entry_points()[name].load()
+    module_name, _, attr = name.partition(":")
+    with _cwd_importable():
+        obj = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _why_not(e: Exception, name: str, kind: str) -> str:
+    if isinstance(e, ModuleNotFoundError):
+        return (f"cannot import {e.name!r} (the module must be importable from the current directory or the "
+                f"environment)")
+    if isinstance(e, AttributeError):
+        return str(e)
+    origin = f"entry point {entry_points()[name].value!r}" if kind == "entry point" else "its module"
+    return f"importing {origin} raised {type(e).__name__}: {_first_line(e)}"  # the plugin's own code raised
+
+
+def config_without_torch(name: str) -> type[ModelConfigBase] | None:
+    """Entry point `name`'s config class, or None if loading it would import torch: `seqbench list` then does not wait
+    seconds for torch. A plugin allows it by keeping its config class in a module that imports no torch (as seqbench's
+    own models/configs.py). Where torch is imported already, the class loads as usual. ConfigError (as `model_class`)
+    for an entry point that cannot be loaded for another reason."""
+    if sys.modules.get("torch") is not None:
+        return model_class(name)
+    sys.modules["torch"] = None  # the import system's switch: importing torch now raises ModuleNotFoundError
+    try:
+        obj = _import(name, "entry point")
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] == "torch":
+            return None
+        raise ConfigError(f"model={name}: {_why_not(e, name, 'entry point')}") from None
+    except Exception as e:
+        raise ConfigError(f"model={name}: {_why_not(e, name, 'entry point')}") from None
+    finally:
+        del sys.modules["torch"]
+    check_protocol(obj, f"model={name}")
+    return obj
+
+
+def canonical_name(name: str) -> str:
+    """The name a model goes by in configs, run_ids, records and reports, however it was reached: a built-in model's
+    own; for a model from outside seqbench, the import path `module:Class` where its config class is defined, so that
+    an entry point and an import path to one class (or to a package that re-exports it) name one model. A class that
+    cannot be imported by such a path (defined in `__main__` or inside a function) keeps the name given."""
+    if name in MODELS:
+        return name
+    cls = model_class(name)
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    return path if cls.__module__ != "__main__" and is_import_path(path) else name
+
+
+def backend_of(model: ModelConfigBase) -> str:
+    """The backend a model config runs on, as records and reports name it: its `backend` key where it has one; else
+    `torch` for a built-in model (the Transformer), and `plugin` for a model from outside seqbench (its own code)."""
+    own = getattr(model, "backend", None)
+    if isinstance(own, str):
+        return own
+    return "torch" if model.name in MODELS else PLUGIN_BACKEND
 
 
 def _first_line(e: BaseException) -> str:
@@ -125,22 +198,30 @@ def check_protocol(obj, where: str) -> None:
 
 
 def describe(name: str) -> dict | None:
-    """For the record: how `model=<name>` resolved to code, or None for a built-in model. The import path or entry
-    point, the class, the file it is defined in with the sha256 of that file's bytes, and the installed distribution
+    """For the record: which code `model=<name>` resolved to, or None for a built-in model; the same however the
+    model was reached. Its canonical name, the installed entry point naming its class (`NAME = module:Class`, or
+    None), the class, the file it is defined in with the sha256 of that file's bytes, and the installed distribution
     the file belongs to (name and version), where there is one."""
     if name in MODELS:
         return None
     cls = model_class(name)
-    info = {"source": "import path" if is_import_path(name) else "entry point", "name": name,
-            "class": f"{cls.__module__}:{cls.__qualname__}"}
-    if info["source"] == "entry point":
-        info["entry_point"] = entry_points()[name].value
+    canonical = canonical_name(name)
+    found = _entry_point_of(canonical, name)
     path = inspect.getsourcefile(cls)
-    info["file"] = path
-    info["sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
-    dist = _distribution_of(cls.__module__, path, name if info["source"] == "entry point" else None)
-    info["distribution"], info["version"] = (dist.metadata["Name"], dist.version) if dist else (None, None)
-    return info
+    dist = _distribution_of(cls.__module__, path, found)
+    return {"name": canonical, "entry_point": f"{found} = {entry_points()[found].value}" if found else None,
+            "class": f"{cls.__module__}:{cls.__qualname__}", "file": path,
+            "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None,
+            "distribution": dist.metadata["Name"] if dist else None, "version": dist.version if dist else None}
+
+
+def _entry_point_of(canonical: str, given: str) -> str | None:
+    """The installed entry point reached by `given`, or else one whose target is the class's import path (read from
+    the metadata: no plugin is loaded)."""
+    eps = entry_points()
+    if given in eps:
+        return given
+    return next((n for n, ep in sorted(eps.items()) if f"{ep.module}:{ep.attr}" == canonical), None)
 
 
 def _distribution_of(module: str, file: str | None, entry_point: str | None):
