@@ -1,5 +1,5 @@
-"""Connecting to a Ray cluster by address (`--ray-address HOST:PORT | auto`): when no cluster answers there, the sweep is
-refused within a deadline, in one line naming the address and what `auto` found, with none of Ray's warnings on the
+"""Connecting to a Ray cluster by address (`--ray-address HOST:PORT | auto`): when no cluster answers there, the sweep
+is refused within a deadline, in one line naming the address and what `auto` found, with none of Ray's warnings on the
 terminal. `auto` reads what this machine's Ray sessions left behind; here that is a temporary folder (RAY_TMPDIR) and a
 list of running raylets the test controls, so nothing depends on the Ray sessions of the machine."""
 
