@@ -356,18 +356,27 @@ def _sigterm_as_interrupt():
 
 
 def cmd_report(args) -> int:
-    from .report import build_report
-
     results = Path(args.dir)
     if not results.is_dir():
         what = "a file, not a folder" if results.exists() else "no such folder"
         raise ConfigError(f"{results}: {what}; give a results folder (e.g. results/quick)")
+    if not os.access(results, os.R_OK | os.X_OK):
+        raise ConfigError(f"{results}: cannot read this folder (permission denied); give a results folder you can read")
     out = output_folder(args.out if args.out is not None else str(results / "report"),
                         "--out" if args.out is not None else "--out (default DIR/report)")
     try:
+        # only now: importing matplotlib may warn (an unwritable config folder), which must not precede a refusal
+        from .report import build_report
+
         index = build_report(results, out)
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
+    except PermissionError as e:  # a record or folder inside that this user may not read or write
+        why = e.strerror or "permission denied"
+        raise ConfigError(f"{e.filename or results}: {why}; nothing was written") from None
+    except KeyboardInterrupt:
+        print(f"report: interrupted; nothing written ({out} is as it was)", file=sys.stderr)
+        return 130
     print(f"report: {index}  (and {index.with_suffix('.md').name}, figures/, tables/ beside it)")
     return 0
 

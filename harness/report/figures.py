@@ -1,4 +1,5 @@
-"""The report's figures, drawn with seaborn from the aggregated long DataFrames of `data`, one colour per model.
+"""The report's figures, drawn with seaborn from the aggregated long DataFrames of `data`, one colour and marker per
+model (colour-blind-safe, the same in every figure), one line style per configuration.
 
 Each builder takes a `ReportData` and returns a matplotlib Figure, or None when its data is absent (the page then says
 the figure was skipped). `save` writes PNG (for the page) and PDF (for papers) and closes the figure.
@@ -20,6 +21,7 @@ matplotlib.use("Agg")  # files only, never a window; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
@@ -33,9 +35,15 @@ LOSS_LABEL = {"copy": "eval cross-entropy (nats/position)", "adding": "eval MSE"
 ACCURACY_LABEL = {"copy": "recall accuracy", "adding": "fraction with |error| < 0.04",
                   "selective_copy": "accuracy at the markers", "mqar": "recall accuracy (queries)",
                   "induction": "accuracy at the last step"}
-BASELINE = dict(color="black", linestyle="--", linewidth=1.2, zorder=5)  # above the curves that sit on it
-CHANCE = dict(color="0.35", linestyle=":", linewidth=1.2, zorder=5)
-MARKERS, DASHES = "osD^vPX*", [(), (4, 1.5), (1, 1), (3, 1, 1, 1), (6, 2), (2, 2, 6, 2), (1, 2), (5, 1, 1, 1, 1, 1)]
+# Reference levels are dotted, a style no configuration takes (DASHES has no dotted pattern), and drawn above the
+# curves that sit on them: the analytic baseline black, chance accuracy grey and more loosely dotted.
+BASELINE = dict(color="black", linestyle=":", linewidth=1.6, zorder=5)
+CHANCE = dict(color="0.45", linestyle=(0, (1, 3)), linewidth=1.6, zorder=5)
+#: configurations' line styles (dash patterns in line widths), the first solid; none dotted, every one has a dash of
+#: two line widths or more
+DASHES = [(), (4, 1.5), (3, 1, 1, 1), (6, 2), (2, 2, 6, 2), (5, 1, 1, 1, 1, 1), (8, 2, 2, 2), (2.5, 1.5)]
+#: markers on lines with many points: about one every fifth of the panel's diagonal
+MARK_EVERY = 0.2
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 GRAD_H, GRAD_X = "‖∂L/∂hₜ‖", "‖∂L/∂xₜ‖"  # Unicode, not mathtext: cheaper to draw and wraps by its real width
 
@@ -47,28 +55,55 @@ def style():
         yield
 
 
-#: base models in the order they take the palette's colours: models added later come last, so a model keeps its colour
+#: base models in the order they take the colours and markers: models added later come last, so a model keeps its own
 COLOUR_ORDER = ("rnn", "lstm", "gru", "transformer", "mingru", "minlstm")
 assert set(COLOUR_ORDER) == set(D.MODEL_ORDER)
+#: the base models' colours: matplotlib's "petroff6" cycle (M. A. Petroff, "Accessible color sequences for data
+#: visualization", 2021), six colours chosen to stay apart under the common colour-vision deficiencies; written out,
+#: as matplotlib < 3.10 lacks it. Blue, orange, red, purple, grey, violet.
+MODEL_COLOURS = ("#5790fc", "#f89c20", "#e42536", "#964a8b", "#9c9ca1", "#7a21dd")
+#: variants' colours (`lstm-L2`, plugin models): the colours of petroff10 farthest from the six above
+SPARE_COLOURS = ("#a96b59", "#e76300", "#b9ac70", "#92dadd")
+#: markers: the base models', then variants' (each model keeps its marker where colour alone does not tell it apart)
+MODEL_MARKERS, SPARE_MARKERS = "osD^vP", "X*<>dph8"
 
 
-def palette(labels) -> dict[str, tuple]:
-    """A fixed colour per model label: base models by MODEL_ORDER, variants (`rnn-relu`, `lstm-L2`) by a hash of their
-    label into the remaining colour-blind-safe colours, so a label keeps its colour from one report to the next."""
-    colours = sns.color_palette("colorblind", 10)
-    fixed = dict(zip(COLOUR_ORDER, colours))
-    spare = colours[len(COLOUR_ORDER):]
+def _assign(labels, base, spare) -> dict:
+    """Base models take `base` in COLOUR_ORDER, variants (`rnn-relu`, `lstm-L2`) and unknown models a hash of their
+    label into `spare`, so a label keeps its value from one report to the next."""
+    fixed = dict(zip(COLOUR_ORDER, base))
     out, taken = {}, set()
     for label in sorted(set(labels), key=D.label_order):
         if label in fixed:
             out[label] = fixed[label]
             continue
         i = int(hashlib.sha256(label.encode()).hexdigest(), 16) % len(spare)
-        while i in taken and len(taken) < len(spare):  # two variants on one colour: the later one moves on
+        while i in taken and len(taken) < len(spare):  # two variants on one value: the later one moves on
             i = (i + 1) % len(spare)
         taken.add(i)
         out[label] = spare[i]
     return out
+
+
+def palette(labels) -> dict[str, tuple]:
+    """A fixed colour (RGB) per model label (see MODEL_COLOURS, SPARE_COLOURS)."""
+    return {label: to_rgb(c) for label, c in _assign(labels, MODEL_COLOURS, SPARE_COLOURS).items()}
+
+
+def markers(labels) -> dict[str, str]:
+    """A fixed marker per model label (see MODEL_MARKERS)."""
+    return _assign(labels, MODEL_MARKERS, SPARE_MARKERS)
+
+
+class Look(NamedTuple):
+    """How a model is drawn in every figure."""
+    colour: tuple
+    marker: str
+
+
+def looks(labels) -> dict[str, Look]:
+    colours, marks = palette(labels), markers(labels)
+    return {label: Look(colours[label], marks[label]) for label in colours}
 
 
 def draw(d: D.ReportData, folder: Path) -> dict[str, Path | str]:
@@ -134,28 +169,30 @@ def _facets(frame, row: str, col: str, title: str, row_order=None, col_order=Non
 
 
 class Style(NamedTuple):
+    """A line's dash pattern (its configuration's) and marker (its model's)."""
     dashes: tuple
-    marker: str
+    marker: str | None = None
 
     def line(self) -> dict:
         return dict(dashes=self.dashes) if self.dashes else dict(linestyle="-")
 
 
 def styles(variants, order=()) -> dict[str, Style]:
-    """A line style and marker per variant (the backend where several ran, and the config keys that vary: `hidden=8,
+    """A line style per variant (the backend where several ran, and the config keys that vary: `hidden=8,
     lr=0.001`), the first solid: in `order` (the summary's, where keys sort by value), then sorted."""
     present = set(variants)
     ordered = [v for v in dict.fromkeys(order) if v in present] + sorted(present - set(order))
-    return {v: Style(d, m) for v, d, m in zip(ordered, itertools.cycle(DASHES), itertools.cycle(MARKERS))}
+    return {v: Style(d) for v, d in zip(ordered, itertools.cycle(DASHES))}
 
 
-def _map(frame, grid: dict, keys: list[str], plot, colours: dict, style: dict | None = None) -> None:
-    """plot(axes, rows, colour, style) for the rows of each facet, model label and variant."""
+def _map(frame, grid: dict, keys: list[str], plot, look: dict, style: dict | None = None) -> None:
+    """plot(axes, rows, colour, style) for the rows of each facet, model label and variant: the model's colour, the
+    variant's dashes with the model's marker."""
     variant = frame.variant if "variant" in frame else pd.Series("", index=frame.index)
     style = style or styles(variant)
     for key, facet in frame.groupby(keys, sort=False):
         for (label, v), rows in facet.groupby(["label", variant.loc[facet.index]], sort=False):
-            plot(grid[key], rows, colours[label], style[v])
+            plot(grid[key], rows, look[label].colour, style[v]._replace(marker=look[label].marker))
 
 
 def _pow10(x, _=None) -> str:
@@ -189,15 +226,15 @@ def _plain_log_labels(ax) -> None:
     axis.set_minor_locator(NullLocator())
 
 
-def _legend_data(labels, colours, baseline=False, variants: dict | None = None, chance=False, markers=False) -> dict:
-    """Legend entries: a colour per model, a line style (and marker, if drawn) per variant, the reference lines."""
-    handles = {label: Line2D([], [], color=colours[label], linewidth=2) for label in labels}
+def _legend_data(labels, look, baseline=False, variants: dict | None = None, chance=False) -> dict:
+    """Legend entries: a colour and marker per model, a line style per variant, the reference lines."""
+    handles = {label: Line2D([], [], color=look[label].colour, marker=look[label].marker, markersize=5, linewidth=2)
+               for label in labels}
     shown = {variant: style for variant, style in (variants or {}).items() if variant}
     if shown:
         handles["configuration:"] = Line2D([], [], linestyle="none")  # a heading: no line
     for variant, style in shown.items():
-        handles[variant] = Line2D([], [], color="0.3", marker=style.marker if markers else None, markersize=4,
-                                  **style.line())
+        handles[variant] = Line2D([], [], color="0.3", **style.line())
     if baseline:
         handles["baseline"] = Line2D([], [], **BASELINE)
     if chance:
@@ -239,7 +276,7 @@ def _finish(fig, grid: dict, handles: dict, title: str, xlabel: str, ylabel, leg
 
 
 def _baseline(ax, cells, task: str, length=None) -> None:
-    """The task's analytic baseline (the runs' recorded `baseline_loss`), dashed: a level at one length, or a line
+    """The task's analytic baseline (the runs' recorded `baseline_loss`), dotted: a level at one length, or a line
     over the lengths of `cells` (the copy baseline falls with T)."""
     sel = cells[cells.task == task]
     if length is not None:
@@ -264,7 +301,8 @@ def _length_ticks(ax, lengths) -> None:
 def _band(ax, rows, colour, style) -> None:
     """Median line and min–max band over seeds (precomputed: no seaborn bootstrap)."""
     ax.fill_between(rows.step, rows.lo, rows.hi, color=colour, alpha=0.2, linewidth=0)
-    ax.plot(rows.step, rows["median"], color=colour, linewidth=1.5, **style.line())
+    ax.plot(rows.step, rows["median"], color=colour, linewidth=1.5, marker=style.marker, markersize=4,
+            markevery=MARK_EVERY, **style.line())
 
 
 def _seed_lines(ax, rows, colour, style) -> None:
@@ -280,17 +318,17 @@ def _curves(d: D.ReportData, metric: str, ylabel, title: str, baseline: bool):
     if bands.empty:
         return None
     fig, grid = _facets(bands, "task", "length", "{row}, T = {col}", ragged=True)
-    colours, style = palette(d.labels), styles(bands.variant, d.cells.variant)
-    _map(bands, grid, ["task", "length"], _band, colours, style)
+    look, style = looks(d.labels), styles(bands.variant, d.cells.variant)
+    _map(bands, grid, ["task", "length"], _band, look, style)
     seeds = d.metrics[d.metrics.metric == metric]
     few = seeds[seeds.groupby("cell").run_id.transform("nunique") <= D.FEW_SEEDS]
-    _map(few, grid, ["task", "length"], _seed_lines, colours, style)
+    _map(few, grid, ["task", "length"], _seed_lines, look, style)
     for (task, length), ax in grid.items():
         ax.set_yscale("log")
         if baseline and ax.has_data():
             _baseline(ax, d.cells, task, length)
     labels = [lab for lab in d.labels if lab in set(bands.label)]
-    return _finish(fig, grid, _legend_data(labels, colours, baseline, style), title, "training step",
+    return _finish(fig, grid, _legend_data(labels, look, baseline, style), title, "training step",
                    lambda key: ylabel(key[0]))
 
 
@@ -358,9 +396,9 @@ def final_vs_budget(d: D.ReportData):
     panels = sorted(stats.panel.unique(), key=lambda p: (p.split(",")[0], int(p.rsplit("= ", 1)[1])))
     fig, grid = _facets(stats, "metric", "panel", "{col}", row_order=["loss", "accuracy"], col_order=panels,
                         sharey=False)
-    colours, style = palette(d.labels), styles(stats.variant, d.cells.variant.map(_without_budget))
-    _map(stats.sort_values("x"), grid, ["metric", "panel"], _errorbars, colours, style)
-    _map(seeds, grid, ["metric", "panel"], _seed_points, colours, style)
+    look, style = looks(d.labels), styles(stats.variant, d.cells.variant.map(_without_budget))
+    _map(stats.sort_values("x"), grid, ["metric", "panel"], _errorbars, look, style)
+    _map(seeds, grid, ["metric", "panel"], _seed_points, look, style)
     budgets = sorted(stats.budget.unique())
     for (metric, panel), ax in grid.items():
         task, length = panel.split(", T = ")
@@ -376,14 +414,14 @@ def final_vs_budget(d: D.ReportData):
                            else ACCURACY_LABEL.get(task, "eval accuracy"))
 
     labels = [lab for lab in d.labels if lab in set(stats.label)]
-    handles = _legend_data(labels, colours, True, style, d.cells.chance.notna().any(), markers=True)
+    handles = _legend_data(labels, look, True, style, d.cells.chance.notna().any())
     return _finish(fig, grid, handles, "Final eval loss (geometric mean ×/÷ 95% t-interval on log loss) and accuracy "
                    "(mean, 95% bootstrap interval) vs parameter budget over seeds; points: each seed where a cell has "
                    f"≤ {D.FEW_SEEDS}", "parameter budget (model.params)", ylabel)
 
 
 def _chance(ax, cells, task) -> None:
-    """Chance accuracy (the runs' recorded `chance_accuracy`; older copy records: 1/n_symbols), dotted."""
+    """Chance accuracy (the runs' recorded `chance_accuracy`; older copy records: 1/n_symbols), loosely dotted."""
     chance = cells.chance[cells.task == task].dropna()
     if len(chance):
         ax.axhline(chance.median(), **CHANCE)
@@ -405,9 +443,9 @@ def final_vs_length(d: D.ReportData):
     if stats.empty:
         return None
     fig, grid = _facets(stats, "metric", "task", "{col}", row_order=["loss", "accuracy"], sharey=False)
-    colours, style = palette(d.labels), styles(stats.variant, d.cells.variant)
-    _map(stats, grid, ["metric", "task"], _errorbars, colours, style)
-    _map(seeds, grid, ["metric", "task"], _seed_points, colours, style)
+    look, style = looks(d.labels), styles(stats.variant, d.cells.variant)
+    _map(stats, grid, ["metric", "task"], _errorbars, look, style)
+    _map(seeds, grid, ["metric", "task"], _seed_points, look, style)
     for (metric, task), ax in grid.items():
         _length_ticks(ax, sorted(stats.length[stats.task == task].unique()))
         _final_axes(ax, metric, d.cells, task)
@@ -419,7 +457,7 @@ def final_vs_length(d: D.ReportData):
 
     labels = [lab for lab in d.labels if lab in set(stats.label)]
     chance = d.cells.chance.notna().any()
-    return _finish(fig, grid, _legend_data(labels, colours, True, style, chance, markers=True),
+    return _finish(fig, grid, _legend_data(labels, look, True, style, chance),
                    "Final eval loss (geometric mean ×/÷ 95% t-interval on log loss) and accuracy (mean, 95% bootstrap "
                    f"interval) vs length over seeds; points: each seed where a cell has ≤ {D.FEW_SEEDS}", "length T",
                    ylabel)
@@ -445,16 +483,15 @@ def accuracy_vs_eval_length(d: D.ReportData):
     if lc.empty:
         return None
     fig, grid = _facets(lc, "task", "length", "{row}, trained at T = {col}", ragged=True, sharey=False)
-    colours, style = palette(d.labels), styles(lc.variant, d.cells.variant)
-    _map(lc, grid, ["task", "length"], _length_line, colours, style)
+    look, style = looks(d.labels), styles(lc.variant, d.cells.variant)
+    _map(lc, grid, ["task", "length"], _length_line, look, style)
     for (task, length), ax in grid.items():
         _length_ticks(ax, sorted(lc.eval_length[(lc.task == task) & (lc.length == length)].unique()))
         ax.axvline(length, **TRAINED)
         _chance(ax, d.cells, task)
         ax.set_ylim(-0.02, 1.02)
     labels = [lab for lab in d.labels if lab in set(lc.label)]
-    handles = _legend_data(labels, colours, False, style, d.cells.chance[d.cells.task.isin(lc.task)].notna().any(),
-                           markers=True)
+    handles = _legend_data(labels, look, False, style, d.cells.chance[d.cells.task.isin(lc.task)].notna().any())
     handles["training length"] = Line2D([], [], **TRAINED)
     return _finish(fig, grid, handles, "Final accuracy vs evaluation length (mean over seeds, band: 95% bootstrap "
                    "interval); dashed: the training length", "evaluation length",
@@ -468,14 +505,16 @@ def _longest(frame, per_task: int):
 
 
 def _profile_line(ax, rows, colour, style) -> None:
-    ax.plot(rows.distance, rows.positive, color=colour, linewidth=1.5, **style.line())  # NaN (underflow): a gap
+    ax.plot(rows.distance, rows.positive, color=colour, linewidth=1.5, marker=style.marker, markersize=4,
+            markevery=MARK_EVERY, **style.line())  # NaN (underflow): a gap
 
 
-def _underflow_strip(ax, zeros, colours) -> None:
-    """Exact zeros cannot sit on a log axis (nor below its smallest float): mark them on a strip just under the panel,
-    labelled like a tick on the panels that carry the y tick labels."""
-    ax.scatter(zeros.distance, [-STRIP] * len(zeros), c=[colours[lab] for lab in zeros.label], marker="v", s=12,
-               linewidths=0, clip_on=False, transform=blended_transform_factory(ax.transData, ax.transAxes))
+def _underflow_strip(ax, zeros, look) -> None:
+    """Exact zeros cannot sit on a log axis (nor below its smallest float): mark them (each model's marker) on a strip
+    just under the panel, labelled like a tick on the panels that carry the y tick labels."""
+    for label, rows in zeros.groupby("label", sort=False):
+        ax.scatter(rows.distance, [-STRIP] * len(rows), color=look[label].colour, marker=look[label].marker, s=12,
+                   linewidths=0, clip_on=False, transform=blended_transform_factory(ax.transData, ax.transAxes))
     ax.tick_params(axis="x", pad=16)  # the x tick labels make way for the strip
     if ax.get_subplotspec().is_first_col():
         ax.text(-0.02, -STRIP, "0 (underflow)", transform=ax.transAxes, fontsize=7, ha="right", va="center")
@@ -490,15 +529,15 @@ def _profile_figure(d: D.ReportData, quantity: str, symbol: str, what: str):
     med = med.assign(panel=med.task + ", T = " + med.length.astype(str), positive=med.norm.where(med.norm > 0))
     fig, grid = _facets(med, "panel", "phase", "{row}: {col}", row_order=list(dict.fromkeys(med.panel)),
                         col_order=[D.INIT, D.END])
-    colours, style = palette(d.labels), styles(med.variant, d.cells.variant)
-    _map(med, grid, ["panel", "phase"], _profile_line, colours, style)
+    look, style = looks(d.labels), styles(med.variant, d.cells.variant)
+    _map(med, grid, ["panel", "phase"], _profile_line, look, style)
     for (panel, phase), ax in grid.items():
         ax.set_yscale("log")
         zeros = med[(med.panel == panel) & (med.phase == phase) & (med.norm == 0)]
         if len(zeros):
-            _underflow_strip(ax, zeros, colours)
+            _underflow_strip(ax, zeros, look)
     labels = [lab for lab in d.labels if lab in set(med.label)]
-    return _finish(fig, grid, _legend_data(labels, colours, variants=style), f"Gradient through time: {symbol} {what} "
+    return _finish(fig, grid, _legend_data(labels, look, variants=style), f"Gradient through time: {symbol} {what} "
                    "(median over seeds)", "distance from the loss (steps)", lambda key: symbol)
 
 
@@ -511,6 +550,15 @@ def input_grad_through_time(d: D.ReportData):
 
 
 # --- 5: throughput -------------------------------------------------------------------------------------------------
+def _mean_lines(ax, rows, x: str, y: str, kind: str, look: dict, kinds: dict) -> None:
+    """Mean of `y` against `x`, one line per model label (its colour and marker, in model order) and `kind` (its
+    dashes)."""
+    for (label, k), line in sorted(rows.groupby(["label", kind]), key=lambda g: (D.label_order(g[0][0]), g[0][1])):
+        mean = line.groupby(x)[y].mean()
+        ax.plot(mean.index, mean.values, color=look[label].colour, marker=look[label].marker, markersize=5,
+                linewidth=1.5, **kinds[k].line())
+
+
 def _bench_setting(bench):
     """Kernel results at their most common (batch, hidden, dtype): one comparable set of curves."""
     batch, hidden, dtype = bench.groupby(["batch", "hidden", "dtype"]).size().idxmax()
@@ -530,22 +578,17 @@ def throughput(d: D.ReportData):
     if frame.empty:
         return None
     fig, grid = _facets(frame, "one", "panel", "{col}", col_order=list(dict.fromkeys(frame.panel)), sharey=False)
-    colours = palette(d.labels)
+    look = looks(d.labels)
     order = list(runs.sort_values("backend", key=lambda b: b != "torch", kind="stable")["style"])
     order += sorted(bench["style"].unique(), key=lambda b: (b != "backend: torch", b))
-    kinds = list(dict.fromkeys(order))  # summary order, torch first: the usual backend drawn solid
-    markers = dict(zip(kinds, itertools.cycle(MARKERS)))
-    dashes = dict(zip(kinds, itertools.cycle(DASHES)))
+    kinds = styles(order, order)  # summary order, torch first: the usual backend drawn solid
     for (_, panel), ax in grid.items():
         rows = frame[frame.panel == panel]
-        sns.lineplot(rows, x="length", y="tokens_per_s", hue="label", style="style", palette=colours,
-                     hue_order=[lab for lab in d.labels if lab in set(rows.label)], style_order=kinds,
-                     markers=markers, dashes=dashes, errorbar=None, legend=False, ax=ax)
+        _mean_lines(ax, rows, "length", "tokens_per_s", "style", look, kinds)
         _length_ticks(ax, sorted(rows.length.unique()))
         ax.set_yscale("log")
-    handles = _legend_data([lab for lab in d.labels if lab in set(frame.label)], colours)
-    handles.update({k: Line2D([], [], color="0.3", marker=markers[k], dashes=dashes[k] or (None, None))
-                    for k in kinds})
+    handles = _legend_data([lab for lab in d.labels if lab in set(frame.label)], look)
+    handles.update({k: Line2D([], [], color="0.3", **style.line()) for k, style in kinds.items()})
     return _finish(fig, grid, handles, "Throughput (training runs: steady-state tokens/s, mean over seeds)",
                    "length T", lambda key: "tokens/s", legend_title=None)
 
@@ -563,31 +606,27 @@ def kernels(d: D.ReportData):
     sel = sel.assign(precision=sel.dtype + tf32_off.map({True: ", TF32 off", False: ""}))
     fig, grid = _facets(sel, "pass", "precision", "{row}, {col}", row_order=list(dict.fromkeys(sel["pass"])),
                         col_order=list(dict.fromkeys(sel.precision)))
-    colours = palette(d.labels)
+    look = looks(d.labels)
     labels = [lab for lab in d.labels if lab in set(sel.label)]
-    backends = sorted(sel.backend.unique(), key=lambda b: (b != "torch", b))
-    markers = dict(zip(backends, "osD^vPX*"))
-    dashes = dict(zip(backends, [(), (4, 1.5), (1, 1), (3, 1, 1, 1)] * 4))
+    order = sorted(sel.backend.unique(), key=lambda b: (b != "torch", b))
+    backends = styles(order, order)  # torch solid
     has_floor = "floor_us_per_step" in sel and sel.floor_us_per_step.notna().any()
     for (pass_, precision), ax in grid.items():
         rows = sel[(sel["pass"] == pass_) & (sel.precision == precision)]
         if rows.empty:
             continue
-        sns.lineplot(rows, x="hidden", y="us_per_step", hue="label", style="backend", palette=colours,
-                     hue_order=[lab for lab in labels if lab in set(rows.label)], style_order=backends,
-                     markers=markers, dashes=dashes, errorbar=None, legend=False, ax=ax)
+        _mean_lines(ax, rows, "hidden", "us_per_step", "backend", look, backends)
         if has_floor:
             for label, cell in rows.dropna(subset=["floor_us_per_step"]).groupby("label"):
                 floor = cell.groupby("hidden").floor_us_per_step.first()
-                ax.plot(floor.index, floor.values, ":", color=colours[label], lw=1.2)
+                ax.plot(floor.index, floor.values, ":", color=look[label].colour, lw=1.2)
         hidden = sorted(rows.hidden.unique())
         ax.set_xscale("log", base=2)
         ax.set_xticks(hidden, [str(h) for h in hidden])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_yscale("log")
-    handles = _legend_data(labels, colours)
-    handles.update({f"backend: {b}": Line2D([], [], color="0.3", marker=markers[b], dashes=dashes[b] or (None, None))
-                    for b in backends})
+    handles = _legend_data(labels, look)
+    handles.update({f"backend: {b}": Line2D([], [], color="0.3", **style.line()) for b, style in backends.items()})
     if has_floor:
         handles["floor"] = Line2D([], [], color="0.3", ls=":")
     machines = ", ".join(sorted(set(sel.machine) - {""})) or "unnamed device"
@@ -602,12 +641,12 @@ class Spec(NamedTuple):
 
 
 #: every figure, in the order of the page
-STYLE_NOTE = ("Colour: model; line style and marker: the backend where several ran and the config keys that differ "
-              "between configurations (legend: key=value).")
+STYLE_NOTE = ("Colour and marker: model (the same in every figure); line style: the backend where several ran and the "
+              "config keys that differ between configurations (legend: key=value).")
 FIGURES = {
     "learning_curves": Spec(
         learning_curves, f"Eval loss vs training step: median over seeds, band: min–max over seeds, thin lines: every "
-        f"seed where a cell has at most {D.FEW_SEEDS}; dashed: the task's analytic baseline. {STYLE_NOTE}",
+        f"seed where a cell has at most {D.FEW_SEEDS}; dotted (black): the task's analytic baseline. {STYLE_NOTE}",
         "no eval_loss in the metrics of completed runs"),
     "final_vs_length": Spec(
         final_vs_length, "Final eval loss and accuracy vs length. Loss: geometric mean over seeds, bars: its 95% "
@@ -615,19 +654,20 @@ FIGURES = {
         "Accuracy (adding: fraction of sequences with |error| < 0.04; the others: accuracy on the positions that carry a "
         "target, e.g. copy's recall window): mean over seeds, bars: "
         f"95% percentile bootstrap interval over seeds ({D.BOOT_RESAMPLES} resamples, fixed seed; inside [0, 1]). "
-        f"Points: every seed where a cell has at most {D.FEW_SEEDS}. Dashed: the analytic baseline loss; dotted: "
-        f"each task's chance accuracy. {STYLE_NOTE}", "no completed run with a final eval loss"),
+        f"Points: every seed where a cell has at most {D.FEW_SEEDS}. Dotted (black): the analytic baseline loss; "
+        f"loosely dotted (grey): each task's chance accuracy. {STYLE_NOTE}", "no completed run with a final eval loss"),
     "final_vs_budget": Spec(
         final_vs_budget, "Parameter-matched comparison: final eval loss and accuracy vs the parameter budget "
         "(model.params; each model's width chosen so that its trainable parameter count is closest to the budget: the "
         "summary table gives the width and the actual count), one panel per task and length. Statistics, bars and "
-        "points as in the figure above. Dashed: the analytic baseline loss; dotted: chance accuracy.",
+        "points as in the figure above. Dotted (black): the analytic baseline loss; loosely dotted (grey): chance "
+        f"accuracy. {STYLE_NOTE}",
         "no runs compare parameter budgets (model.params with two budgets or more)"),
     "accuracy_vs_eval_length": Spec(
         accuracy_vs_eval_length, "Length generalisation: final accuracy of the runs with eval.lengths at each "
         "evaluation length (log x), one panel per task and training length T (dashed). Mean over seeds, band: 95% "
-        f"percentile bootstrap interval over seeds ({D.BOOT_RESAMPLES} resamples, fixed seed). Dotted: chance "
-        f"accuracy. {STYLE_NOTE}", "no run evaluated at other lengths (eval.lengths)"),
+        f"percentile bootstrap interval over seeds ({D.BOOT_RESAMPLES} resamples, fixed seed). Loosely dotted (grey): "
+        f"chance accuracy. {STYLE_NOTE}", "no run evaluated at other lengths (eval.lengths)"),
     "grad_through_time": Spec(
         grad_through_time, "‖∂L/∂h_t‖ of the top recurrent layer vs distance from the loss, at initialisation "
         "and after training (two longest lengths per task); exact zeros (underflow) are marked on a strip under "
@@ -640,11 +680,11 @@ FIGURES = {
         f"lines: every seed where a cell has at most {D.FEW_SEEDS}. {STYLE_NOTE}",
         "no grad_norm in the metrics of completed runs"),
     "throughput": Spec(
-        throughput, "Training throughput vs length, mean over seeds (style: backend and the config keys that differ "
-        "between configurations); kernel benchmark panels when results exist under bench/.",
+        throughput, "Training throughput vs length, mean over seeds (colour and marker: model; line style: backend and "
+        "the config keys that differ between configurations); kernel benchmark panels when results exist under bench/.",
         "no tokens_per_s recorded and no kernel benchmark results"),
     "kernels": Spec(
         kernels, "Kernel benchmarks (`seqbench bench`): median time per step of one layer vs hidden size, per pass and "
-        "precision (colour: cell; style: backend); dotted: the floor, FLOPs and bytes per step over the device's "
-        "datasheet ceilings.", "no kernel benchmark results under bench/"),
+        "precision (colour and marker: cell; line style: backend); dotted, in the cell's colour: the floor, FLOPs and "
+        "bytes per step over the device's datasheet ceilings.", "no kernel benchmark results under bench/"),
 }

@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import data as D
 from .figures import FIGURES
-from .tables import CAPTIONS, html as html_table, key_text, markdown
+from .tables import CAPTIONS, PAPER_FILE, html as html_table, key_text, markdown
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{padding:3px 8px;text-align:left}
@@ -92,6 +92,9 @@ def blocks(d: D.ReportData, figures: dict, tables: dict) -> list[tuple]:
     if warned:
         out += [("h", 2, "Warnings"), ("warnings", warned)]
     out += _table("summary", tables["summary"])
+    out.append(("p", f"For a paper: tables/{PAPER_FILE}, this table compact enough for a page (the columns that differ "
+                     "between rows, and the results; the settings every row shares and the statistics in its caption). "
+                     "Every column: tables/summary.tex, .md and .csv."))
     if len(tables["comparisons"]):
         out += _table("comparisons", tables["comparisons"])
     else:

@@ -1,16 +1,19 @@
 """The report's tables, written as Markdown, CSV, LaTeX (a booktabs `table` with caption and label, ready to
 `\\input`) and HTML (for the page).
 
-`summary`: one row per cell (one configuration up to its seeds); `comparisons`: paired differences between two models;
-`status` and `problems`: the runs that did not complete or have no final value; `summary_runs.csv`: every cell's
-run_ids. CSVs keep full-precision numbers; the other formats show rounded text, numbers right-aligned.
+`summary`: one row per cell (one configuration up to its seeds), every column; `summary_paper.tex`: the same rows
+compact enough for a paper's page (`paper`); `comparisons`: paired differences between two models; `status` and
+`problems`: the runs that did not complete or have no final value; `summary_runs.csv`: every cell's run_ids. CSVs keep
+full-precision numbers; the other formats show rounded text, numbers right-aligned.
 """
 
 from __future__ import annotations
 
 import html as html_
+import itertools
 import math
 import re
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -134,6 +137,107 @@ def summary(cells: pd.DataFrame, keys=()) -> pd.DataFrame:
         if c[column].any():
             table[name] = c[column].astype(str)
     return table
+
+
+# --- the paper table ------------------------------------------------------------------------------------------------
+#: the settings a paper table names once, in its caption, where all its rows share them: short name -> config columns
+PAPER_SETTINGS = {"optimizer": ("config.train.optimizer",), **D.SETTINGS}
+#: each task's accuracy, in a few words
+ACCURACY_TEXT = {"adding": "fraction of sequences with |error| < 0.04", "copy": "on the recall window",
+                 "selective_copy": "at the markers", "mqar": "on the queries", "induction": "at the last step"}
+PAPER_FILE = "summary_paper.tex"
+
+
+def _grouped(values: pd.Series, groups: pd.Series) -> str | None:
+    """'1000' where every row has that value, '1000 (copy: 1500)' where the value is one per group (the most common
+    first, the exceptions in parentheses); None where a group has two values."""
+    values = values.map(key_text)
+    per_group = values.groupby(list(groups)).unique()
+    if values.nunique() == 1:
+        return values.iloc[0]
+    if per_group.map(len).max() > 1:
+        return None
+    common = Counter(v[0] for v in per_group).most_common(1)[0][0]  # the most groups' value; ties: the first group's
+    others = [f"{g}: {v[0]}" for g, v in per_group.items() if v[0] != common]
+    return f"{common} ({', '.join(others)})"
+
+
+def count_text(x) -> str:
+    """A parameter count, short: 20k, 1.5M, 800."""
+    if _blank(x):
+        return MISSING
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:g}"
+
+
+def _seeds(seeds) -> str:
+    """'0–2', '0, 1, 5' (a range where the seeds are consecutive)."""
+    seeds = sorted({int(s) for s in seeds})
+    if not seeds:
+        return "none completed"
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def paper(d: D.ReportData) -> tuple[pd.DataFrame, str]:
+    """The summary compact enough for a page: the columns that differ between rows (task, T, the budget, model, the
+    backend and keys that separate configurations within a task) and the results (final loss, accuracy, solved, and n
+    where it differs); what every row shares (settings, seeds) and what the statistics are go in a short caption,
+    returned with the table."""
+    c, keys = d.cells, D.pairing_keys(d.runs, d.keys)
+    in_table = [k for k in keys if c[k].map(key_text).groupby(c.task).nunique().max() > 1]  # the rest: one per task
+    identity = {"task": c.task, "T": c.length.astype(str),
+                **({"budget": c.budget.map(count_text)} if "budget" in in_table else {}),  # models side by side
+                "model": c.label, "backend": c.backend}
+    columns, shared = {}, []
+    for name, values in identity.items():
+        if values.nunique() > 1:
+            columns[name] = values
+        elif name != "backend" or values.iloc[0] != "torch":  # the usual backend goes without saying
+            shared.append(f"T = {values.iloc[0]}" if name == "T" else f"{name} {values.iloc[0]}")
+    for k in in_table:
+        columns.setdefault(SETTING_NAMES.get(k, k), c[k].map(key_text))
+    shared += [f"{k} {_grouped(c[k], c.task)}" for k in keys if k not in in_table and k not in PAPER_SETTINGS]
+    shared += _shared_settings(d, taken=[*in_table, *columns])
+    results = {"final loss": [loss_text(g, f) for g, f in zip(c.loss_gmean, c.loss_factor)],
+               "accuracy": [interval(m, lo, hi) for m, lo, hi in zip(c.accuracy_mean, c.accuracy_lo, c.accuracy_hi)],
+               "solved": [f"{s}/{f}" if f else "" for s, f in zip(c.solved, c.finished)]}
+    columns |= {name: values for name, values in results.items() if any(values)}
+    done = d.runs[d.runs.counted & (d.runs.status == "completed")]
+    if c.n.nunique() > 1:
+        columns["n"] = c.n.astype(str)
+        seeds = f"seeds {_seeds(done['config.seed'])} (n: those with a final value)"
+    else:
+        seeds = f"{c.n.iloc[0]} seeds ({_seeds(done['config.seed'])})"
+    accuracy = "; ".join(f"{t}: {ACCURACY_TEXT[t]}" for t in c.task.unique() if t in ACCURACY_TEXT)
+    caption = (f"Final eval loss: geometric mean over seeds ×/÷ its 95% t-interval factor. Accuracy"
+               f"{f' ({accuracy})' if accuracy else ''}: mean over seeds [95% bootstrap interval]. Solved: runs that "
+               f"met the task's criterion / runs finished. Each row: {seeds}; {', '.join(shared)}. Every column: "
+               "summary.tex.")
+    return pd.DataFrame(columns).reset_index(drop=True), caption
+
+
+def _shared_settings(d: D.ReportData, taken) -> list[str]:
+    """'lr 0.003', 'steps 1000 (copy: 1500)', 'layers 1 (transformer: 2)': the PAPER_SETTINGS that are not columns
+    (`taken`), as every run has them, or one per task, or one per model."""
+    runs, out = d.runs, []
+    for name, sources in PAPER_SETTINGS.items():
+        if name in taken or SETTING_NAMES.get(name) in taken:
+            continue
+        if D.budgeted(runs, d.keys) and name in D.WIDTHS:
+            out.append("each model's width chosen to match the budget (full table)")
+            continue
+        values = pd.Series(None, index=runs.index, dtype=object)
+        for source in (s for s in sources if s in runs):  # the Transformer's width is its d_model
+            values = values.fillna(runs[source])
+        values = values.dropna()
+        if len(values):
+            text = _grouped(values, runs.task[values.index]) or _grouped(values, runs.label[values.index])
+            out.append(f"{SETTING_NAMES.get(name, name)} {text}" if text else f"{name}: differs (full table)")
+    return out
 
 
 def _ratio_text(r: float) -> str:
@@ -279,15 +383,46 @@ def tex(text) -> str:
     return out
 
 
-def latex(table: pd.DataFrame, caption: str = "", label: str = "", title: str = "") -> str:
+#: a compact table is set in the largest of these type sizes that fits TEXT_WIDTH_PT: points per character of the
+#: reports' tables in Computer Modern (measured with pdflatex; smaller sizes are set relatively wider)
+SIZES = {r"\small": 4.15, r"\footnotesize": 3.8, r"\scriptsize": 3.6}
+#: the text width of LaTeX's article class at 10pt, narrower than most papers' (in points); a column gap of 4pt
+TEXT_WIDTH_PT, COLUMN_GAP_PT = 345, 4
+
+
+def type_size(table: pd.DataFrame) -> str:
+    """The largest of SIZES in which `table` is estimated to fit TEXT_WIDTH_PT with 5% to spare, from its widest text
+    per column (the smallest where none does)."""
+    chars = sum(max(len(str(v)) for v in [c, *table[c]]) for c in table.columns)
+    gaps = 2 * COLUMN_GAP_PT * len(table.columns)
+    fits = [name for name, pt in SIZES.items() if pt * chars + gaps <= 0.95 * TEXT_WIDTH_PT]
+    return fits[0] if fits else list(SIZES)[-1]
+
+
+def latex(table: pd.DataFrame, caption: str = "", label: str = "", title: str = "", groups: int = 0,
+          compact: bool = False) -> str:
     """A booktabs table (\\toprule, \\midrule, \\bottomrule) in a `table` environment with `caption` (`title` in
-    the list of tables) and `label`, numbers right-aligned, LaTeX specials (_ % & ...) escaped."""
+    the list of tables) and `label`, numbers right-aligned, LaTeX specials (_ % & ...) escaped. `groups`: how many
+    leading columns group the rows: a value that repeats the row above's is left blank, a rule comes before each new
+    value of the first; `compact`: type small
+    enough for the page's width (`type_size`) and narrow column gaps."""
     align = "".join("r" if numeric(table[c]) else "l" for c in table.columns)
     short = f"[{tex(title)}]" if title else ""
-    lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{short}{{{tex(caption)}}}", rf"\label{{{label}}}",
+    body, previous = [], None
+    for row in table.itertuples(index=False):
+        row = list(row)
+        lead = row[:groups]
+        if previous is not None and lead[:1] != previous[:1]:
+            body.append(r"\midrule")
+        same = 0  # how many leading group values repeat the row above's
+        while previous is not None and same < len(lead) and lead[same] == previous[same]:
+            same += 1
+        previous = lead
+        body.append(" & ".join(["" if i < same else tex(v) for i, v in enumerate(row)]) + r" \\")
+    size = [type_size(table), rf"\setlength{{\tabcolsep}}{{{COLUMN_GAP_PT}pt}}"] if compact else []
+    lines = [r"\begin{table}[htbp]", r"\centering", *size, rf"\caption{short}{{{tex(caption)}}}", rf"\label{{{label}}}",
              rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(map(tex, table.columns)) + r" \\", r"\midrule",
-             *(" & ".join(map(tex, row)) + r" \\" for row in table.itertuples(index=False)),
-             r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+             *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
@@ -331,5 +466,9 @@ def write_all(d: D.ReportData, folder: Path) -> dict[str, pd.DataFrame]:
                 (folder / f"lengths.{ext}").unlink(missing_ok=True)
             continue
         write(table, folder, name, csv=full.get(name))
+    compact, caption = paper(d)
+    grouping = sum(1 for _ in itertools.takewhile(lambda c: c in ("task", "T", "budget"), compact.columns))
+    (folder / PAPER_FILE).write_text(latex(compact, caption, "tab:seqbench-summary-paper", "Results", grouping,
+                                           compact=True))
     cell_runs(d.runs, d.keys).to_csv(folder / "summary_runs.csv", index=False)
     return shown

@@ -1,24 +1,96 @@
 import dataclasses
+import itertools
 import json
 import math
 
 import matplotlib.pyplot as plt
+import matplotlib.style
+import numpy as np
 import pytest
-import seaborn as sns
+from matplotlib.colors import to_rgb
 
 from seqbench.harness.report import data as D
 from seqbench.harness.report import figures as F
 
 from .test_data import BENCH
 
+VARIANTS = ["rnn-relu", "lstm-L2", "gru-L3", "rnn-L2"]  # four labels that hash to four different spare colours
 
-def test_each_model_has_a_fixed_colour_and_variants_a_stable_one():
-    cb = sns.color_palette("colorblind", 10)
-    few, many = F.palette(["transformer", "rnn"]), F.palette(["gru", "lstm-L2", "rnn", "lstm", "transformer"])
-    assert few["rnn"] == many["rnn"] == cb[0] and few["transformer"] == many["transformer"] == cb[3]
-    assert many["lstm-L2"] == F.palette(["lstm-L2"])["lstm-L2"] and many["lstm-L2"] not in cb[:4]
-    variants = F.palette(["rnn-relu", "lstm-L2", "gru-L3", "rnn-L2"])
-    assert len(set(variants.values())) == 4
+
+def test_each_model_has_a_fixed_colour_and_marker_and_variants_a_stable_one():
+    few, many = F.looks(["transformer", "rnn"]), F.looks(["gru", "lstm-L2", "rnn", "lstm", "transformer"])
+    assert few["rnn"] == many["rnn"] == (to_rgb(F.MODEL_COLOURS[0]), "o")
+    assert few["transformer"] == many["transformer"] == (to_rgb(F.MODEL_COLOURS[3]), "^")
+    assert many["lstm-L2"] == F.looks(["lstm-L2"])["lstm-L2"]
+    assert many["lstm-L2"].colour not in map(to_rgb, F.MODEL_COLOURS)
+    assert many["lstm-L2"].marker not in F.MODEL_MARKERS
+    variants = F.looks(VARIANTS)
+    assert len({v.colour for v in variants.values()}) == len({v.marker for v in variants.values()}) == 4
+
+
+def test_the_base_colours_are_matplotlibs_petroff6():
+    if "petroff6" not in matplotlib.style.library:  # matplotlib < 3.10
+        pytest.skip("this matplotlib has no petroff6 style")
+    cycle = matplotlib.style.library["petroff6"]["axes.prop_cycle"].by_key()["color"]
+    assert [c.lower() for c in cycle] == list(F.MODEL_COLOURS)
+
+
+# Colour-vision deficiency, simulated as in Machado, Oliveira & Fernandes (2009), severity 1, on linear RGB
+DEUTERANOPIA = [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]]
+PROTANOPIA = [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]]
+SRGB_TO_XYZ = [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]
+
+
+def cielab(rgb, deficiency=None) -> np.ndarray:
+    """CIE L*a*b* (D65) of an sRGB colour, as a reader with `deficiency` (a Machado matrix) would see it."""
+    c = np.asarray(rgb, dtype=float)
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    if deficiency is not None:
+        linear = np.clip(np.asarray(deficiency) @ linear, 0, 1)
+    xyz = np.asarray(SRGB_TO_XYZ) @ linear / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def closest_pair(colours: dict, deficiency=None) -> tuple[float, str, str]:
+    """The smallest CIE76 colour difference ΔE*ab between two of `colours`, and which two."""
+    lab = {label: cielab(c, deficiency) for label, c in colours.items()}
+    return min((float(np.linalg.norm(lab[a] - lab[b])), a, b) for a, b in itertools.combinations(lab, 2))
+
+
+@pytest.mark.parametrize("deficiency, margin", [(None, 40), (DEUTERANOPIA, 20), (PROTANOPIA, 20)],
+                         ids=["normal", "deuteranopia", "protanopia"])
+def test_model_colours_are_told_apart_also_by_colour_blind_readers(deficiency, margin):
+    # the report's first palette gave the LSTM orange and the Transformer vermillion: ΔE 26, under deuteranopia 13
+    assert closest_pair(F.palette(F.COLOUR_ORDER), deficiency)[0] > margin
+
+
+def test_variant_colours_stay_apart_from_the_models_and_markers_are_distinct():
+    labels = [*F.COLOUR_ORDER, *VARIANTS]
+    assert closest_pair(F.palette(labels))[0] > 25
+    marks = F.markers(labels)
+    assert len(set(marks.values())) == len(labels)
+
+
+def model_lines(fig, look):
+    """(label, marker) of every line drawn in a model's colour with a marker (error bar caps aside)."""
+    by_colour = {tuple(to_rgb(v.colour)): label for label, v in look.items()}
+    return {(by_colour[to_rgb(line.get_color())], line.get_marker()) for ax in fig.axes for line in ax.lines
+            if line.get_marker() not in ("None", "", None, "_") and to_rgb(line.get_color()) in by_colour}  # _: caps
+
+
+@pytest.mark.parametrize("build", [F.learning_curves, F.final_vs_length, F.grad_through_time, F.input_grad_through_time,
+                                   F.grad_norm, F.throughput], ids=lambda f: f.__name__)
+def test_each_model_has_its_colour_and_marker_in_every_figure_and_legend(report_data, build):
+    look = F.looks(report_data.labels)
+    fig = build(report_data)
+    legend = dict(zip((t.get_text() for t in fig.legends[0].get_texts()), fig.legends[0].legend_handles))
+    models = [label for label in legend if label in look]
+    assert models == (["lstm"] if build is F.grad_through_time else ["lstm", "transformer"])  # h: recurrent only
+    for label in models:
+        assert (to_rgb(legend[label].get_color()), legend[label].get_marker()) == look[label], label
+    assert model_lines(fig, look) == {(label, look[label].marker) for label in models}, build.__name__
+    plt.close(fig)
 
 
 def visible(fig):
@@ -31,10 +103,10 @@ def test_learning_curves_have_a_panel_per_cell_the_baseline_and_one_colour_per_m
     axes = {ax.get_title(): ax for ax in visible(fig)}
     assert sorted(axes) == ["adding, T = 12", "adding, T = 8", "copy, T = 12", "copy, T = 8"]
     for title, ax in axes.items():
-        dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+        dotted = [line for line in ax.lines if line.get_linestyle() == ":"]
         length = int(title.split("= ")[1])
         expected = 1 / 6 if title.startswith("adding") else 10 * math.log(8) / (length + 20)
-        assert len(dashed) == 1 and dashed[0].get_ydata()[0] == pytest.approx(expected)
+        assert len(dotted) == 1 and dotted[0].get_ydata()[0] == pytest.approx(expected)
         assert {line.get_color() for line in ax.lines} - {"black"} <= set(colours.values())
         assert ax.get_yscale() == "log"
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lstm", "transformer", "baseline"]
@@ -115,9 +187,9 @@ def test_final_values_on_log_axes_stay_above_zero_with_every_seed_and_chance(rep
             values = sorted(y for c in points for y in c.get_offsets()[:, 1])
             column = "final.eval_loss" if ax is loss[task] else "final.eval_accuracy"
             assert values == pytest.approx(sorted(seeds[seeds.task == task][column]))
-    chance = [line for line in accuracy["copy"].lines if line.get_linestyle() == ":"]
+    chance = [line for line in accuracy["copy"].lines if line.get_color() == F.CHANCE["color"]]
     assert len(chance) == 1 and chance[0].get_ydata()[0] == pytest.approx(1 / 8)  # 1 / task.n_symbols
-    assert not [line for line in accuracy["adding"].lines if line.get_linestyle() == ":"]
+    assert not [line for line in accuracy["adding"].lines if line.get_color() == F.CHANCE["color"]]
     assert "chance" in [t.get_text() for t in fig.legends[0].get_texts()]
     assert "geometric mean" in fig._suptitle.get_text() and "bootstrap" in fig._suptitle.get_text()
     plt.close(fig)
@@ -133,4 +205,26 @@ def test_configurations_are_told_apart_by_style_and_named_in_the_legend(grid_dat
         styles = {(line.get_linestyle(), str(line._unscaled_dash_pattern))  # the dash sequence itself
                   for line in ax.lines if line.get_color() != "black" and line.get_linewidth() > 1}
         assert len(styles) >= 4, build.__name__  # one line style per configuration, all the same model's colour
+        plt.close(fig)
+
+
+def dotted(line) -> bool:
+    """Every dash of the line's pattern no longer than the line is wide: dots."""
+    _, pattern = line._unscaled_dash_pattern  # in line widths; None: solid
+    return pattern is not None and max(pattern[::2]) <= 1
+
+
+def test_no_configuration_takes_the_baselines_dotted_line(grid_data):
+    assert not any(pattern and max(pattern[::2]) < 2 for pattern in F.DASHES)  # every style has a real dash
+    for build in (F.learning_curves, F.final_vs_length):
+        fig = build(grid_data)
+        lines = [line for ax in visible(fig) for line in ax.lines]
+        baseline = [line for line in lines if line.get_color() == F.BASELINE["color"]]
+        configurations = [line for line in lines if line.get_color() not in (F.BASELINE["color"], F.CHANCE["color"])]
+        assert baseline and all(dotted(line) and line.get_linestyle() == ":" for line in baseline), build.__name__
+        assert len({line._unscaled_dash_pattern for line in configurations}) == 4, build.__name__  # 4 configurations
+        assert not any(dotted(line) for line in configurations), build.__name__
+        legend = dict(zip((t.get_text() for t in fig.legends[0].get_texts()), fig.legends[0].legend_handles))
+        assert dotted(legend["baseline"]) and legend["baseline"].get_color() == F.BASELINE["color"]
+        assert not any(dotted(legend[v]) for v in legend if v.startswith("backend="))
         plt.close(fig)

@@ -189,3 +189,10 @@ def test_the_same_records_give_the_same_report_byte_for_byte(report, results, tm
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     changed = [str(f) for f in files if (report / f).read_bytes() != (again / f).read_bytes()]
     assert changed == []  # no creation dates in the PDFs, no timestamps on the page
+
+
+def test_the_page_says_which_table_is_for_a_paper(report):
+    for page in ("index.md", "index.html"):
+        text = (report / page).read_text()
+        assert "For a paper: tables/summary_paper.tex" in text and "Every column: tables/summary.tex" in text
+    assert (report / "tables" / "summary_paper.tex").exists()

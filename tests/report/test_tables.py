@@ -1,5 +1,7 @@
 import math
 import re
+import shutil
+import subprocess
 
 import pandas as pd
 import pytest
@@ -84,3 +86,60 @@ def test_comparison_rows_say_which_model_the_evidence_favours():
                                     "accuracy: 1 paired seed, too few for an interval"]
     assert shown["Δ loss (A − B)"][0] == "-1.0e-2 [-2.0e-2, -5.0e-3]" and shown["Δ loss (A − B)"][2] == "+1.0e-1"
     assert shown["Δ accuracy (A − B)"][0] == "+0.10 [+0.05, +0.20]"
+
+
+def caption_and_columns(tex: str) -> tuple[str, list[str]]:
+    """A LaTeX table's caption text and its header's column names."""
+    caption = re.search(r"\\caption\[[^]]*\]\{(.*)\}\n", tex).group(1)
+    header = tex.split("\\toprule\n")[1].split(" \\\\")[0]
+    return caption, header.split(" & ")
+
+
+def test_the_paper_table_keeps_what_varies_and_names_the_rest_once(report):
+    tex = (report / "tables" / "summary_paper.tex").read_text()
+    caption, columns = caption_and_columns(tex)
+    assert columns == ["task", "T", "model", "final loss", "accuracy", "solved"]
+    assert re.search(r"\\begin\{tabular\}\{(\w+)\}", tex).group(1) == "lrlrrr"
+    assert len(caption) < 500  # the full table's caption: about 1,800 characters
+    for shared in ("2 seeds (0, 1)", "optimizer adam", "hidden 8", "layers 1 (transformer: 2)", "lr 0.001", "batch 4",
+                   "steps 6", "geometric mean", "bootstrap"):
+        assert shared in caption, shared
+    rows = tex.split("\\midrule\n", 1)[1].split("\\bottomrule")[0]
+    assert rows.count("\\midrule") == 1  # between the two tasks
+    first, second = rows.splitlines()[:2]
+    assert first.startswith("adding & 8 & lstm & ") and second.startswith(" &  & transformer & ")  # no repeats
+    for line in (r"\toprule", r"\bottomrule", r"\small"):
+        assert line in tex
+    full = (report / "tables" / "summary.tex").read_text()
+    assert len(caption_and_columns(full)[1]) > 15  # every column stays in the full table
+
+
+def test_configurations_are_columns_of_the_paper_table_and_one_model_goes_in_the_caption(grid_data):
+    table, caption = tables.paper(grid_data)
+    assert list(table.columns) == ["backend", "hidden", "final loss", "accuracy", "solved"]
+    assert sorted(zip(table.backend, table.hidden)) == [(b, h) for b in ("reference", "torch") for h in ("16", "8")]
+    assert "model lstm" in caption and "task adding" in caption and "T = 8" in caption and "hidden" not in caption
+
+
+WIDE = pd.DataFrame({"task": ["selective_copy"] * 2, "T": ["1000"] * 2, "budget": ["80k"] * 2,
+                     "model": ["transformer", "minlstm-L2"], "final loss": ["6.1e-4 ×/÷ 1.1e2"] * 2,
+                     "accuracy": ["0.82 [0.48, 1.00]"] * 2, "solved": ["10/10", "9/10"], "n": ["10", "9"]})
+
+
+def test_a_wide_paper_table_is_set_in_smaller_type():
+    assert tables.type_size(WIDE.iloc[:, [1, 3, 4, 5, 6]]) == r"\small"  # T, model and the results
+    assert tables.type_size(WIDE) == r"\scriptsize"
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex")
+def test_paper_tables_fit_the_text_width(report, tmp_path):
+    (tmp_path / "wide.tex").write_text(tables.latex(WIDE, "A caption.", "tab:wide", groups=3, compact=True))
+    shutil.copy(report / "tables" / "summary_paper.tex", tmp_path / "report.tex")
+    for name in ("wide", "report"):
+        (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                                          f"\\input{{{name}.tex}}\n\\end{{document}}\n")
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        log = (tmp_path / "doc.log").read_text(errors="replace")
+        assert done.returncode == 0, log[-2000:]
+        assert "Overfull \\hbox" not in log, name  # wider than \textwidth (345pt)
