@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -26,11 +27,12 @@ BENCH_DTYPES = ("float32", "bfloat16")  # bench.DTYPES' names (bench.py imports 
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, unless the help text already says it."""
+    """Every option's help ends with its default, unless it already ends with `(default: ...)`."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (not action.option_strings or action.required or "default" in text or action.default is argparse.SUPPRESS
+        if (not action.option_strings or action.required or re.search(r"\(default: [^()]*\)$", text)
+                or action.default is argparse.SUPPRESS
                 or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
             return text
         return f"{text} (default: {_default_text(action.default)})".lstrip()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import ConfigError, flatten, resolve
 from .errors import RecordError
-from .loaders import PROFILE_ROW, read_jsonl
+from .loaders import PROFILE_ROW, metrics_lost, read_jsonl
 from .memory import check as check_memory
 from .records import CHECKPOINT, claim, is_finished, json_kind, read_json, read_summary
 
@@ -130,6 +130,9 @@ def reproduce(run_dir: Path, keep: Path | None = None, progress: bool = True, th
         raise ConfigError(f"{run_dir}: no config.json here; expected a run folder (results/.../<run_id>)")
     if read_summary(run_dir) is None:
         raise ConfigError(f"{run_dir}: the run has no summary.json (unfinished); nothing to compare with")
+    lost = metrics_lost(run_dir, read_summary(run_dir))
+    if lost:
+        raise RecordError(f"{lost}; nothing to compare the rerun with")
     recorded = read_json(run_dir / "config.json")
     if not isinstance(recorded, dict):
         raise RecordError(f"{run_dir / 'config.json'}:1: not a run config: expected a JSON object, got a JSON "

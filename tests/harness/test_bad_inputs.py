@@ -347,6 +347,7 @@ CASES = [
     C("reproduce {rec_profile_corrupt}", "profile_corrupt", "grad_profile.jsonl:1"),
     C("reproduce {rec_huge}", "memory:", "task.length=100000000"),
     C("reproduce {rec_config_lost}", "config_lost", "no config.json here"),
+    C("reproduce {rec_metrics_empty}", "metrics_empty", "metrics.jsonl: empty", "nothing to compare the rerun with"),
     C("reproduce {run} --keep {file}", "--keep", "a_file", "is a file"),
     C("reproduce {run} --keep {file}/x", "--keep", "a_file is a file"),
     C("reproduce {run} --keep ''", "--keep '': empty"),
