@@ -25,7 +25,7 @@ from ..tasks.base import Task
 
 from .errors import ConfigError
 from .models import MODELS, ModelConfigBase
-from .models.plugins import known_names, model_class
+from .models.plugins import canonical_name, known_names, model_class
 
 
 class Strict(BaseModel):
@@ -142,7 +142,7 @@ class RunConfig(Strict):
                 config_class = model_class(name)
             except ConfigError as e:
                 raise ValueError(str(e).partition(": ")[2]) from None
-            return config_class.model_validate({**value, "name": name})
+            return config_class.model_validate({**value, "name": canonical_name(name)})
         return handler(value)
 
     @field_validator("tracker", mode="before")

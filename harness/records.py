@@ -183,8 +183,10 @@ class RunWriter(MemoryWriter):
 
 def record_head(cfg) -> dict:
     """The fields that identify a run in its summary, whatever its status."""
+    from .models.plugins import backend_of
+
     return {"run_id": cfg.run_id, "task": cfg.task.name, "model": cfg.model.name,
-            "backend": getattr(cfg.model, "backend", "torch"), "seed": cfg.seed, "data_seed": cfg.data_seed}
+            "backend": backend_of(cfg.model), "seed": cfg.seed, "data_seed": cfg.data_seed}
 
 
 def write_failure(cfg, run_dir: Path, error: str) -> dict:

@@ -44,6 +44,8 @@ OTHER_FLAGS = {
     "--index-url": "pip",
     "--logdir": "tensorboard",
     "--signal": "sbatch, set through submitit",
+    "--head": "ray start",
+    "--backend-store-uri": "mlflow ui",
 }
 # Dotted names in the prose that look like config keys but are attributes of the task object a plugin's build() gets.
 TASK_ATTRIBUTES = {"task.input_kind", "task.input_size", "task.output_size", "task.seq_len"}

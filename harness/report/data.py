@@ -23,6 +23,7 @@ from ..errors import RecordError
 from ..loaders import load_grad_profiles, load_metrics, load_runs
 from ..records import json_kind, read_json
 from ..models import MODELS
+from ..models.plugins import PLUGIN_BACKEND
 
 #: base models in the order (and so the colours) every figure and table uses; variants sort after their base
 MODEL_ORDER = ("rnn", "lstm", "gru", "mingru", "minlstm", "transformer")
@@ -167,7 +168,10 @@ def _backends(runs: pd.DataFrame) -> pd.Series:
     same = pd.Series([repr(row) for row in runs[identity].itertuples(index=False)], index=runs.index)
     peers = recorded.dropna().groupby(same).agg(lambda v: v.iloc[0] if v.nunique() == 1 else None)
     configured = runs.get("config.model.backend", pd.Series(None, index=runs.index, dtype=object))
-    return recorded.fillna(same.map(peers)).fillna(configured).fillna("torch")
+    backends = recorded.fillna(same.map(peers)).fillna(configured).fillna("torch")
+    # a model from outside seqbench runs its own code, which kernel_path cannot name: its backend key, else `plugin`
+    plugin = ~runs["config.model.name"].isin(list(MODELS))
+    return backends.mask(plugin, configured.fillna(PLUGIN_BACKEND))
 
 
 def short_names(runs: pd.DataFrame) -> dict[str, str]:

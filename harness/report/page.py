@@ -64,8 +64,8 @@ def _cell_name(d: D.ReportData, cell: int) -> str:
 
 
 def warnings(d: D.ReportData) -> list[str]:
-    """What a reader must know before trusting the numbers: seeds recorded more than once in a cell (counted once)
-    and completed runs without a final eval loss (left out of the statistics)."""
+    """What a reader must know before trusting the numbers: seeds recorded more than once in a cell (counted once),
+    completed runs without a final eval loss (left out of the statistics) and records that lost a part."""
     def where(path) -> str:
         return str(Path(path).relative_to(d.root)) if Path(path).is_relative_to(d.root) else str(path)
 
@@ -77,6 +77,7 @@ def warnings(d: D.ReportData) -> list[str]:
     out += [f"{_cell_name(d, cell)}: completed run {run_id} (seed {seed}) has no final eval loss; it is left out of "
             "the statistics and counted under no final value."
             for cell, run_id, seed in zip(empty.cell, empty.run_id, empty["config.seed"])]
+    out += d.record_warnings  # records that lost a part: a finished run without config.json, a completed run's metrics
     return out
 
 

@@ -107,7 +107,9 @@ def test_report_counts_both_runs_and_warns_about_each(tmp_path, capsys):
     out, err = capsys.readouterr()
     warned = warnings_of(err)
     assert len(warned) == 2 and "config.json: missing" in warned[0] and "metrics.jsonl: empty" in warned[1]
-    assert "— 2 runs (2 completed)" in (tmp_path / "report" / "index.md").read_text()
+    page = (tmp_path / "report" / "index.md").read_text()
+    assert "— 2 runs (2 completed)" in page
+    assert "config.json: missing" in page and "metrics.jsonl: empty" in page  # under the page's warnings too
     data = load(tmp_path / "results")
     assert set(data.runs.run_id) == {config_id, metrics_id}
     assert [w.split(": ", 1)[1].split(",")[0] for w in data.record_warnings] == ["missing", "empty"]

@@ -118,3 +118,25 @@ def test_where_torch_is_imported_a_plugins_keys_are_listed_as_usual(plugpkg, cap
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "[heavy] heavy units" in out and "[wide] units" in out and "keys not listed" not in out
+
+
+def test_an_entry_point_and_its_import_path_make_one_run(plugpkg):
+    from seqbench.harness.config import resolve
+    from seqbench.harness.records import record_head
+
+    configs = [resolve({"model": {"name": given}}) for given in ("wide", "plugpkg.models:Wide", "plugpkg:Wide")]
+    assert {c.model.name for c in configs} == {"plugpkg.models:Wide"} and len({c.run_id for c in configs}) == 1
+    assert record_head(configs[0])["backend"] == "plugin"
+    assert resolve({"model": {"name": "lstm"}}).model.name == "lstm"
+
+
+def test_a_report_labels_a_plugins_backend_plugin():
+    import pandas as pd
+
+    from seqbench.harness.report.data import _backends
+
+    runs = pd.DataFrame({"config.model.name": ["plugpkg.models:Wide", "plugpkg.models:Fast", "lstm", "transformer"],
+                         "config.model.backend": [None, "cuda-graphs", "reference", None],
+                         "kernel_path": ["plugpkg.models.Module", "plugpkg.models.FastModule",
+                                         "kernels.reference.lstm: reference-loop", "torch.nn.MultiheadAttention"]})
+    assert list(_backends(runs)) == ["plugin", "cuda-graphs", "reference", "torch"]
