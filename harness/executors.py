@@ -310,8 +310,10 @@ def _ray_run(config: dict, threads: int, link: RayLink) -> dict:
 
 
 def connect_ray(address: str | None, num_cpus: int | None = None):
-    """Ray, connected to the cluster at `address`, or to a private local instance (on the loopback address only)."""
-    if address is None and "ray" not in sys.modules and "RAY_ADDRESS" not in os.environ:
+    """Ray, connected to the cluster at `address`, or to a private local instance (on the loopback address only): one
+    this process starts, never a cluster that RAY_ADDRESS or Ray's current-cluster file names (another user's, or a
+    dead one left behind), which `ray.init()` without an address would join."""
+    if address is None and "ray" not in sys.modules:
         # Ray's single-machine mode: every Ray process listens on 127.0.0.1, none on the machine's network addresses
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
@@ -327,7 +329,7 @@ def connect_ray(address: str | None, num_cpus: int | None = None):
         main = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGTERM) if main else None
         try:
-            ray.init(address=address, **kwargs)
+            ray.init(address=address or "local", **kwargs)
         except ConnectionError as e:
             raise ConfigError(f"{f'--ray-address {address}' if address else '--executor ray'}: {e}".splitlines()[0]) \
                 from None

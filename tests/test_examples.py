@@ -2,12 +2,13 @@
 folder, and by entry point once pip-installed; run, sweep, report, reproduce; bad plugins refused with exit 2."""
 
 import hashlib
+import importlib
 import json
-import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,37 @@ SMALL = ["task=copy", "task.length=5", "task.copy_len=2", "train.steps=20", "tra
          "train.eval_size=32", "train.batch_size=8", "train.grad_profile_batch=4", "device=cpu"]
 
 
-def seqbench(*args, cwd=EXAMPLE, path=None, check=True):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(path) if path else None]))}
-    r = subprocess.run([sys.executable, "-m", "seqbench.harness.cli", *map(str, args)], cwd=cwd, env=env,
-                       capture_output=True, text=True, timeout=600)
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
+@pytest.fixture
+def seqbench(monkeypatch, capsys):
+    """seqbench(*args, cwd=, path=, check=) -> its exit code, stdout and stderr: the command a user types in folder
+    `cwd` with `path` on PYTHONPATH, run in this process (`main`) rather than a new one that imports torch again. The
+    plugin modules it imported are forgotten afterwards, so that the next test imports its own copy of them."""
+    from seqbench.harness.cli import main
+    from seqbench.harness.models import plugins
+
+    before, folders = set(sys.modules), set()
+
+    def run(*args, cwd=EXAMPLE, path=None, check=True):
+        folders.update(str(Path(f).resolve()) for f in (cwd, path) if f)
+        monkeypatch.chdir(cwd)
+        if path:
+            monkeypatch.syspath_prepend(str(path))
+        plugins._load.cache_clear()
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        r = types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
+        if check:
+            assert code == 0, err[-3000:]
+        return r
+
+    yield run
+    for name in set(sys.modules) - before:
+        file = getattr(sys.modules[name], "__file__", None) or ""
+        if any(str(Path(file).resolve()).startswith(folder) for folder in folders):
+            del sys.modules[name]
+    plugins._load.cache_clear()
+    importlib.invalidate_caches()
 
 
 def summary_of(run_dir: Path) -> dict:
@@ -43,7 +68,7 @@ def installed(tmp_path_factory):
     return target
 
 
-def test_import_path_runs_and_the_record_names_the_code(tmp_path):
+def test_import_path_runs_and_the_record_names_the_code(tmp_path, seqbench):
     seqbench("run", "model=byo_models.leaky:LeakyRNN", "model.hidden=12", *SMALL, "--out", tmp_path, "--quiet")
     (run_dir,) = tmp_path.iterdir()
     s = summary_of(run_dir)
@@ -61,9 +86,11 @@ def test_import_path_runs_and_the_record_names_the_code(tmp_path):
     assert groups == {"grad_norm.embedding", "grad_norm.input", "grad_norm.recurrent", "grad_norm.head"}
 
 
-def test_entry_point_list_run_budget_sweep_report_reproduce(installed, tmp_path):
-    listing = seqbench("list", cwd=tmp_path, path=installed).stdout  # its module imports torch, which list does not
-    assert "leaky (byo_models.leaky:LeakyRNN)" in listing and "[leaky] keys not listed" in listing
+def test_entry_point_list_run_budget_sweep_report_reproduce(installed, tmp_path, seqbench):
+    # its keys (in a process that has imported torch already; a fresh `seqbench list` does not import it for them:
+    # tests/harness/test_plugins.py)
+    listing = seqbench("list", cwd=tmp_path, path=installed).stdout
+    assert "leaky (byo_models.leaky:LeakyRNN)" in listing and "[leaky] initial leak" in listing, listing
     dry = seqbench("run", "model=leaky", "--dry-run", cwd=tmp_path, path=installed).stdout  # where its keys are
     assert "model.leak=0.5" in dry and "model.hidden=32" in dry
     # a budget chooses its width like a built-in model's
@@ -99,7 +126,7 @@ def test_entry_point_list_run_budget_sweep_report_reproduce(installed, tmp_path)
     assert "verdict: identical" in out
 
 
-def test_the_plugins_config_is_part_of_the_run_id(installed, tmp_path):
+def test_the_plugins_config_is_part_of_the_run_id(installed, tmp_path, seqbench):
     ids = set()
     for leak in ("0.5", "0.6"):
         out = seqbench("run", "model=leaky", f"model.leak={leak}", *SMALL, "--out", tmp_path, "--quiet",
@@ -134,7 +161,7 @@ BROKEN = {
     ("badknob", "badknob:Model", "model=badknob:Model: Model.width_key='size' is not an integer field"),
     ("unknown", "nosuchmodel", "model=nosuchmodel: unknown model; known: gru, lstm"),
 ])
-def test_bad_plugins_exit_2_with_one_line_and_write_nothing(tmp_path, name, model, message):
+def test_bad_plugins_exit_2_with_one_line_and_write_nothing(tmp_path, name, model, message, seqbench):
     for file, text in BROKEN.items():
         (tmp_path / file).write_text(text)
     r = seqbench("run", f"model={model}", "--out", tmp_path / "out", cwd=tmp_path, check=False)
@@ -143,7 +170,7 @@ def test_bad_plugins_exit_2_with_one_line_and_write_nothing(tmp_path, name, mode
     assert not (tmp_path / "out").exists()
 
 
-def test_a_broken_entry_point_is_refused_by_name(tmp_path):
+def test_a_broken_entry_point_is_refused_by_name(tmp_path, seqbench):
     """An installed distribution whose entry point raises when loaded: refused with its name; the others still list."""
     site = tmp_path / "site"
     dist = site / "broken_models-1.0.dist-info"
@@ -159,7 +186,7 @@ def test_a_broken_entry_point_is_refused_by_name(tmp_path):
     assert "[broken] cannot be loaded" in listing and "model.hidden" in listing
 
 
-def test_a_module_without_step_hook_records_dx_only_and_says_so(tmp_path):
+def test_a_module_without_step_hook_records_dx_only_and_says_so(tmp_path, seqbench):
     (tmp_path / "conv.py").write_text(textwrap.dedent("""
         import torch
         from torch import nn

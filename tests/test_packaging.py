@@ -21,14 +21,29 @@ from seqbench.harness.provenance import git_state
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def out_of_tree(folder: Path) -> dict:
+    """An environment in which setuptools builds under `folder`, not in the checkout (its build/ and *.egg-info): two
+    test processes may build at once, and the checkout stays as it was (setuptools reads DIST_EXTRA_CONFIG)."""
+    config = folder / "out-of-tree.cfg"
+    config.write_text(f"[build]\nbuild_base = {folder / 'build'}\n[egg_info]\negg_base = {folder}\n")
+    return {**os.environ, "DIST_EXTRA_CONFIG": str(config)}
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
+    before = _build_leftovers()
     done = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=out_of_tree(tmp_path_factory.mktemp("b")))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (path,) = out.glob("seqbench-*.whl")
+    assert _build_leftovers() == before  # built outside the checkout
     return path
+
+
+def _build_leftovers() -> dict:
+    """What a build in the checkout would create or touch there: build/ and the *.egg-info folders, with their times."""
+    return {p.name: p.stat().st_mtime_ns for p in [ROOT / "build", *ROOT.glob("*.egg-info")] if p.exists()}
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +84,13 @@ def test_the_editable_build_warns_about_nothing(tmp_path):
     """What `pip install -e .` has the build backend do, and shows of its warnings: setuptools' notice that an editable
     install goes through an import hook is all (the package configuration itself draws none, e.g. no package that
     Python sees but `packages` lacks)."""
-    code = f"from setuptools import build_meta; build_meta.build_editable({str(tmp_path)!r})"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    code = f"from setuptools import build_meta; build_meta.build_editable({str(tmp_path / 'out')!r})"
+    (tmp_path / "out").mkdir()
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=out_of_tree(tmp_path))
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
-    assert list(tmp_path.glob("seqbench-*.whl")), log[-3000:]
+    assert list((tmp_path / "out").glob("seqbench-*.whl")), log[-3000:]
     warned = set(re.findall(r"\.py:\d+: (\w+): ", log))  # "…/build_py.py:215: _Warning: Package … is absent …"
     assert warned <= {"InformationOnly"}, log[-3000:]
 

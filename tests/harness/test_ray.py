@@ -40,7 +40,8 @@ def frozen(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_ray(frozen):
     with contextlib.chdir(frozen):  # Ray puts the driver's working folder first on its workers' sys.path
-        ray.init(num_cpus=2, resources={"A100": 1}, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, resources={"A100": 1}, include_dashboard=False,
+                 log_to_driver=False)
     yield ray
     ray.shutdown()
 

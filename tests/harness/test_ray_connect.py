@@ -11,6 +11,7 @@ import yaml
 
 from seqbench.harness import executors
 from seqbench.harness.cli import main
+from seqbench.harness.config import ConfigError
 
 from .test_sweep import TINY_BASE
 
@@ -112,3 +113,24 @@ def test_an_address_that_is_not_host_port_is_refused(machine, tmp_path, capfd, a
     assert sweep(tmp_path, address) == 2
     assert capfd.readouterr().err == (f"seqbench: error: --ray-address {address}: expected HOST:PORT (the head node's "
                                       "GCS address, which `ray start --head` prints), auto or ray://HOST:PORT\n")
+
+
+def test_without_an_address_the_private_instance_ignores_a_stale_session_and_ray_address(machine, tmp_path,
+                                                                                         monkeypatch):
+    """No --ray-address: a Ray of the sweep's own, `address="local"`, which Ray starts without reading its
+    current-cluster file or RAY_ADDRESS. `ray.init()` would have tried to join the dead cluster they name (and,
+    given num_cpus, raised "When connecting to an existing cluster, num_cpus ... must not be provided"). That a live
+    cluster named there is not joined either: tests/harness/test_ray_scale.py, end to end (issue 25)."""
+    session_file(tmp_path, dead_address())
+    monkeypatch.setenv("RAY_ADDRESS", dead_address())
+    calls = []
+
+    def init(*args, **kwargs):
+        calls.append(kwargs)
+        raise ConnectionError("stop here")  # refused by connect_ray as any failed start is
+
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(ConfigError, match="--executor ray: stop here"):
+        executors.connect_ray(None, num_cpus=2)
+    [kwargs] = calls
+    assert kwargs["address"] == "local" and kwargs["num_cpus"] == 2 and kwargs["include_dashboard"] is False

@@ -1,9 +1,11 @@
-"""Sweeps at scale: 1,600 runs (a stub trainer), over three times the open-file limit of 512, on Ray and locally; and a Ray
-cluster of three nodes on the loopback address (a head without CPUs, two 1-CPU nodes) that loses the node a run is on."""
+"""Sweeps at scale: 1,600 runs (a stub trainer), over three times the open-file limit of 512, on Ray and locally; and
+a Ray cluster of three nodes on the loopback address (a head without CPUs, two 1-CPU nodes) that loses the node a run
+is on, and that a sweep without an address does not join."""
 
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -167,6 +169,29 @@ def test_a_run_is_checked_against_each_node_not_the_clusters_total(cluster, tmp_
     assert ("each run asks for 2 CPU" in err and "no node of the cluster has that much (2 nodes with 1 CPU; "
             "1 node with 0 CPU)" in err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_without_an_address_does_not_join_a_live_cluster_on_the_machine(cluster, frozen, tmp_path):
+    """Ray's current-cluster file names this module's live cluster (another user's, as far as a sweep knows), and
+    RAY_ADDRESS a dead one, which `ray.init()` would join or retry for minutes: a sweep without --ray-address starts its
+    own instance instead (issue 25; a stale current-cluster file: tests/harness/test_ray_connect.py)."""
+    head, _ = cluster
+    current = Path(os.environ["RAY_TMPDIR"]) / "ray" / "ray_current_cluster"
+    assert current.read_text().strip() == head.address  # what ray.init() would find
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    spec = tmp_path / "own.yaml"
+    spec.write_text(yaml.safe_dump({"name": "own", "base": {**TINY_BASE, "threads": 1}, "seeds": 2}))
+    proc = subprocess.run([sys.executable, "-m", "seqbench.harness.cli", "sweep", str(spec), "--out", str(tmp_path),
+                           "--executor", "ray", "--workers", "2"], cwd=frozen,
+                          env={**os.environ, "PYTHONPATH": str(frozen), "RAY_ADDRESS": dead}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cluster_nodes = {n["NodeID"] for n in ray.nodes()}
+    for summary in (tmp_path / "own").glob("*/summary.json"):
+        assert json.loads(summary.read_text())["provenance"]["ray"]["node_id"] not in cluster_nodes
+    assert len(list((tmp_path / "own").glob("*/summary.json"))) == 2
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -227,27 +228,47 @@ def sweep_cmd(path, out, workers=2):
     return [sys.executable, "-m", "seqbench.harness.cli", "sweep", str(path), "--out", str(out), "--workers", str(workers)]
 
 
+def wait_for_group_to_end(pgid: int, timeout: float = 60.0) -> None:
+    """Until no process of process group `pgid` is left (zombies aside: a killed process's orphans are reaped by
+    init, not by this test)."""
+    def alive() -> list[int]:
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name: state, ppid, pgrp, ...
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                pids.append(int(stat.parent.name))
+        return pids
+
+    deadline = time.monotonic() + timeout
+    while alive():
+        assert time.monotonic() < deadline, f"processes {alive()} of group {pgid} still running after {timeout} s"
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 def test_kill_9_at_several_moments_then_rerun_completes_every_run_exactly_once(tmp_path):
     path = tmp_path / "k.yaml"
     path.write_text(yaml.safe_dump({"name": "k", "base": KILL_BASE, "grid": {"model": ["lstm", "gru"]}, "seeds": 2}))
     ref, out = tmp_path / "ref", tmp_path / "out"
-    subprocess.run(sweep_cmd(path, ref), check=True, capture_output=True)
+    assert main(["sweep", str(path), "--out", str(ref), "--workers", "2"]) == 0
 
     def first(pattern):
         return lambda: next((out / "k").glob(pattern), None) if (out / "k").exists() else None
 
     # kill -9 the driver: while it starts, once a run has checkpointed, once a run has finished (others in flight)
     for moment in (lambda: True, first("*/checkpoint.pt"), first("*/summary.json")):
-        proc = subprocess.Popen(sweep_cmd(path, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
+        proc = subprocess.Popen(sweep_cmd(path, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # its own process group: the driver's workers stay in it
+        deadline = time.monotonic() + 120
         while not moment() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone
         proc.wait()
-    time.sleep(1.5)  # orphaned workers notice their driver is gone and exit (their watchdog)
-    done = subprocess.run(sweep_cmd(path, out), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+        wait_for_group_to_end(proc.pid)  # its orphaned workers notice the driver is gone and exit (their watchdog)
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "2"]) == 0
 
     runs = load_runs(out / "k")
     assert len(runs) == 4 and set(runs.status) == {"completed"}
@@ -265,7 +286,7 @@ def test_two_sweeps_on_one_folder_share_the_work(tmp_path):
     path.write_text(yaml.safe_dump({"name": "c", "base": {**KILL_BASE, "train.steps": 40},
                                     "grid": {"model": ["lstm", "gru", "rnn"]}, "seeds": 2}))
     ref, out = tmp_path / "ref", tmp_path / "out"
-    subprocess.run(sweep_cmd(path, ref, workers=1), check=True, capture_output=True)
+    assert main(["sweep", str(path), "--out", str(ref), "--workers", "1"]) == 0
     procs = [subprocess.Popen(sweep_cmd(path, out, workers=1), stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate()[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs

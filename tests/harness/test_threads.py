@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from seqbench.harness.cli import main
 from seqbench.harness.loaders import load_runs
 from seqbench.harness.records import CHECKPOINT, read_json
 from seqbench.harness.train import RunInterrupted, execute
@@ -48,8 +49,9 @@ def test_the_default_is_decided_at_the_first_start_and_restored_after(tmp_path):
     before = torch.get_num_threads()
     _, run_dir = execute(tiny(), tmp_path / "a", progress=False)
     assert read_json(run_dir / "config.json")["threads"] == before
-    _, run_dir = execute(tiny(), tmp_path / "b", progress=False, threads=1)  # a sweep's share of the cores
-    assert read_json(run_dir / "config.json")["threads"] == 1
+    share = 2 if before == 1 else 1  # a sweep's share of the cores, other than the process's count
+    _, run_dir = execute(tiny(), tmp_path / "b", progress=False, threads=share)
+    assert read_json(run_dir / "config.json")["threads"] == share
     assert torch.get_num_threads() == before  # the process is left as it was (a sweep worker runs many runs)
 
 
@@ -84,18 +86,21 @@ def test_deterministic_mode_holds_during_the_run_only_and_is_recorded(tmp_path, 
     assert execute(tiny(), tmp_path, progress=False)[0]["provenance"]["deterministic_algorithms"] is False
 
 
-def _spec(tmp_path, name):
-    path = tmp_path / f"{name}.yaml"
+@pytest.fixture(scope="module")
+def two_worker_sweep(tmp_path_factory):
+    """A sweep of thread-sensitive runs made with 2 workers and left alone: (its spec, the results folder)."""
+    folder = tmp_path_factory.mktemp("two_workers")
+    path = folder / "w.yaml"
     base = {**SENSITIVE, "train.steps": 60}
-    path.write_text(yaml.safe_dump({"name": name, "base": base, "grid": {"model": ["lstm", "gru"]}, "seeds": 2}))
-    return path
+    path.write_text(yaml.safe_dump({"name": "w", "base": base, "grid": {"model": ["lstm", "gru"]}, "seeds": 2}))
+    assert main(["sweep", str(path), "--out", str(folder / "ref"), "--workers", "2"]) == 0
+    return path, folder / "ref"
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_with_other_workers_is_bitwise_the_uninterrupted_sweep(tmp_path):
-    path = _spec(tmp_path, "w")
-    ref, out = tmp_path / "ref", tmp_path / "out"
-    subprocess.run(sweep_cmd(path, ref, workers=2), check=True, capture_output=True)
+def test_kill_9_then_resume_with_other_workers_is_bitwise_the_uninterrupted_sweep(two_worker_sweep, tmp_path):
+    path, ref = two_worker_sweep
+    out = tmp_path / "out"
 
     # the driver and its workers die together (a lost node), so the runs in flight cannot finish on their own: an
     # orphaned worker of a 60-step run would otherwise complete it within its watchdog's half second
@@ -106,8 +111,7 @@ def test_kill_9_then_resume_with_other_workers_is_bitwise_the_uninterrupted_swee
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = subprocess.run(sweep_cmd(path, out, workers=1), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "1"]) == 0
 
     runs = load_runs(out / "w")
     assert len(runs) == 4 and set(runs.status) == {"completed"}
@@ -121,10 +125,9 @@ def test_kill_9_then_resume_with_other_workers_is_bitwise_the_uninterrupted_swee
 
 
 @pytest.mark.slow
-def test_a_run_of_a_two_worker_sweep_reproduces_bitwise_in_a_fresh_process(tmp_path):
-    path = _spec(tmp_path, "r")
-    subprocess.run(sweep_cmd(path, tmp_path, workers=2), check=True, capture_output=True)
-    run_dir = next(p.parent for p in (tmp_path / "r").glob("*/summary.json"))
+def test_a_run_of_a_two_worker_sweep_reproduces_bitwise_in_a_fresh_process(two_worker_sweep):
+    _, ref = two_worker_sweep
+    run_dir = next(p.parent for p in (ref / "w").glob("*/summary.json"))
     # the fresh process would compute with every core by default; the record says how many the run used
     env = {**os.environ, "OMP_NUM_THREADS": "3"}
     done = subprocess.run([sys.executable, "-m", "seqbench.harness.cli", "reproduce", str(run_dir), "--quiet"],
