@@ -1,4 +1,4 @@
-"""Sweeps at scale: 1,600 runs (a stub trainer), over three times the open-file limit of 512, on Ray and locally; and
+"""Sweeps at scale: 1,200 runs (a stub trainer), over three times the open-file limit of 384, on Ray and locally; and
 a Ray cluster of three nodes on the loopback address (a head without CPUs, two 1-CPU nodes) that loses the node a run
 is on, and that a sweep without an address does not join."""
 
@@ -34,7 +34,7 @@ def frozen(tmp_path_factory):
     return frozen_seqbench(tmp_path_factory.mktemp("code")).parent
 
 
-# --- 1,500 runs under ulimit -n 512 ---------------------------------------------------------------------------------
+# --- 1,200 runs under ulimit -n 384 ---------------------------------------------------------------------------------
 SCALE_DRIVER = textwrap.dedent('''
     import functools, json, os, resource, sys, threading, time
 
@@ -92,7 +92,7 @@ SCALE_DRIVER = textwrap.dedent('''
             json.dump({"rc": rc, "seconds": seconds, "peak_open_files": peak[0], "ray": where}, f)
 ''')
 #: three times the open-file limit: a driver that kept one file open per run (a claim's lock) would run out of files
-RUNS, LIMIT = 1_600, 512
+RUNS, LIMIT = 1_200, 384
 
 
 @pytest.fixture
