@@ -20,6 +20,7 @@ import pytest
 from seqbench.harness.report import build_report, data
 from seqbench.harness.train import Trainer, execute
 from seqbench.tasks.adding import AddingTask
+from tests.conftest import built_once
 from tests.harness.conftest import tiny
 
 MODELS, TASKS, LENGTHS, SEEDS = ["lstm", "transformer"], ["adding", "copy"], [8, 12], [0, 1]
@@ -49,7 +50,11 @@ def diverging_step(original):
 
 @pytest.fixture(scope="session")
 def results(tmp_path_factory):
-    root = tmp_path_factory.mktemp("results")
+    """Built once for the session, by whichever test process asks first (tests only read it)."""
+    return built_once(tmp_path_factory, "report-results", _make_results)
+
+
+def _make_results(root):
     ids = [execute(config(m, t, n, s), root / "sweep", progress=False)[0]["run_id"]
            for m in MODELS for t in TASKS for n in LENGTHS for s in SEEDS]
     (root / "sweep" / "sweep.json").write_text(json.dumps({
@@ -72,9 +77,10 @@ def results(tmp_path_factory):
 @pytest.fixture(scope="session")
 def report(results, tmp_path_factory):
     """The report's folder (index.html inside)."""
-    out = tmp_path_factory.mktemp("report")
-    assert build_report(results, out) == out / "index.html"
-    return out
+    def build(out):
+        assert build_report(results, out) == out / "index.html"
+
+    return built_once(tmp_path_factory, "report-report", build)
 
 
 @pytest.fixture
@@ -99,7 +105,10 @@ GRID_HIDDEN, GRID_BACKENDS = [8, 16], ["torch", "reference"]
 
 @pytest.fixture(scope="session")
 def grid_results(tmp_path_factory):
-    root = tmp_path_factory.mktemp("grid")
+    return built_once(tmp_path_factory, "report-grid", _make_grid)
+
+
+def _make_grid(root):
     for hidden in GRID_HIDDEN:
         for backend in GRID_BACKENDS:
             for seed in (0, 1):
@@ -116,9 +125,7 @@ def grid_results(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def grid_report(grid_results, tmp_path_factory):
-    out = tmp_path_factory.mktemp("grid_report")
-    build_report(grid_results, out)
-    return out
+    return built_once(tmp_path_factory, "report-grid-report", lambda out: build_report(grid_results, out))
 
 
 @pytest.fixture(scope="session")
