@@ -26,11 +26,11 @@ demo: $(STAMP)
 	$(VENV)/bin/seqbench sweep quick --out results
 	$(VENV)/bin/seqbench report results/quick
 
-# The suite runs in parallel: one pytest process per core (pytest-xdist; TEST_WORKERS=1 runs it in one process), each
-# test file in one process, so that a file's shared fixtures (a Ray instance, a SLURM stand-in) are built once.
+# The suite runs in parallel: one pytest process per core (pytest-xdist; TEST_WORKERS=1 runs it in one process). The
+# tests of a file that share a module fixture (a Ray instance, a SLURM stand-in) stay in one process (tests/conftest.py).
 TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q tests --benchmark-disable -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q tests --benchmark-disable -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) -m pytest -q tests/benchmarks --benchmark-only --benchmark-columns=min,median,iqr,rounds

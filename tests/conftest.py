@@ -25,6 +25,7 @@ os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
 # Ray processes the tests start); the Ray tests check it.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case torch was imported before this file
@@ -58,3 +59,14 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
 
 
 from tests.ci_skips import pytest_runtest_makereport  # noqa: E402,F401  (on CI, a skip for a missing dependency fails)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (make test: --dist loadgroup)
+def pytest_collection_modifyitems(config, items):
+    """A test that uses a module-scoped fixture (a Ray instance, a SLURM stand-in, a sweep it reads) runs in the same
+    process as the rest of its file, so that the fixture is built once; every other test goes wherever a process is
+    free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info and any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -182,16 +182,15 @@ def test_a_sweep_without_an_address_does_not_join_a_live_cluster_on_the_machine(
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
     spec = tmp_path / "own.yaml"
-    spec.write_text(yaml.safe_dump({"name": "own", "base": {**TINY_BASE, "threads": 1}, "seeds": 2}))
+    spec.write_text(yaml.safe_dump({"name": "own", "base": {**TINY_BASE, "threads": 1}}))
     proc = subprocess.run([sys.executable, "-m", "seqbench.harness.cli", "sweep", str(spec), "--out", str(tmp_path),
-                           "--executor", "ray", "--workers", "2"], cwd=frozen,
+                           "--executor", "ray", "--workers", "1"], cwd=frozen,
                           env={**os.environ, "PYTHONPATH": str(frozen), "RAY_ADDRESS": dead}, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cluster_nodes = {n["NodeID"] for n in ray.nodes()}
-    for summary in (tmp_path / "own").glob("*/summary.json"):
-        assert json.loads(summary.read_text())["provenance"]["ray"]["node_id"] not in cluster_nodes
-    assert len(list((tmp_path / "own").glob("*/summary.json"))) == 2
+    [summary] = (tmp_path / "own").glob("*/summary.json")
+    ran_on = json.loads(summary.read_text())["provenance"]["ray"]["node_id"]
+    assert ran_on not in {n["NodeID"] for n in ray.nodes()}  # on a node of its own instance, not of the cluster
 
 
 @pytest.mark.slow
