@@ -16,6 +16,7 @@ import re
 import shlex
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
@@ -83,7 +84,7 @@ def _load_config_file(path: str) -> dict:
 def output_folder(text: str, flag: str) -> Path:
     """`text` as a folder to write into: created later if missing, but refused now (before anything is written) when
     empty, when it or one of its parents is a file, when it cannot even be looked at (a parent folder the user may
-    not enter, a name too long) or when its nearest existing parent is not writable."""
+    not enter, a name too long) or when no folder can be created in its nearest existing parent (tried, and removed)."""
     if not text.strip():
         raise ConfigError(f"{flag} {text!r}: empty; give a folder (created if missing)")
     path = Path(text)
@@ -105,6 +106,11 @@ def output_folder(text: str, flag: str) -> Path:
         raise ConfigError(f"{flag} {text}: {where} is a file, not a folder; give a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {text}: {existing} is not writable")
+    try:  # what permission bits do not tell: a read-only or virtual file system (/proc), a full disk, root's limits
+        os.rmdir(tempfile.mkdtemp(prefix=".seqbench-probe-", dir=existing))
+    except OSError as e:
+        raise ConfigError(f"{flag} {text}: cannot create a folder in {existing}: {e.strerror or e}; give a folder "
+                          "you can write") from None
     return path
 
 

@@ -9,6 +9,7 @@ workspace's fixtures (see `workspace`).
 import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,6 +23,7 @@ from .conftest import tiny
 SMALL = {"task": "adding", "task.length": 8, "model.hidden": 8, "device": "cpu", "train.steps": 2,
          "train.batch_size": 4, "train.eval_size": 8, "train.grad_profile_batch": 2}
 TRACKERS = importlib.util.find_spec("tensorboard") is not None
+needs_proc = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 needs_tensorboard = pytest.mark.skipif(not TRACKERS, reason="export reads records only once the tracker is installed")
 
 
@@ -247,6 +249,8 @@ CASES = [
     C("run --config {configs}/sectionvalue.yaml", "train.lr.x", "'lr' is a value, not a section"),
     C("run --tracker nosuch", "--tracker", "nosuch"),
     C("run --out {long}/sub", "--out", "cannot reach", "File name too long"),
+    # a folder that permission bits call writable, where nothing can be created (Linux's /proc; even for root)
+    C("run --out /proc/seqbench-out", "--out /proc/seqbench-out: cannot create a folder in /proc", marks=needs_proc),
     # --- run: sizes no device can hold --------------------------------------------------------------------------------
     C("run task.length=100000000", "memory:", "task.length=100000000", "available", "train.memory_check=false"),
     C("run model.hidden=100000", "memory:", "model.hidden=100000", "parameters"),
@@ -295,6 +299,7 @@ CASES = [
       "--gpus-per-run"),
     C("sweep quick --out {file}", "--out", "a_file", "is a file"),
     C("sweep quick --out ''", "--out '': empty"),
+    C("sweep quick --out /proc", "--out /proc: cannot create a folder in /proc", marks=needs_proc),
     C("sweep quick --out {long} --dry-run", "--out", "cannot reach", "File name too long"),
     C("sweep {specs}/seedinbase.yaml", "seedinbase.yaml: base.seed", "`seeds:`", "seeds: [5]"),
     C("sweep {specs}/seedinbase.yaml --dry-run", "seedinbase.yaml: base.seed", "`seeds:`"),
@@ -317,6 +322,7 @@ CASES = [
     C("report {empty}", "no runs under", "empty"),
     C("report {runs} --out {file}", "--out", "a_file", "is a file"),
     C("report {runs} --out ''", "--out '': empty"),
+    C("report {runs} --out /proc/report", "--out /proc/report: cannot create a folder in /proc", marks=needs_proc),
     C("report {runs} --bogus", "unrecognized arguments: --bogus"),
     C("report {dir_summary_list}", "summary_list", "summary.json:1", "got a JSON array"),
     C("report {dir_summary_corrupt}", "summary_corrupt", "summary.json:3", "not valid JSON"),
@@ -359,6 +365,7 @@ CASES = [
     C("bench --out {file}", "--out", "a_file", "is a file"),
     C("bench --out ''", "--out '': empty"),
     C("bench --out {long}", "--out", "cannot reach", "File name too long"),
+    C("bench --out /proc", "--out /proc: cannot create a folder in /proc", marks=needs_proc),
     C("bench --cells foo", "--cells", "'foo'", "rnn, lstm, gru"),
     C("bench --backends cudnn", "--backends", "'cudnn'"),
     C("bench --batch 0", "--batch", "'0'", "positive integers"),
