@@ -88,7 +88,9 @@ def test_triton_backend_matches_torch_and_records_its_path(tmp_path, model):
 def test_triton_backend_above_the_one_program_limit_takes_the_split_kernels(tmp_path):
     from seqbench.harness.train import execute
 
-    summary, _ = execute(tiny("model=lstm", "model.backend=triton", "model.hidden=70", "train.steps=1"), tmp_path,
+    # the smallest run that trains and evaluates: each interpreted launch is slow
+    summary, _ = execute(tiny("model=lstm", "model.backend=triton", "model.hidden=70", "train.steps=1", "task.length=4",
+                              "train.batch_size=2", "train.eval_size=2", "train.grad_profile_batch=1"), tmp_path,
                          progress=False)
     assert summary["status"] == "completed"
     # on CPU (the interpreter) the split kernels launch once per step
