@@ -275,7 +275,7 @@ def _sweep_dry_run(spec, configs, sweep_dir: Path, states: dict, rerun, todo, as
     if as_json:
         keys = [*varied_keys(spec), "seed"]
         runs = [{"run_id": c.run_id, "state": states[c.run_id], "runs_again": c.run_id in rerun,
-                 "point": dict(zip(keys, point_of(c, keys))), "memory_bytes": sizes[c.run_id],
+                 "point": dict(zip(keys, point_of(c, keys, spec))), "memory_bytes": sizes[c.run_id],
                  "run_dir": str(sweep_dir / c.run_id)} for c in configs]
         print(json.dumps({"sweep": spec.name, "sweep_dir": str(sweep_dir), "runs": runs, "total": len(configs),
                           "to_run": len(todo), "done": len(configs) - len(todo), "available_bytes": free,

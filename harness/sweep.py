@@ -224,17 +224,39 @@ def varied_keys(spec: SweepSpec) -> list[str]:
     return [k for k in dict.fromkeys([*spec.grid, *(k for g in spec.zip_groups() for k in g)]) if k != "seed"]
 
 
-def point_of(cfg: RunConfig, keys: list[str]) -> tuple:
-    """A run's values of `keys` (a bare `task`/`model` is the name)."""
+def entry_keys(spec: SweepSpec) -> dict[str, list[str]]:
+    """For `model` and `task` varied as whole entries: the keys besides the name that any entry sets, in order of
+    first appearance ({"model": ["layers"]} for `model: [mingru, {name: mingru, layers: 2}]`); a key the sweep also
+    varies on its own (`model.hidden` in the grid) is left to its own column."""
+    varied = set(varied_keys(spec))
+    out = {}
+    for section in ("model", "task"):
+        entries = [*spec.grid.get(section, []), *(v for g in spec.zip_groups() for v in g.get(section, []))]
+        keys = (k.removeprefix(section + ".") for e in entries for k in flatten(_nested({section: e})))
+        out[section] = [k for k in dict.fromkeys(keys) if k != "name" and f"{section}.{k}" not in varied]
+    return out
+
+
+def point_of(cfg: RunConfig, keys: list[str], spec: SweepSpec) -> tuple:
+    """A run's values of `keys`. A `task`/`model` entry is labelled by its name and the value of every key the sweep's
+    entries for it set ("mingru layers=2"): by its name alone, runs of different configurations would share a label
+    (and a row of the results table)."""
     flat = flatten(cfg.canonical())
-    values = (flat.get(k if k not in ("task", "model") else k + ".name") for k in keys)
-    return tuple(user_text(v) if isinstance(v, list) else v for v in values)  # hashable: eval.lengths is a list
+    labelled = entry_keys(spec)
+
+    def value(key: str):
+        if key not in labelled:
+            return flat.get(key)
+        parts = [f"{k}={user_text(flat[f'{key}.{k}'])}" for k in labelled[key] if f"{key}.{k}" in flat]
+        return " ".join([str(flat.get(key + ".name")), *parts])
+
+    return tuple(user_text(v) if isinstance(v, list) else v for v in map(value, keys))  # hashable: eval.lengths
 
 
 def describe_point(cfg: RunConfig, spec: SweepSpec) -> str:
     """The values that vary across the sweep, for one run."""
     keys = [*varied_keys(spec), "seed"]
-    return " ".join(f"{k}={v}" for k, v in zip(keys, point_of(cfg, keys)))
+    return " ".join(f"{k}={v}" for k, v in zip(keys, point_of(cfg, keys, spec)))
 
 
 def recorded_threads(sweep_dir: Path, workers: int) -> tuple[int, str]:
@@ -318,7 +340,7 @@ def results_table(spec: SweepSpec, configs: list[RunConfig], sweep_dir: Path) ->
     keys = varied_keys(spec)
     rows: dict[tuple, list[dict]] = {}
     for cfg in configs:
-        rows.setdefault(point_of(cfg, keys), []).append(read_summary(sweep_dir / cfg.run_id) or {"status": "incomplete"})
+        rows.setdefault(point_of(cfg, keys, spec), []).append(read_summary(sweep_dir / cfg.run_id) or {"status": "incomplete"})
     header = [*(k.removesuffix(".name") for k in keys), "runs", "final eval loss", "accuracy", "solved"]
     lines = [header]
     for point, summaries in rows.items():

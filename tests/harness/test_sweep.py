@@ -379,3 +379,36 @@ def test_a_resumed_sweep_keeps_its_recorded_thread_share(tmp_path, capsys):
     assert "3 threads per run (recorded when this sweep first ran" in capsys.readouterr().err
     assert {json.loads(p.read_text())["threads"] for p in sweep_dir.glob("*/config.json")} == {3}
     assert json.loads((sweep_dir / "sweep.json").read_text())["threads"] == 3
+
+
+# --- labels of whole model and task entries ------------------------------------------------------------------------
+def same_name_spec(tmp_path):
+    """Two entries of one model that differ only in a key, and two of one task: four configurations, not one."""
+    return write_spec(tmp_path, grid={"model": ["mingru", {"name": "mingru", "layers": 2}],
+                                      "task": [{"name": "copy", "copy_len": 2},
+                                               {"name": "copy", "copy_len": 3, "n_symbols": 4}]}, seeds=2)
+
+
+def test_the_results_table_keeps_entries_of_one_model_or_task_apart(tmp_path):
+    from seqbench.harness.sweep import results_table
+
+    spec, source = load_spec(str(same_name_spec(tmp_path)))
+    configs = expand(spec, source, {})
+    lines = results_table(spec, configs, tmp_path / "no-records").splitlines()
+    rows = [line.split("  ")[:2] for line in lines[2:]]  # two spaces separate the columns
+    labels = [[cell.strip() for cell in row] for row in rows]
+    assert labels == [["mingru layers=1", "copy copy_len=2 n_symbols=8"], ["mingru layers=1", "copy copy_len=3 n_symbols=4"],
+                      ["mingru layers=2", "copy copy_len=2 n_symbols=8"], ["mingru layers=2", "copy copy_len=3 n_symbols=4"]]
+    assert all(" 0/2 (incomplete) " in line for line in lines[2:])  # each row holds its own 2 seeds, not 4 or 8
+
+
+def test_the_dry_run_labels_entries_of_one_model_by_the_keys_they_set(tmp_path, capsys):
+    path = same_name_spec(tmp_path)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("model=mingru layers=2 task=copy copy_len=3 n_symbols=4 seed=1") == 1
+    assert text.count("model=mingru layers=1 task=copy copy_len=2 n_symbols=8 seed=0") == 1
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert len({(r["point"]["model"], r["point"]["task"]) for r in runs}) == 4
+    assert {r["point"]["model"] for r in runs} == {"mingru layers=1", "mingru layers=2"}
