@@ -107,10 +107,23 @@ class EvalConfig(Strict):
             raise ValueError(f"length {twice[0]} is given twice; give each length once")
         return sorted(value)  # the order a user lists them in is not part of the experiment
 
+    test_size: int | None = Field(None, ge=1, description="sequences in the held-out test set, scored once on the "
+                                  "final model and recorded as final.test_<metric>; never used for selection, early "
+                                  "stopping or the solved step. Default (null): train.eval_size")
+
+
+class SameAs(NamedTuple):
+    """A LATER_KEYS value that is another key's value: `eval.test_size` defaults to `train.eval_size`."""
+
+    key: str
+
 
 #: keys added after records already existed, with the value that reproduces the earlier behaviour: at that value a
-#: key stays out of run_id, so an experiment run before the key existed keeps its identity (and its records)
-LATER_KEYS = {"eval.lengths": [], "task.variable_delay": False, "model.max_len": None, "model.params": None}
+#: key stays out of run_id, so an experiment run before the key existed keeps its identity (and its records). A run
+#: before `eval.test_size` existed had no test set: its default size leaves the id as it was (the test set adds
+#: numbers to the record but changes nothing the run did before)
+LATER_KEYS = {"eval.lengths": [], "task.variable_delay": False, "model.max_len": None, "model.params": None,
+              "eval.test_size": SameAs("train.eval_size")}
 
 #: dotted keys that say how a run is carried out, not which experiment it is: left out of run_id (and of a report's
 #: cells). `threads` can change the last bits of a CPU run, so it is recorded and reused, but the experiment is the same.
@@ -156,6 +169,8 @@ class RunConfig(Strict):
     def _resolve(self) -> RunConfig:
         if self.data_seed is None:
             self.data_seed = self.seed
+        if self.eval.test_size is None:
+            self.eval.test_size = self.train.eval_size
         import torch  # here, not at the top: only resolving a device needs it
 
         if self.device == "auto":
@@ -258,12 +273,16 @@ class RunConfig(Strict):
     @property
     def run_id(self) -> str:
         identity = self.canonical()
+        flat = flatten(identity)  # before anything is dropped: a SameAs default reads its key here
         for key in (*OPERATIONAL_KEYS, *LATER_KEYS):
             *parents, leaf = key.split(".")
             node = identity
             for part in parents:
                 node = node[part]
-            if key in OPERATIONAL_KEYS or (leaf in node and node[leaf] == LATER_KEYS[key]):
+            default = LATER_KEYS.get(key)
+            if isinstance(default, SameAs):
+                default = flat[default.key]
+            if key in OPERATIONAL_KEYS or (leaf in node and node[leaf] == default):
                 node.pop(leaf, None)
         if not identity["eval"]:
             identity.pop("eval")

@@ -2,9 +2,9 @@
 written, a run its device cannot hold (`train.memory_check=false` runs it anyway).
 
 The estimate adds what a run allocates: the parameters with their gradients and optimiser state (and the float64 copy
-the gradient profile trains through), the task's data tensors (evaluation set, profile batch, training batch), and the
-largest of three phases that never overlap: a training step (the activations kept for backward), an evaluation chunk
-and a gradient profile. Activations are counted in values kept per sequence, position and unit of width (hidden size or
+the gradient profile trains through), the task's data tensors (evaluation and test sets, profile batch, training batch;
+the test set is drawn only at the end, so this is an upper bound), and the largest of three phases that never overlap:
+a training step (the activations kept for backward), an evaluation chunk and a gradient profile. Activations are counted in values kept per sequence, position and unit of width (hidden size or
 d_model); those constants were measured as the peak RSS growth of short CPU runs under torch 2.13 (oneDNN) and are
 checked against fresh measurements, within a factor of 2, by tests/harness/test_memory.py. On CUDA (cuDNN, the fused
 kernels) the same constants apply, unmeasured; the float64 gradient profile of a Transformer adds attention's T^2
@@ -142,14 +142,16 @@ def estimate(cfg) -> Estimate:
     profile_bytes = 8 if t.grad_profile_dtype == "float64" else 4
     others = [dataclasses.replace(task, length=n) for n in cfg.eval.lengths if n != task.length]
     parts = {"parameters": P * 4 * (2 + _optimizer_slots(t)) + P * profile_bytes * 2,
-             "data": (t.eval_size + t.grad_profile_batch + t.batch_size) * _sequence_bytes(task)
+             "data": (t.eval_size + cfg.eval.test_size + t.grad_profile_batch + t.batch_size) * _sequence_bytes(task)
              + sum(t.eval_size * _sequence_bytes(other) for other in others)}
     key = m.width_key or "width"
     width = getattr(m, key, 0) if m.width_key else 0  # a plugin's activations are not estimated (see above)
     width_key = f"model.{key}={width}"
     train_values, eval_values, profile_values = _values_per_position(m)
-    chunk = min(t.eval_size, EVAL_CHUNK)
-    evaluation = (chunk * L * (width * eval_values + out * LOGIT_VALUES) * 4, f"min(train.eval_size, {EVAL_CHUNK})={chunk}")
+    scored = max(t.eval_size, cfg.eval.test_size)  # the larger of the two sets fills the larger chunk
+    chunk = min(scored, EVAL_CHUNK)
+    size_key = "train.eval_size" if scored == t.eval_size else "eval.test_size"
+    evaluation = (chunk * L * (width * eval_values + out * LOGIT_VALUES) * 4, f"min({size_key}, {EVAL_CHUNK})={chunk}")
     for other in others:  # the other evaluation lengths: chunks of about EVAL_TOKENS tokens
         n = min(t.eval_size, max(1, min(EVAL_CHUNK, EVAL_TOKENS // other.seq_len)))
         size = n * other.seq_len * (width * eval_values + out * LOGIT_VALUES) * 4
@@ -177,7 +179,7 @@ def estimate(cfg) -> Estimate:
         per_position = f"{out} outputs" + (f" (task.n_symbols={task.n_symbols})" if hasattr(task, "n_symbols") else "")
     sizes = f"{width_key}, {layers}" if m.width_key else layers
     why = {"parameters": f"{P:,} parameters ({sizes}) with gradients and {t.optimizer} state",
-           "data": f"train.eval_size={t.eval_size} sequences of {length}",
+           "data": f"train.eval_size={t.eval_size} + eval.test_size={cfg.eval.test_size} sequences of {length}",
            phase: f"{phases[phase][1]} x {length} x {per_position}"}
     return Estimate(parts, why)
 

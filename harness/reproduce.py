@@ -33,6 +33,8 @@ ENVIRONMENT = ("commit", "dirty", "source_digest", "device", "device_name", "cpu
                "numpy", "python", "cuda", "cudnn", "torch_threads", "deterministic_algorithms", "cudnn_deterministic",
                "model_plugin")
 NOT_RECORDED = "<not recorded>"  # the old value of a field its record predates (made before seqbench recorded it)
+#: the prefix of the summary's final fields added after records existed: the held-out test set's `final.test_*`
+LATER_FINAL = "test_"
 ABSENT = "<absent>"
 VERDICTS = ("identical", "within rtol", "differs")
 
@@ -150,8 +152,20 @@ def reproduce(run_dir: Path, keep: Path | None = None, progress: bool = True, th
     with tempfile.TemporaryDirectory(prefix="seqbench-reproduce-") as tmp:
         out = Path(keep) if keep else Path(tmp)
         summary, new_dir = _rerun(cfg, out, progress, kept=keep is not None)
-        quantities = compare(old, record_of(new_dir))
+        new = record_of(new_dir)
+        for field in later_fields(old["summary"], new["summary"]):  # named by environment_changes instead
+            new["summary"]["final"].pop(field.removeprefix("final."))
+        quantities = compare(old, new)
     return quantities, summary
+
+
+def later_fields(old: dict, new: dict) -> list[str]:
+    """The rerun's `final.test_*` fields (summary `new`) when the record's summary (`old`) predates the test set (a
+    `final` without them): the record cannot be compared on them, and its other numbers still can."""
+    before, after = old.get("final"), new.get("final")
+    if not isinstance(before, dict) or not isinstance(after, dict) or any(k.startswith(LATER_FINAL) for k in before):
+        return []
+    return [f"final.{k}" for k in sorted(after) if k.startswith(LATER_FINAL)]
 
 
 def _check_keep(keep: Path, run_id: str, run_dir: Path) -> None:
@@ -204,8 +218,10 @@ def _discard_partial(target: Path, had_record: bool) -> None:
 def environment_changes(run_dir: Path, new: dict) -> dict[str, tuple]:
     """The provenance fields (ENVIRONMENT) in which the rerun differs from the record: {field: (old, new)}. Fields
     that hold objects (`cpu`, `model_plugin`) by dotted sub-key (`cpu.model`), ABSENT where one side lacks it; a field
-    the record predates (an old record has no `cpu`) is (NOT_RECORDED, new): it cannot be compared."""
-    old, now = (read_summary(run_dir) or {}).get("provenance", {}), new.get("provenance", {})
+    the record predates (an old record has no `cpu`) is (NOT_RECORDED, new): it cannot be compared. So are the test
+    set's `final.test_*` of a record made before runs had one (see `later_fields`)."""
+    recorded = read_summary(run_dir) or {}
+    old, now = recorded.get("provenance", {}), new.get("provenance", {})
     changes = {}
     for k in ENVIRONMENT:
         if k not in old and k in now:
@@ -216,6 +232,7 @@ def environment_changes(run_dir: Path, new: dict) -> dict[str, tuple]:
                             if a.get(s, ABSENT) != b.get(s, ABSENT)})
         elif k in old and old[k] != now.get(k):
             changes[k] = (old[k], now.get(k, ABSENT))
+    changes.update({f: (NOT_RECORDED, new["final"][f.removeprefix("final.")]) for f in later_fields(recorded, new)})
     return changes
 
 
@@ -235,7 +252,8 @@ def environment_lines(changes: dict[str, tuple]) -> list[str]:
         lines.append("  (bitwise agreement is expected only on the same CPU and software with the same thread count; "
                      "elsewhere at best within a tolerance)")
     else:
-        lines.append("environment: same as the record" + (" where recorded" if missing else "")
+        unknown = [k for k in missing if not k.startswith("final.")]  # a result field says nothing of the environment
+        lines.append("environment: same as the record" + (" where recorded" if unknown else "")
                      + " (commit, software, device, CPU, threads)")
     if missing:
         lines.append(f"not in the record (made before seqbench recorded them), so not compared: {', '.join(missing)}"

@@ -36,7 +36,7 @@ def eval_chunk(seq_len: int) -> int:
 
 
 def derive_seed(seed: int, stream: str) -> int:
-    """Independent, stable seeds for the train/eval/profile data streams of one data seed."""
+    """Independent, stable seeds for the train/eval/test/profile data streams of one data seed."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{stream}".encode()).digest()[:8], "little") >> 1
 
 
@@ -131,6 +131,20 @@ class Trainer:
         self.model.train()
         return stats
 
+    def test_set(self):
+        """The held-out test set: `eval.test_size` sequences from a stream of their own (`test`), drawn afresh on each
+        call, so the same in a resumed run. Never seen by training, selection, early stopping or the solved step."""
+        return self.task.sample(self.cfg.eval.test_size, self._generator("test"), self.device)
+
+    @torch.no_grad()
+    def test(self) -> dict[str, float]:
+        """`test_<stat>` of the final model on the test set, scored once, at the end (drawn only then: it holds no
+        memory while the run trains)."""
+        self.model.eval()
+        stats = {f"test_{k}": v for k, v in self._stats(self.task, self.test_set(), EVAL_CHUNK).items()}
+        self.model.train()
+        return stats
+
     def _stats(self, task, data, chunk: int) -> dict[str, float]:
         x, y = data
         parts: dict[str, list[torch.Tensor]] = {}
@@ -167,10 +181,12 @@ class Trainer:
                 writer.checkpoint(self.state_dict(state, began))
             if self.stop.is_set():
                 raise RunInterrupted(step)
+        test = None
         if state.diverged_step is None:
             writer.profiles(self.profile(state.step))
+            test = self.test()
         state.elapsed += time.perf_counter() - began
-        return self.summary(state)
+        return self.summary(state, test)
 
     def _begin(self, writer) -> LoopState:
         writer.profiles(self.profile(0))
@@ -229,15 +245,20 @@ class Trainer:
         loop["intervals"] = [tuple(i) for i in loop["intervals"]]
         return LoopState(**loop)
 
-    def summary(self, state: LoopState) -> dict:
+    def summary(self, state: LoopState, test: dict[str, float] | None = None) -> dict:
+        """The run's summary; `test` is the test set's scores of the final model (None for a diverged run, whose
+        final values are all None: its weights hold non-finite numbers)."""
         steady = state.intervals[1:] or state.intervals  # the first interval holds warm-up (allocation, caches)
         tokens, seconds = (sum(v) for v in zip(*steady)) if steady else (0, 0.0)
         evals = {k: v for k, v in state.last_eval.items() if k != "step"}
+        if test is None:  # the same fields, empty: test_<stat> for each eval_<stat> at the training length
+            test = {"test_" + k.removeprefix("eval_"): None for k in evals if k.startswith("eval_") and "@" not in k}
+        final = {**evals, **test}
         return {
             "status": "diverged" if state.diverged_step else "completed",
             "steps_done": state.step,
             "diverged_step": state.diverged_step,
-            "final": {k: None for k in evals} if state.diverged_step else evals,
+            "final": {k: None for k in final} if state.diverged_step else final,
             "last_eval": state.last_eval,
             "solved_step": state.solved_step,
             "solved_criterion": self.task.solved_criterion,

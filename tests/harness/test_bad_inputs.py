@@ -210,6 +210,8 @@ CASES = [
     C("run seed=-1", "seed=-1"),
     C("run data_seed=x", "data_seed=x"),
     C("run threads=0", "threads=0"),
+    C("run eval.test_size=0", "eval.test_size=0", "greater than or equal to 1"),
+    C("run eval.test_size=many", "eval.test_size=many", "integer"),
     # --- run: keys ----------------------------------------------------------------------------------------------------
     C("run train.unknown=1", "train.unknown: unknown key", "train.lr"),
     C("run foo=1", "foo: unknown key", "allowed here: task, model, train"),
@@ -259,6 +261,7 @@ CASES = [
     C("run train.batch_size=100000000", "memory:", "train.batch_size=100000000"),
     C("run model=transformer model.d_model=65536 model.heads=1", "memory:", "model.d_model=65536"),
     C("run train.eval_size=1000000000", "memory:", "train.eval_size=1000000000"),
+    C("run eval.test_size=1000000000", "memory:", "eval.test_size=1000000000"),
     C("run model=gru model.layers=100000 model.hidden=512", "memory:", "model.layers=100000"),
     C("run task=copy task.n_symbols=100000000 train.batch_size=1000", "memory:"),
     # --- sweep --------------------------------------------------------------------------------------------------------

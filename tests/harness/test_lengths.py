@@ -95,7 +95,7 @@ def test_every_evaluation_records_each_length_and_training_is_unchanged(tmp_path
     for r in evals:  # the training length (6) is the ordinary eval_*; no eval_*@6
         assert {k for k in r if k.startswith("eval_")} == {f"eval_{s}{at}" for s in ("loss", "accuracy", "exact")
                                                            for at in ("", "@3", "@24")}
-    assert set(summary["final"]) == {k for k in evals[-1] if k.startswith("eval_")}
+    assert {k for k in summary["final"] if k.startswith("eval_")} == {k for k in evals[-1] if k.startswith("eval_")}
     # evaluating at more lengths perturbs neither training nor the training-length evaluation
     assert untimed_metrics(run_plain) == [{k: v for k, v in r.items() if "@" not in k} for r in untimed_metrics(run_dir)]
     assert summary["final"]["eval_loss"] == plain["final"]["eval_loss"]
