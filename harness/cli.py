@@ -376,7 +376,7 @@ def cmd_report(args) -> int:
         # only now: importing matplotlib may warn (an unwritable config folder), which must not precede a refusal
         from .report import build_report
 
-        index = build_report(results, out)
+        index = build_report(results, out, strict=args.strict)
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     except PermissionError as e:  # a record or folder inside that this user may not read or write
@@ -554,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     rpt = sub.add_parser("report", help="figures, tables and an HTML/Markdown page from any results folder")
     rpt.add_argument("dir", metavar="DIR", help="a results folder: single runs or sweeps, nested")
     rpt.add_argument("--out", help="output folder (default: DIR/report)")
+    rpt.add_argument("--strict", action="store_true",
+                     help="refuse a folder whose runs come from more than one commit or from a tree with uncommitted "
+                          "changes (without it: a warning on stderr and on the page)")
     rpt.set_defaults(func=cmd_report)
     rep = sub.add_parser("reproduce", help="rerun a recorded run from its config.json and compare the records")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a run's record folder (results/.../<run_id>)")

@@ -13,24 +13,34 @@ import signal
 import tempfile
 from pathlib import Path
 
+from ..loaders import warn
 from . import data, figures, page, tables
+from .provenance import mixed_provenance
 
 #: what a report consists of: the entries of its folder that a new report replaces (anything else there stays)
 ENTRIES = ("figures", "tables", "index.md", "index.html")
 
 
-def build_report(results_dir: Path, out_dir: Path | None = None) -> Path:
+def build_report(results_dir: Path, out_dir: Path | None = None, strict: bool = False) -> Path:
     """Report on every run under `results_dir` (single runs, sweeps, nested, any status) into `out_dir` (default
     `results_dir/report`): figures/*.png|pdf, tables/*.md|csv|tex, index.md and index.html, whose path is returned.
 
     The report is built in a hidden folder beside `out_dir` and moved into place only once complete: interrupted
     (Ctrl-C) or failed, it leaves `out_dir` as it was (absent, or the earlier report).
 
-    Raises ValueError("no runs under DIR") when the folder holds no run.
+    Runs from more than one commit, or from a tree with uncommitted changes, are warned about (stderr and the page);
+    `strict` refuses them instead.
+
+    Raises ValueError("no runs under DIR") when the folder holds no run, and with `strict` when its runs' provenance
+    is mixed.
     """
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "report"
     d = data.load(results_dir)
+    for warning in mixed_provenance(d.runs):  # before anything is written: --strict writes nothing
+        if strict:
+            raise ValueError(f"{results_dir}: --strict: {warning.removeprefix('mixed provenance: ')}; nothing written")
+        warn(warning)
     created = [p for p in (out_dir.parent, *out_dir.parent.parents) if not p.exists()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     building = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"

@@ -11,6 +11,7 @@ import pandas as pd
 
 from . import data as D
 from .figures import FIGURES
+from .provenance import mixed_provenance
 from .tables import CAPTIONS, PAPER_FILE, html as html_table, key_text, markdown
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -78,6 +79,7 @@ def warnings(d: D.ReportData) -> list[str]:
             "the statistics and counted under no final value."
             for cell, run_id, seed in zip(empty.cell, empty.run_id, empty["config.seed"])]
     out += d.record_warnings  # records that lost a part: a finished run without config.json, a completed run's metrics
+    out += mixed_provenance(d.runs)  # runs from several commits or a dirty tree
     return out
 
 
