@@ -205,8 +205,16 @@ def cmd_sweep(args) -> int:
     spec, source = load_spec(args.spec)
     from .config import devices_elsewhere
 
-    with devices_elsewhere() if args.executor in ("ray", "slurm") else contextlib.nullcontext():
-        configs = with_trackers(expand(spec, source, parse_overrides(args.overrides)), args.tracker)
+    tuned = None  # a tuned sweep's points (harness.tune.Point): its final runs depend on its selection runs
+    with _devices_here_or_elsewhere(args):
+        if spec.tune:
+            from .tune import expand_selection
+
+            tuned = expand_selection(spec, source, parse_overrides(args.overrides))
+            configs = [c for point in tuned for runs in point.selection for c in runs]
+        else:
+            configs = expand(spec, source, parse_overrides(args.overrides))
+        configs = with_trackers(configs, args.tracker)
     sweep_dir = output_folder(str(out / spec.name), "--out")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
@@ -231,8 +239,17 @@ def cmd_sweep(args) -> int:
     rerun = to_rerun(configs, sweep_dir, args.force, args.retry_failed)
     todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
     if args.dry_run:
-        return _sweep_dry_run(spec, configs, sweep_dir, states, rerun, todo, args.json, args.executor == "local")
+        phases, pending = {}, []
+        if tuned:
+            configs, phases, pending = _tuned_listing(args, spec, source, tuned, configs, sweep_dir)
+            states.update({c.run_id: run_state(sweep_dir / c.run_id) for c in configs if c.run_id not in states})
+            rerun |= to_rerun(configs, sweep_dir, args.force, args.retry_failed)
+            todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
+        return _sweep_dry_run(spec, configs, sweep_dir, states, rerun, todo, args.json, args.executor == "local",
+                              phases, pending)
     workers = args.workers or default_workers(configs[0].device, args.workers_per_gpu or 1)
+    if tuned and not todo:  # the final runs take the selection runs' shapes: check those when none is left to run
+        todo = configs
     if args.executor == "local" and todo:  # Ray and SLURM run elsewhere: their nodes' memory is not known here
         from .memory import available, check
 
@@ -248,7 +265,40 @@ def cmd_sweep(args) -> int:
             except ConfigError as e:
                 raise ConfigError(f"{source}: at {describe_point(cfg, spec)}: {e}") from None
     threads, note = recorded_threads(sweep_dir, workers)
-    return _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun)
+    return _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun, tuned)
+
+
+def _devices_here_or_elsewhere(args):
+    """Ray and SLURM runs use their nodes' devices: configs are resolved without this machine's (device=cuda on a
+    CPU-only driver is fine)."""
+    from .config import devices_elsewhere
+
+    return devices_elsewhere() if args.executor in ("ray", "slurm") else contextlib.nullcontext()
+
+
+def _final_configs(args, spec, source, tuned, choices) -> list:
+    """A tuned sweep's final runs for the `choices` made (harness.tune.choose), with the --tracker flags."""
+    from .config import parse_overrides
+    from .tune import expand_finals
+
+    with _devices_here_or_elsewhere(args):
+        finals = expand_finals(spec, source, parse_overrides(args.overrides), tuned, [c["chosen"] for c in choices])
+    return with_trackers(finals, args.tracker)
+
+
+def _tuned_listing(args, spec, source, tuned, selection, sweep_dir) -> tuple[list, dict, list]:
+    """What a dry run of a tuned sweep lists: the selection runs, then the final runs of the points whose selection
+    is finished (chosen from the records as the sweep would choose), and for the other points how many final runs
+    will follow their selection. Returns (runs, run_id -> phase, the points still to select)."""
+    from .tune import choose, metric, selected
+
+    ready = [p for p in tuned if selected([p], sweep_dir)]
+    name = metric(spec, source, [runs[0] for p in tuned for runs in p.selection[:1]])
+    finals = _final_configs(args, spec, source, ready, choose(ready, sweep_dir, name)) if ready else []
+    pending = [{"point": p.label, "seeds": spec.seed_list(), "runs": spec.seed_count()} for p in tuned
+               if p not in ready]
+    phases = {**{c.run_id: "selection" for c in selection}, **{c.run_id: "final" for c in finals}}
+    return [*selection, *finals], phases, pending
 
 
 def _check_workers_per_gpu(args, configs) -> None:
@@ -265,89 +315,146 @@ def _check_workers_per_gpu(args, configs) -> None:
                           "(use --workers for CPU runs)")
 
 
-def _sweep_dry_run(spec, configs, sweep_dir: Path, states: dict, rerun, todo, as_json: bool, here: bool) -> int:
+def _sweep_dry_run(spec, configs, sweep_dir: Path, states: dict, rerun, todo, as_json: bool, here: bool,
+                   phases: dict | None = None, pending: list | None = None) -> int:
+    """The runs and their states. A tuned sweep's runs carry their `phases` (selection or final); `pending` are its
+    points whose final runs are not known yet (they depend on the selection), counted as runs to run."""
     from .memory import available, estimate, human
-    from .sweep import describe_point, point_of, varied_keys
+    from .sweep import describe_point, point_of, shown_keys
 
+    phases, pending = phases or {}, pending or []
+    later = sum(p["runs"] for p in pending)
+    total, to_run = len(configs) + later, len(todo) + later
     sizes = {c.run_id: estimate(c).total for c in configs}
     # Ray and SLURM runs use their nodes' memory, which this machine cannot see
     free, source = available(configs[0].device) if here else (None, "not known here: the runs use the nodes' memory")
     if as_json:
-        keys = [*varied_keys(spec), "seed"]
+        keys = shown_keys(spec)
         runs = [{"run_id": c.run_id, "state": states[c.run_id], "runs_again": c.run_id in rerun,
                  "point": dict(zip(keys, point_of(c, keys, spec))), "memory_bytes": sizes[c.run_id],
-                 "run_dir": str(sweep_dir / c.run_id)} for c in configs]
-        print(json.dumps({"sweep": spec.name, "sweep_dir": str(sweep_dir), "runs": runs, "total": len(configs),
-                          "to_run": len(todo), "done": len(configs) - len(todo), "available_bytes": free,
-                          "available_source": source}, indent=2))
+                 "run_dir": str(sweep_dir / c.run_id), **({"phase": phases[c.run_id]} if phases else {})}
+                for c in configs]
+        print(json.dumps({"sweep": spec.name, "sweep_dir": str(sweep_dir), "runs": runs, "total": total,
+                          "to_run": to_run, "done": total - to_run, "available_bytes": free,
+                          "available_source": source, **({"after_selection": pending} if spec.tune else {})},
+                         indent=2))
         return 0
     for cfg in configs:
         again = "  (runs again)" if cfg.run_id in rerun else ""
-        print(f"{cfg.run_id}  {states[cfg.run_id]:<38} {describe_point(cfg, spec)}{again}")
-    print(f"sweep {spec.name}: {len(configs)} runs, {len(todo)} to run, {len(configs) - len(todo)} already done "
-          f"-> {sweep_dir}")
+        phase = f"  ({phases[cfg.run_id]})" if phases else ""
+        print(f"{cfg.run_id}  {states[cfg.run_id]:<38} {describe_point(cfg, spec)}{phase}{again}")
+    for p in pending:
+        where = " ".join(f"{k}={v}" for k, v in p["point"].items()) or "the only point"
+        print(f"{'after selection':<52} {where}: {p['runs']} final runs (seeds {', '.join(map(str, p['seeds']))}) "
+              f"with the chosen {', '.join(spec.tune.keys)}")
+    tuned = ""
+    if spec.tune:
+        selection = sum(phase == "selection" for phase in phases.values())
+        tuned = (f" ({selection} selection runs, {total - selection} final runs"
+                 + (f", {later} of them after selection" if later else "") + ")")
+    print(f"sweep {spec.name}: {total} runs{tuned}, {to_run} to run, {total - to_run} already done -> {sweep_dir}")
     print(f"memory: the largest run needs about {human(max(sizes.values()))}; "
           + (f"{human(free)} {source}" if free is not None else f"available: {source}"))
     return 0
 
 
-def _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun) -> int:
-    from .executors import run_local, run_ray
+def _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun, tuned=None) -> int:
+    """Run the sweep's runs through its executor and end with the results table and the tally. A tuned sweep
+    (`tuned`: its points) runs in two phases through the same executor: the selection runs (`configs`), then, once
+    tuning.json records the choice, the chosen candidates on the final seeds."""
     from .progress import SweepProgress
-    from .records import is_finished, read_summary, wait_for_claim
+    from .records import is_finished
     from .sweep import report_lines, results_table, to_rerun, write_runs_table, write_sweep_file
 
+    resources = None
     if args.executor == "ray":  # before anything is written: refuse runs that no node of the cluster can hold
         from .executors import check_ray
         from .resources import resolve_resources
 
         resources = resolve_resources(spec.resources, args)
-        check_ray([c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun], sweep_dir,
-                  threads, args.ray_address, resources)
-    write_sweep_file(sweep_dir, spec, source, args.overrides, configs, threads)
-    results = []
+        todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
+        check_ray(todo or (configs if tuned else []), sweep_dir, threads, args.ray_address, resources)  # finals: alike
+    tuning = {"tuned": True, "tuning": "tuning.json", "selection_run_ids": [c.run_id for c in configs]} if tuned else {}
+    write_sweep_file(sweep_dir, spec, source, args.overrides, configs, threads, tuning)
+    results, finals, unchosen = [], [], []
     todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
-    print(f"sweep {spec.name}: {len(configs)} runs ({len(configs) - len(todo)} already recorded), "
+    total = len(configs) + (spec.point_count() * spec.seed_count() if tuned else 0)
+    phases = f" ({len(configs)} selection runs, then {total - len(configs)} final runs)" if tuned else ""
+    print(f"sweep {spec.name}: {total} runs{phases} ({len(configs) - len(todo)} already recorded), "
           f"executor {args.executor}, {workers} workers, {threads} threads per run{note} -> {sweep_dir}",
           file=sys.stderr)
-    todo_ids = {c.run_id for c in todo}
     try:
-        with SweepProgress(len(configs), spec.name) as bar, _sigterm_as_interrupt():
-            for cfg in configs:
-                if cfg.run_id not in todo_ids:
-                    results.append({**read_summary(sweep_dir / cfg.run_id), "skipped": True})
-                    bar.finished(results[-1])
-            while todo:
-                if args.executor == "slurm":
-                    from .slurm import run_slurm, slurm_settings
-
-                    runs = run_slurm(todo, sweep_dir, threads, *slurm_settings(args, spec), bar.step, rerun)
-                elif args.executor == "ray":
-                    runs = run_ray(todo, sweep_dir, threads, args.ray_address, bar.step, rerun=rerun,
-                                   resources=resources)
-                else:
-                    runs = run_local(todo, sweep_dir, workers, threads, bar.step, rerun)
-                busy = []
-                for summary in runs:
-                    if summary["status"] == "busy":  # another sweep holds it: wait for it below, then look again
-                        busy.append(summary["run_id"])
-                        continue
-                    results.append(summary)
-                    bar.finished(summary)
-                todo = [c for c in todo if c.run_id in busy]
-                # a run another sweep held may have been run again there: rerun it here only if it still failed
-                rerun = to_rerun(todo, sweep_dir, False, args.retry_failed or args.force)
-                for cfg in todo:
-                    wait_for_claim(sweep_dir / cfg.run_id)
+        with SweepProgress(total, spec.name) as bar, _sigterm_as_interrupt():
+            _execute(args, spec, configs, sweep_dir, workers, threads, rerun, resources, bar, results)
+            if tuned:
+                finals, unchosen = _select(args, spec, source, tuned, sweep_dir)
+                write_sweep_file(sweep_dir, spec, source, args.overrides, [*configs, *finals], threads, tuning)
+                _execute(args, spec, finals, sweep_dir, workers, threads,
+                         to_rerun(finals, sweep_dir, args.force, args.retry_failed), resources, bar, results)
     except KeyboardInterrupt:
-        write_runs_table(sweep_dir, [c.run_id for c in configs])
+        write_runs_table(sweep_dir, [c.run_id for c in [*configs, *finals]])
         print(f"sweep {spec.name}: interrupted; run the same command to resume (each unfinished run from its last "
               "checkpoint).", file=sys.stderr)
         return 130
-    write_runs_table(sweep_dir, [c.run_id for c in configs])
-    print(results_table(spec, configs, sweep_dir))
+    write_runs_table(sweep_dir, [c.run_id for c in [*configs, *finals]])
+    print(results_table(spec, finals if tuned else configs, sweep_dir))
     print("\n".join(report_lines(spec.name, results, sweep_dir)))
-    return 1 if any(r["status"] in ("failed", "interrupted") for r in results) else 0
+    for label in unchosen:
+        where = " ".join(f"{k}={v}" for k, v in label.items()) or "the only point"
+        print(f"  tuning  {where}: no candidate completed on every selection seed; its final runs were not run "
+              f"(scores in {sweep_dir / 'tuning.json'})")
+    failed = any(r["status"] in ("failed", "interrupted") for r in results)
+    return 1 if failed or unchosen else 0
+
+
+def _select(args, spec, source, tuned, sweep_dir) -> tuple[list, list[dict]]:
+    """Choose each point's candidate from its selection runs' records, write tuning.json, and return the final runs
+    and the labels of the points where no candidate could be chosen."""
+    from .tune import choose, metric, write_tuning
+
+    name = metric(spec, source, [runs[0] for p in tuned for runs in p.selection[:1]])
+    choices = choose(tuned, sweep_dir, name)
+    path = write_tuning(sweep_dir, spec, name, choices)
+    chosen = [c for c in choices if c["chosen"] is not None]
+    print(f"sweep {spec.name}: chose {', '.join(spec.tune.keys)} at {len(chosen)} of {len(choices)} points by "
+          f"{name} ({path})", file=sys.stderr)
+    return _final_configs(args, spec, source, tuned, choices), [c["point"] for c in choices if c["chosen"] is None]
+
+
+def _execute(args, spec, configs, sweep_dir, workers, threads, rerun, resources, bar, results: list) -> None:
+    """Run `configs` through the sweep's executor, appending each run's summary to `results` (finished runs not in
+    `rerun` as skipped); a run another sweep holds is waited for, then looked at again."""
+    from .executors import run_local, run_ray
+    from .records import is_finished, read_summary, wait_for_claim
+    from .sweep import to_rerun
+
+    todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
+    todo_ids = {c.run_id for c in todo}
+    for cfg in configs:
+        if cfg.run_id not in todo_ids:
+            results.append({**read_summary(sweep_dir / cfg.run_id), "skipped": True})
+            bar.finished(results[-1])
+    while todo:
+        if args.executor == "slurm":
+            from .slurm import run_slurm, slurm_settings
+
+            runs = run_slurm(todo, sweep_dir, threads, *slurm_settings(args, spec), bar.step, rerun)
+        elif args.executor == "ray":
+            runs = run_ray(todo, sweep_dir, threads, args.ray_address, bar.step, rerun=rerun, resources=resources)
+        else:
+            runs = run_local(todo, sweep_dir, workers, threads, bar.step, rerun)
+        busy = []
+        for summary in runs:
+            if summary["status"] == "busy":  # another sweep holds it: wait for it below, then look again
+                busy.append(summary["run_id"])
+                continue
+            results.append(summary)
+            bar.finished(summary)
+        todo = [c for c in todo if c.run_id in busy]
+        # a run another sweep held may have been run again there: rerun it here only if it still failed
+        rerun = to_rerun(todo, sweep_dir, False, args.retry_failed or args.force)
+        for cfg in todo:
+            wait_for_claim(sweep_dir / cfg.run_id)
 
 
 @contextlib.contextmanager

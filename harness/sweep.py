@@ -10,6 +10,7 @@ import itertools
 import math
 import os
 import sys
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,49 @@ STATUSES = ("completed", "diverged", "failed", "skipped", "busy")
 #: ten keys with ten values each is refused in one line instead of exhausting memory (100,000 runs expand in about a
 #: minute and a couple of GiB; split a larger study into several sweeps)
 MAX_RUNS = 100_000
+#: what a tuned sweep may select by (the evaluation set's final values; never the test set's) and which way is better
+TUNE_METRICS = {"eval_accuracy": "max", "eval_loss": "min"}
+
+
+class TuneSpec(BaseModel):
+    """`tune:` of a spec: candidate values of some config keys, tried on selection seeds at every point of the grid;
+    the best by `metric` then runs on the spec's seeds (see `harness.tune`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: dict[str, list] = Field(description="config key -> candidate values; every combination is a candidate")
+    seeds: list[int] = Field(description="the selection seeds, none of them one of the spec's (final) seeds")
+    metric: str | None = Field(None, description="eval_accuracy or eval_loss (default: eval_loss for the adding "
+                                                 "task, else eval_accuracy)")
+
+    @field_validator("keys")
+    @classmethod
+    def _candidates(cls, keys):
+        if not keys:
+            raise ValueError("no key to tune; give at least one, e.g. keys: {train.lr: [0.001, 0.003]}")
+        for key, values in keys.items():
+            if not values:
+                raise ValueError(f"{key}: empty list; give at least one candidate value")
+        return keys
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds):
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds={seeds}: give a non-empty list of distinct selection seeds")
+        return seeds
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, metric):
+        if metric is not None and metric not in TUNE_METRICS:
+            why = "; selection never looks at the test set" if str(metric).startswith("test_") else ""
+            raise ValueError(f"{metric!r}: unknown metric; allowed: eval_accuracy (higher is better), eval_loss "
+                             f"(lower is better){why}")
+        return metric
+
+    def candidate_count(self) -> int:
+        return math.prod(len(values) for values in self.keys.values())
 
 
 class SweepSpec(BaseModel):
@@ -42,6 +86,7 @@ class SweepSpec(BaseModel):
     seeds: int | list[int] = Field(1, description="a count (seeds 0..n-1) or an explicit list")
     resources: Resources = Field(default_factory=Resources, description="what each run asks of Ray or SLURM")
     slurm: SlurmSettings = Field(default_factory=SlurmSettings, description="the SLURM array job's settings")
+    tune: TuneSpec | None = Field(None, description="tune some keys per point on selection seeds first")
 
     @field_validator("grid")
     @classmethod
@@ -81,11 +126,15 @@ class SweepSpec(BaseModel):
     def seed_count(self) -> int:
         return self.seeds if isinstance(self.seeds, int) else len(self.seeds)
 
-    def run_count(self) -> int:
-        """How many runs the spec makes (grid combinations x zip rows x seeds), without expanding a single one."""
+    def point_count(self) -> int:
+        """How many points the grid and zip groups make (seeds aside), without expanding a single one."""
         grid = math.prod(len(values) for values in self.grid.values())
-        zips = math.prod(len(next(iter(group.values()))) for group in self.zip_groups())
-        return grid * zips * self.seed_count()
+        return grid * math.prod(len(next(iter(group.values()))) for group in self.zip_groups())
+
+    def run_count(self) -> int:
+        """How many runs the spec makes (points x seeds, plus points x candidates x selection seeds when tuned)."""
+        tuned = self.tune.candidate_count() * len(self.tune.seeds) if self.tune else 0
+        return self.point_count() * (self.seed_count() + tuned)
 
 
 def presets() -> dict[str, Path]:
@@ -120,9 +169,12 @@ def _fields_at(loc: tuple) -> list[str]:
     model = SweepSpec
     for part in loc:
         inner = model.model_fields.get(str(part))
-        if inner is None or not (isinstance(inner.annotation, type) and issubclass(inner.annotation, BaseModel)):
+        # `tune: TuneSpec | None`: the section's model is the union's BaseModel member
+        kinds = [inner.annotation, *typing.get_args(inner.annotation)] if inner is not None else []
+        section = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if section is None:
             break
-        model = inner.annotation
+        model = section
     return list(model.model_fields)
 
 
@@ -130,8 +182,8 @@ def _nested(flat: dict, where: str = "") -> dict:
     return from_mapping(flat, where)
 
 
-def points(spec: SweepSpec) -> list[dict]:
-    """The sweep's points as {dotted key: value}: grid product x each zip group's rows x seeds."""
+def grid_points(spec: SweepSpec) -> list[dict]:
+    """The sweep's points up to the seeds, as {dotted key: value}: grid product x each zip group's rows."""
     grid = [[(k, v) for v in values] for k, values in spec.grid.items()]
     zips = [[tuple(zip(group, row)) for row in zip(*group.values())] for group in spec.zip_groups()]
     out = []
@@ -139,25 +191,42 @@ def points(spec: SweepSpec) -> list[dict]:
         point: dict = {}
         for part in combo:
             point.update(dict(part) if isinstance(part[0], tuple) else dict([part]))
-        for seed in spec.seed_list():
-            out.append({**point, "seed": seed})
+        out.append(point)
     return out
+
+
+def points(spec: SweepSpec) -> list[dict]:
+    """The sweep's points as {dotted key: value}: grid product x each zip group's rows x seeds."""
+    return [{**point, "seed": seed} for point in grid_points(spec) for seed in spec.seed_list()]
 
 
 def expand(spec: SweepSpec, source: Path, overrides: dict) -> list[RunConfig]:
     """Every run of the sweep as a resolved config, in the spec's order. The command line's overrides apply on top of
     the base and of every point (`train.steps=50` shortens every run, whatever the grid says). Refused: a key varied
-    in two places, an override of `seed` (the spec's `seeds:` sets it), and two points that are the same run."""
+    in two places, an override of `seed` (the spec's `seeds:` sets it), and two points that are the same run.
+    A tuned sweep's runs depend on its selection: see `harness.tune`."""
+    check_spec(spec, source, overrides)
+    return configs_at(spec, source, overrides, points(spec))
+
+
+def check_spec(spec: SweepSpec, source: Path, overrides: dict) -> None:
+    """What expanding the sweep would refuse before its first point: too many runs, a key varied twice, seeds set
+    elsewhere than in `seeds:`."""
     check_size(spec, source)
     _check_varied_once(spec, source)
     if "seed" in flatten(overrides):
         raise ConfigError(f"seed={user_text(flatten(overrides)['seed'])}: sweep {spec.name} sets the seeds itself "
                           f"(seeds: {spec.seeds} in {source}); give the seeds in a spec file's `seeds:`")
+
+
+def configs_at(spec: SweepSpec, source: Path, overrides: dict, at: list[dict]) -> list[RunConfig]:
+    """The runs at the points `at` ({dotted key: value}, seed included) as resolved configs: the spec's base, then
+    the point, then the overrides. Two points that are the same run are refused, naming both."""
     base = _nested(spec.base, f"{source}: base: ")
     configs: dict[str, RunConfig] = {}
     where: dict[str, str] = {}
     points_by_id: dict[str, dict] = {}
-    for point in points(spec):
+    for point in at:
         here = ", ".join(f"{k}={user_text(v)}" for k, v in point.items())
         try:
             cfg = resolve(merge(merge(base, _nested(point, f"{source}: ")), overrides))
@@ -183,6 +252,10 @@ def check_size(spec: SweepSpec, source: Path) -> None:
     if total <= MAX_RUNS:
         return
     bound = f"a sweep may have at most {MAX_RUNS:,} runs"
+    if spec.tune:
+        raise ConfigError(f"{source}: grid x zip x (seeds + tune candidates x tune seeds) make {total:,} runs "
+                          f"({spec.point_count():,} points x ({spec.seed_count():,} + {spec.tune.candidate_count():,}"
+                          f" x {len(spec.tune.seeds):,})); {bound}: vary or tune fewer values, or split the study")
     if spec.seed_count() > MAX_RUNS:
         raise ConfigError(f"{source}: seeds: {spec.seed_count():,} seeds are {spec.seed_count():,} runs; {bound}: "
                           "give fewer seeds (or split the study into several sweeps)")
@@ -253,9 +326,14 @@ def point_of(cfg: RunConfig, keys: list[str], spec: SweepSpec) -> tuple:
     return tuple(user_text(v) if isinstance(v, list) else v for v in map(value, keys))  # hashable: eval.lengths
 
 
+def shown_keys(spec: SweepSpec) -> list[str]:
+    """The keys that tell a sweep's runs apart: those it varies, those it tunes, the seed."""
+    return [*varied_keys(spec), *(spec.tune.keys if spec.tune else []), "seed"]
+
+
 def describe_point(cfg: RunConfig, spec: SweepSpec) -> str:
     """The values that vary across the sweep, for one run."""
-    keys = [*varied_keys(spec), "seed"]
+    keys = shown_keys(spec)
     return " ".join(f"{k}={v}" for k, v in zip(keys, point_of(cfg, keys, spec)))
 
 
@@ -287,13 +365,15 @@ def to_rerun(configs: list[RunConfig], sweep_dir: Path, force: bool, retry_faile
 
 
 def write_sweep_file(sweep_dir: Path, spec: SweepSpec, source: Path, overrides: list[str],
-                     configs: list[RunConfig], threads: int) -> None:
+                     configs: list[RunConfig], threads: int, extra: dict | None = None) -> None:
+    """sweep.json: the spec, overrides, run_ids, thread share, command and commit; `extra` adds fields (a tuned
+    sweep's `tuned`, `tuning`, `selection_run_ids`)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(sweep_dir)
     write_json(sweep_dir / "sweep.json", {
         "name": spec.name, "spec": spec.model_dump(mode="json"), "source": str(source), "overrides": overrides,
         "run_ids": [c.run_id for c in configs], "threads": threads,
-        "command": " ".join(["seqbench", *sys.argv[1:]]), **git_state(),
+        "command": " ".join(["seqbench", *sys.argv[1:]]), **git_state(), **(extra or {}),
     })
 
 
@@ -336,8 +416,9 @@ def report_lines(name: str, results: list[dict], sweep_dir: Path) -> list[str]:
 
 def results_table(spec: SweepSpec, configs: list[RunConfig], sweep_dir: Path) -> str:
     """The sweep's results at a glance, one row per point of the sweep up to the seeds: final eval loss and accuracy
-    (mean over the seeds whose runs completed) and how many runs met the task's solved criterion."""
-    keys = varied_keys(spec)
+    (mean over the seeds whose runs completed) and how many runs met the task's solved criterion. A tuned sweep's
+    rows also show the values chosen for its tuned keys."""
+    keys = [*varied_keys(spec), *(spec.tune.keys if spec.tune else [])]
     rows: dict[tuple, list[dict]] = {}
     for cfg in configs:
         rows.setdefault(point_of(cfg, keys, spec), []).append(read_summary(sweep_dir / cfg.run_id) or {"status": "incomplete"})
