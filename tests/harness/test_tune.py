@@ -207,3 +207,12 @@ def test_tasks_with_different_default_metrics_need_one_named(tmp_path):
         expand_selection(*load_spec(str(path)), {})
     named = tuned_spec(tmp_path, grid={"model": ["lstm"], "task": ["adding", "copy"]}, tune={**TUNE, "metric": "eval_loss"})
     assert len(expand_selection(*load_spec(str(named)), {})) == 2
+
+
+def test_the_run_limit_counts_the_selection_runs(tmp_path, capsys):
+    # 1 final seed but 400 candidates x 300 selection seeds: refused before a single point is expanded
+    path = tuned_spec(tmp_path, seeds=[0], tune={"keys": {"train.lr": [i / 1e4 for i in range(1, 401)]},
+                                                 "seeds": list(range(1000, 1300))})
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    assert ("make 120,001 runs (1 points x (1 + 400 x 300)); a sweep may have at most 100,000 runs"
+            in capsys.readouterr().err)
