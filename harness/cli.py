@@ -295,8 +295,9 @@ def _tuned_listing(args, spec, source, tuned, selection, sweep_dir) -> tuple[lis
     ready = [p for p in tuned if selected([p], sweep_dir)]
     name = metric(spec, source, [runs[0] for p in tuned for runs in p.selection[:1]])
     finals = _final_configs(args, spec, source, ready, choose(ready, sweep_dir, name)) if ready else []
+    chosen = {id(p) for p in ready}
     pending = [{"point": p.label, "seeds": spec.seed_list(), "runs": spec.seed_count()} for p in tuned
-               if p not in ready]
+               if id(p) not in chosen]
     phases = {**{c.run_id: "selection" for c in selection}, **{c.run_id: "final" for c in finals}}
     return [*selection, *finals], phases, pending
 

@@ -33,8 +33,8 @@ def mixed_provenance(runs: pd.DataFrame) -> list[str]:
         return f"{row.commit[:12]} ({row.runs} run{'s' * (row.runs != 1)}{dirty})"
 
     what = f"{len(table)} commits" if len(table) > 1 else "one commit"
-    why = ("numbers from different code may not be comparable" if len(table) > 1 else "")
+    why = ["numbers from different code may not be comparable"] if len(table) > 1 else []
     if table.dirty.any():
-        why += ("; " if why else "") + "a dirty tree's uncommitted changes are in no commit, so its runs cannot be rerun"
-    return [f"mixed provenance: the runs come from {what}: {', '.join(map(one, table.itertuples()))}; {why} "
+        why.append("a dirty tree's uncommitted changes are in no commit, so its runs cannot be rerun")
+    return [f"mixed provenance: the runs come from {what}: {', '.join(map(one, table.itertuples()))}; {'; '.join(why)} "
             "(seqbench report --strict refuses such a folder)"]

@@ -205,7 +205,8 @@ def test_tasks_with_different_default_metrics_need_one_named(tmp_path):
     path = tuned_spec(tmp_path, grid={"model": ["lstm"], "task": ["adding", "copy"]})
     with pytest.raises(ConfigError, match=r"tune.metric: not given, .* \(adding: eval_loss, copy: eval_accuracy\)"):
         expand_selection(*load_spec(str(path)), {})
-    named = tuned_spec(tmp_path, grid={"model": ["lstm"], "task": ["adding", "copy"]}, tune={**TUNE, "metric": "eval_loss"})
+    named = tuned_spec(tmp_path, grid={"model": ["lstm"], "task": ["adding", "copy"]},
+                       tune={**TUNE, "metric": "eval_loss"})
     assert len(expand_selection(*load_spec(str(named)), {})) == 2
 
 
