@@ -51,7 +51,7 @@ WIDTHS = ("hidden", "embed", "model.embed")
 #: the statistics' confidence level and the bootstrap's fixed seed and resamples (reports are deterministic)
 LEVEL, BOOT_SEED, BOOT_RESAMPLES = 0.95, 0, 9999
 #: cells with at most this many seeds show every seed's value in the figures
-FEW_SEEDS = 5
+FEW_SEEDS = 10
 INIT, END = "initialisation (step 0)", "end of training"
 BENCH_COLUMNS = ["cell", "backend", "batch", "hidden", "length", "dtype", "pass", "median_us", "p20_us", "p80_us",
                  "tokens_per_s"]

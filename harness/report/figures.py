@@ -19,14 +19,16 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from . import data as D  # noqa: E402
+from . import survival, tuning  # noqa: E402
 
 DPI = 150
 LOSS_LABEL = {"copy": "eval cross-entropy (nats/position)", "adding": "eval MSE",
@@ -298,51 +300,104 @@ def _length_ticks(ax, lengths) -> None:
 
 
 # --- 1, 4: curves over training ------------------------------------------------------------------------------------
+CURVE_KEYS = ["task", "length", "label", "variant", "cell"]
+BAND_COLUMNS = [*CURVE_KEYS, "step", "median", "lo", "hi", "n", "complete"]
+
+
+def complete_bands(metrics: pd.DataFrame, metric: str, carry: bool = False) -> pd.DataFrame:
+    """Median, min and max over seeds of `metric` per cell and step (BAND_COLUMNS), never over a changing set of
+    seeds. Runs stopped early (at the solved criterion) end at different steps, and a median over the seeds still
+    running is a median of survivors: it moves as seeds leave it, not as training goes. So a cell's statistics are
+    given at the steps where every seed has a value (`complete`), and with `carry` also after, each stopped seed
+    counted at its last value (`complete` False there)."""
+    m = metrics[(metrics.metric == metric) & metrics.value.notna()]
+    frames = []
+    for _, g in m.groupby("cell", sort=False):
+        wide = g.pivot_table(index="step", columns="run_id", values="value", aggfunc="first")  # (steps, seeds)
+        complete = wide.notna().all(axis=1)
+        if carry:
+            wide = wide.ffill()  # a stopped seed keeps its last value; every run has its step-0 evaluation
+        wide = wide[wide.notna().all(axis=1)]
+        frames.append(pd.DataFrame({**g.iloc[0][CURVE_KEYS].to_dict(), "step": wide.index,
+                                    "median": wide.median(axis=1).to_numpy(), "lo": wide.min(axis=1).to_numpy(),
+                                    "hi": wide.max(axis=1).to_numpy(), "n": wide.shape[1],
+                                    "complete": complete.reindex(wide.index).to_numpy()}))
+    return pd.concat(frames, ignore_index=True)[BAND_COLUMNS] if frames else pd.DataFrame(columns=BAND_COLUMNS)
+
+
+#: the part of a median where seeds that stopped early are counted at their last value: hollow markers, no band
+CARRIED = dict(linewidth=1.2, markersize=4.5, markerfacecolor="white", markevery=MARK_EVERY)
+CARRIED_LABEL = "stopped seeds at their last value"
+
+
 def _band(ax, rows, colour, style) -> None:
-    """Median line and min–max band over seeds (precomputed: no seaborn bootstrap)."""
-    ax.fill_between(rows.step, rows.lo, rows.hi, color=colour, alpha=0.2, linewidth=0)
-    ax.plot(rows.step, rows["median"], color=colour, linewidth=1.5, marker=style.marker, markersize=4,
-            markevery=MARK_EVERY, **style.line())
+    """Median line and min–max band over seeds (precomputed: no seaborn bootstrap) where every seed has a value; the
+    median carried on (CARRIED) where some seeds stopped early."""
+    full, carried = rows[rows.complete.astype(bool)], rows[~rows.complete.astype(bool)]
+    ax.fill_between(full.step, full.lo, full.hi, color=colour, alpha=0.2, linewidth=0, zorder=2)
+    ax.plot(full.step, full["median"], color=colour, linewidth=1.5, marker=style.marker, markersize=4,
+            markevery=MARK_EVERY, zorder=3, **style.line())
+    if len(carried):  # from the last complete step on, so that the line does not break
+        joined = pd.concat([full.tail(1), carried])
+        ax.plot(joined.step, joined["median"], color=colour, marker=style.marker, zorder=3, **CARRIED, **style.line())
 
 
 def _seed_lines(ax, rows, colour, style) -> None:
-    """Each seed's own curve, thin: with few seeds the reader sees every one."""
+    """Each seed's own curve, thin and under the median: with few seeds the reader sees every one."""
     for _, run in rows.groupby("run_id", sort=False):
-        ax.plot(run.step, run.value, color=colour, linewidth=0.6, alpha=0.6, **style.line())
+        ax.plot(run.step, run.value, color=colour, linewidth=0.5, alpha=0.4, zorder=1, **style.line())
 
 
-def _curves(d: D.ReportData, metric: str, ylabel, title: str, baseline: bool):
+def few_seeds(frame: pd.DataFrame, by: str = "run_id") -> pd.DataFrame:
+    """The rows of the cells with at most FEW_SEEDS seeds (distinct `by` values): those figures show every seed."""
+    return frame[frame.groupby("cell")[by].transform("nunique") <= D.FEW_SEEDS]
+
+
+def _curves(d: D.ReportData, metric: str, ylabel, title: str, baseline: bool, carry: bool):
     """`metric` vs step: rows = task, cols = length, one median line and min–max band per cell (colour = model,
-    style = variant), each seed's curve where a cell has at most FEW_SEEDS seeds, log y."""
-    bands = D.seed_bands(d.metrics, metric)
+    style = variant) where all its seeds have a value (with `carry`, the median carried on, see `complete_bands`),
+    each seed's curve where a cell has at most FEW_SEEDS seeds, log y."""
+    bands = complete_bands(d.metrics, metric, carry)
     if bands.empty:
         return None
     fig, grid = _facets(bands, "task", "length", "{row}, T = {col}", ragged=True)
     look, style = looks(d.labels), styles(bands.variant, d.cells.variant)
     _map(bands, grid, ["task", "length"], _band, look, style)
-    seeds = d.metrics[d.metrics.metric == metric]
-    few = seeds[seeds.groupby("cell").run_id.transform("nunique") <= D.FEW_SEEDS]
-    _map(few, grid, ["task", "length"], _seed_lines, look, style)
+    _map(few_seeds(d.metrics[d.metrics.metric == metric]), grid, ["task", "length"], _seed_lines, look, style)
     for (task, length), ax in grid.items():
         ax.set_yscale("log")
         if baseline and ax.has_data():
             _baseline(ax, d.cells, task, length)
     labels = [lab for lab in d.labels if lab in set(bands.label)]
-    return _finish(fig, grid, _legend_data(labels, look, baseline, style), title, "training step",
-                   lambda key: ylabel(key[0]))
+    handles = _legend_data(labels, look, baseline, style)
+    if not bands.complete.all():
+        handles[CARRIED_LABEL] = Line2D([], [], color="0.3", marker="o", **{**CARRIED, "markevery": None})
+    return _finish(fig, grid, handles, title, "training step", lambda key: ylabel(key[0]))
 
 
 CURVES = f"median over seeds, band: min–max; thin lines: each seed where a cell has ≤ {D.FEW_SEEDS}"
+#: what the page says of a median over seeds when runs stop early (train.early_stop, at the solved criterion)
+CARRIED_NOTE = ("Where runs stop early (train.early_stop, at the solved criterion), the seeds of a cell end at "
+                "different steps, and a median over the seeds still running would be a median of survivors. So the "
+                "median and band are drawn in full only where every seed of the cell has a value; after the first seed "
+                "stops, the median goes on with hollow markers and without a band, each stopped seed counted at its "
+                "last value (it stopped because it solved the task).")
+TRUNCATED_NOTE = ("Where runs stop early (train.early_stop), the median and band end at the step where the first seed "
+                  "of the cell stopped: a stopped run has no gradient, and a median over the seeds still running would "
+                  "be a median of survivors; the thin seed lines go on.")
 
 
 def learning_curves(d: D.ReportData):
     return _curves(d, "eval_loss", lambda task: LOSS_LABEL.get(task, "eval loss"),
-                   f"Eval loss during training ({CURVES})", baseline=True)
+                   f"Eval loss during training ({CURVES}; hollow markers: seeds that stopped early at their last value)",
+                   baseline=True, carry=True)
 
 
 def grad_norm(d: D.ReportData):
     return _curves(d, "grad_norm", lambda task: "global gradient norm",
-                   f"Global gradient norm before clipping ({CURVES})", baseline=False)
+                   "Global gradient norm before clipping (median over seeds and min–max band where every seed still "
+                   f"runs; thin lines: each seed where a cell has ≤ {D.FEW_SEEDS})", baseline=False,
+                   carry=False)
 
 
 # --- 2: final metrics vs length ------------------------------------------------------------------------------------
@@ -359,22 +414,57 @@ def _seed_points(ax, rows, colour, style) -> None:
                alpha=0.8, zorder=3)
 
 
+#: a cell's seeds are drawn side by side within this factor either way of the cell's x (log axes), so that equal
+#: values (ten seeds at accuracy 0) stay countable; less than the dodge between cells (DODGE)
+SEED_SPREAD, DODGE = 1.012, 1.03
+
+
+def _spread(frame: pd.DataFrame, x: pd.Series, order: str = "config.seed", group=("cell",)) -> pd.Series:
+    """Each seed's x: its row's `x` times a factor from SEED_SPREAD⁻¹ to SEED_SPREAD, in `order` (seed) within each
+    `group` (the cell)."""
+    by = frame.groupby(list(group))[order]
+    rank, count = by.rank(method="first") - 1, by.transform("count")
+    offset = (2 * rank / (count - 1).clip(lower=1) - 1).where(count > 1, 0.0)  # -1 .. 1
+    return x * SEED_SPREAD ** offset
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
+    return pd.to_numeric(frame.get(column, pd.Series(np.nan, index=frame.index)), errors="coerce")
+
+
+def final_sets(cells: pd.DataFrame) -> pd.Series:
+    """Per cell, the set its final numbers come from, as the summary chose it (`final_set`): `test` (`final.test_*`,
+    the held-out test set scored once at the end) or `eval` (`final.eval_*`, the evaluation set that also decided the
+    early stop and the solved criterion); `eval` where the summary does not say."""
+    return cells.get("final_set", pd.Series("eval", index=cells.index)).fillna("eval")
+
+
+def _set_words(sets) -> str:
+    """'test', 'eval' or 'test (eval where a cell lacks it)': which set a figure's final values come from."""
+    sets = set(sets)
+    return "test" if sets == {"test"} else "eval" if sets <= {"eval"} else "test (eval where a cell lacks it)"
+
+
 def final_frames(d: D.ReportData, by: str = "length") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per cell and metric (loss, accuracy): statistic `mean`, interval `lo`–`hi`, dodged `x` (the cell's `by`: length
-    or budget); and each counted seed's `value` for cells with at most FEW_SEEDS seeds. Loss: geometric mean, ×/÷ its
-    t-interval on log values (never below zero on the log axis); accuracy: mean, percentile bootstrap interval over
-    seeds (inside [0, 1])."""
+    """Per cell and metric (loss, accuracy): the summary's statistic `mean` and interval `lo`–`hi`, dodged `x` (the
+    cell's `by`: length or budget); and each counted seed's `value` for cells with at most FEW_SEEDS seeds, from the
+    set the cell's statistic uses (`final_set`), spread around the cell's x (`_spread`). Loss: geometric mean, ×/÷
+    its interval (never below zero on the log axis); accuracy: mean, its interval inside [0, 1]."""
     c = d.cells.dropna(subset=["loss_gmean"])
+    c = c.assign(cell=c.index)
     pairs = sorted(dict.fromkeys(zip(c.label, c.variant)), key=lambda p: D.label_order(p[0]))  # the summary's order
-    dodge = {p: 1.03 ** (i - (len(pairs) - 1) / 2) for i, p in enumerate(pairs)}  # side by side on log x
+    dodge = {p: DODGE ** (i - (len(pairs) - 1) / 2) for i, p in enumerate(pairs)}  # side by side on log x
     x = pd.Series([dodge[p] for p in zip(c.label, c.variant)], index=c.index) * c[by].astype(float)
     stats = pd.concat([c.assign(metric="loss", mean=c.loss_gmean, lo=c.loss_lo, hi=c.loss_hi, x=x),
                        c.assign(metric="accuracy", mean=c.accuracy_mean, lo=c.accuracy_lo, hi=c.accuracy_hi, x=x)],
                       ignore_index=True).dropna(subset=["mean"])
     runs = d.runs[d.runs.counted & (d.runs.status == "completed") & d.runs.cell.isin(c.index[c.n <= D.FEW_SEEDS])]
-    seeds = pd.concat([runs.assign(metric=m, value=pd.to_numeric(runs.get(f"final.eval_{m}"), errors="coerce"))
-                       for m in ("loss", "accuracy")], ignore_index=True).dropna(subset=["value"])
-    seeds = seeds.assign(x=seeds.cell.map(x))
+    runs = runs.assign(x=_spread(runs, runs.cell.map(x)))
+    test = runs.cell.map(final_sets(d.cells)) == "test"
+    frames = [runs.assign(metric=m, value=_numbers(runs, f"final.test_{m}").where(test,
+                                                                                _numbers(runs, f"final.eval_{m}")))
+              for m in ("loss", "accuracy")]
+    seeds = pd.concat(frames, ignore_index=True).dropna(subset=["value"])
     return stats, seeds[["task", "length", "label", "variant", "cell", "metric", "value", "x"]]
 
 
@@ -407,17 +497,24 @@ def final_vs_budget(d: D.ReportData):
         ax.xaxis.set_minor_locator(NullLocator())
         _final_axes(ax, metric, d.cells, task, int(length))
 
-    def ylabel(key):
-        metric, panel = key
-        task = panel.split(",")[0]
-        return "final " + (LOSS_LABEL.get(task, "eval loss") if metric == "loss"
-                           else ACCURACY_LABEL.get(task, "eval accuracy"))
-
+    which = _set_words(final_sets(d.cells.loc[stats.cell.unique()]))
     labels = [lab for lab in d.labels if lab in set(stats.label)]
     handles = _legend_data(labels, look, True, style, d.cells.chance.notna().any())
-    return _finish(fig, grid, handles, "Final eval loss (geometric mean ×/÷ 95% t-interval on log loss) and accuracy "
-                   "(mean, 95% bootstrap interval) vs parameter budget over seeds; points: each seed where a cell has "
-                   f"≤ {D.FEW_SEEDS}", "parameter budget (model.params)", ylabel)
+    return _finish(fig, grid, handles, f"Final {which} loss and accuracy vs parameter budget: {FINAL_STATS}",
+                   "parameter budget (model.params)", _final_ylabel(which, lambda key: key[1].split(",")[0]))
+
+
+FINAL_STATS = f"statistic and 95% interval as in the summary table; points: each seed (cells of ≤ {D.FEW_SEEDS})"
+
+
+def _final_ylabel(which: str, task_of: Callable):
+    """y label of a final-metric panel keyed (metric, ...): the task's loss or accuracy, on the set the values come
+    from (`which`: test, eval)."""
+    def ylabel(key) -> str:
+        task, name = task_of(key), ("test" if which == "test" else "eval" if which == "eval" else "test/eval")
+        text = LOSS_LABEL.get(task, "eval loss") if key[0] == "loss" else ACCURACY_LABEL.get(task, "eval accuracy")
+        return "final " + (name + text.removeprefix("eval") if text.startswith("eval") else f"{name} {text}")
+    return ylabel
 
 
 def _chance(ax, cells, task) -> None:
@@ -450,17 +547,12 @@ def final_vs_length(d: D.ReportData):
         _length_ticks(ax, sorted(stats.length[stats.task == task].unique()))
         _final_axes(ax, metric, d.cells, task)
 
-    def ylabel(key):
-        metric, task = key
-        return "final " + (LOSS_LABEL.get(task, "eval loss") if metric == "loss"
-                           else ACCURACY_LABEL.get(task, "eval accuracy"))
-
+    which = _set_words(final_sets(d.cells.loc[stats.cell.unique()]))
     labels = [lab for lab in d.labels if lab in set(stats.label)]
     chance = d.cells.chance.notna().any()
     return _finish(fig, grid, _legend_data(labels, look, True, style, chance),
-                   "Final eval loss (geometric mean ×/÷ 95% t-interval on log loss) and accuracy (mean, 95% bootstrap "
-                   f"interval) vs length over seeds; points: each seed where a cell has ≤ {D.FEW_SEEDS}", "length T",
-                   ylabel)
+                   f"Final {which} loss and accuracy vs length: {FINAL_STATS}", "length T",
+                   _final_ylabel(which, lambda key: key[1]))
 
 
 # --- 2b: length generalisation -------------------------------------------------------------------------------------
@@ -485,6 +577,10 @@ def accuracy_vs_eval_length(d: D.ReportData):
     fig, grid = _facets(lc, "task", "length", "{row}, trained at T = {col}", ragged=True, sharey=False)
     look, style = looks(d.labels), styles(lc.variant, d.cells.variant)
     _map(lc, grid, ["task", "length"], _length_line, look, style)
+    seeds = few_seeds(d.lengths).dropna(subset=["accuracy"])
+    seeds = seeds.assign(x=_spread(seeds, seeds.eval_length.astype(float), "run_id", ("cell", "eval_length")),
+                         value=seeds.accuracy)
+    _map(seeds, grid, ["task", "length"], _seed_points, look, style)
     for (task, length), ax in grid.items():
         _length_ticks(ax, sorted(lc.eval_length[(lc.task == task) & (lc.length == length)].unique()))
         ax.axvline(length, **TRAINED)
@@ -493,9 +589,143 @@ def accuracy_vs_eval_length(d: D.ReportData):
     labels = [lab for lab in d.labels if lab in set(lc.label)]
     handles = _legend_data(labels, look, False, style, d.cells.chance[d.cells.task.isin(lc.task)].notna().any())
     handles["training length"] = Line2D([], [], **TRAINED)
-    return _finish(fig, grid, handles, "Final accuracy vs evaluation length (mean over seeds, band: 95% bootstrap "
-                   "interval); dashed: the training length", "evaluation length",
+    return _finish(fig, grid, handles, "Final accuracy vs evaluation length (mean over seeds, band: 95% interval; "
+                   f"points: each seed where a cell has ≤ {D.FEW_SEEDS}); dashed: the training length",
+                   "evaluation length",
                    lambda key: "final " + ACCURACY_LABEL.get(key[0], "eval accuracy"))
+
+
+# --- 2c: time to solve ---------------------------------------------------------------------------------------------
+#: runs that trained to their end or to their divergence: a failed run is a harness error, an incomplete one unfinished
+FINISHED = ("completed", "diverged")
+SOLVE_COLUMNS = ["cell", "task", "length", "label", "variant", "run_id", "step", "solved", "censored", "criterion"]
+#: how a seed that did not solve is marked at the step it left the count: at its budget, or where it diverged
+CENSOR_MARKS = {"budget": dict(marker="|", markersize=9, markeredgewidth=1.4),
+                "diverged": dict(marker="x", markersize=6, markeredgewidth=1.2)}
+
+
+def solve_times(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each finished seed's time to solve as censored data, tidy (SOLVE_COLUMNS): a completed run that met the solved
+    criterion (`solved_step`) is an event at that step; one that did not is censored (`censored` = "budget") at its
+    budget, `config.train.steps`; a diverged run (never solved, whatever it met before) is censored ("diverged") at
+    its last step. Only runs whose record names a `solved_criterion`; failed and unfinished runs are left out."""
+    criterion = runs.get("solved_criterion", pd.Series(None, index=runs.index, dtype=object))
+    r = runs[runs.counted & runs.status.isin(FINISHED) & criterion.notna()]
+    completed = r.status == "completed"
+    solved_step = _numbers(r, "solved_step")
+    solved = completed & solved_step.notna()
+    last = _numbers(r, "diverged_step").fillna(_numbers(r, "steps_done")).fillna(_numbers(r, "last_step"))
+    budget = _numbers(r, "config.train.steps").fillna(_numbers(r, "steps_done"))
+    step = solved_step.where(solved, budget.where(completed, last))
+    censored = np.where(solved, "", np.where(completed, "budget", "diverged"))
+    return r.assign(step=step, solved=solved, censored=censored, criterion=criterion.loc[r.index])[SOLVE_COLUMNS]
+
+
+def _km_line(ax, rows, colour, style) -> None:
+    """The Kaplan–Meier fraction solved of one cell as a step function to its last seed's step, its model's marker at
+    each solve, each censored seed marked where it left the count (CENSOR_MARKS)."""
+    curve = survival.km_curve(rows.step, rows.solved)
+    end = rows.step.max()
+    x = np.append(curve.step.to_numpy(), max(end, curve.step.iloc[-1]))
+    y = np.append(curve.fraction_solved.to_numpy(), curve.fraction_solved.iloc[-1])
+    ax.step(x, y, where="post", color=colour, linewidth=1.5, zorder=3, **style.line())
+    events = curve[curve.events > 0]
+    ax.plot(events.step, events.fraction_solved, linestyle="none", color=colour, marker=style.marker, markersize=4,
+            zorder=4)
+    for kind, seeds in rows[rows.censored != ""].groupby("censored"):
+        at = curve.fraction_solved.to_numpy()[np.searchsorted(curve.step.to_numpy(), seeds.step, side="right") - 1]
+        ax.plot(seeds.step, at, linestyle="none", color=colour, zorder=5, **CENSOR_MARKS[kind])
+    ax.annotate(f"{int(rows.solved.sum())}/{len(rows)}", (end, y[-1]), xytext=(6, 0), textcoords="offset points",
+                color=colour, fontsize=7, va="center", annotation_clip=False)
+
+
+def _spread_labels(ax, gap: float = 0.075) -> None:
+    """Move the solved/finished labels at a panel's right apart (at least `gap` of the axes' height) where curves end
+    at one height."""
+    texts = sorted(ax.texts, key=lambda t: t.xy[1])
+    lo, hi = ax.get_ylim()
+    floor = -math.inf
+    for text in texts:
+        y = max(text.xy[1], floor)
+        text.xyann = (text.xyann[0], (y - text.xy[1]) / (hi - lo) * ax.bbox.height / ax.figure.dpi * 72)
+        floor = y + gap * (hi - lo)
+
+
+def fraction_solved(d: D.ReportData):
+    """Time to solve: the Kaplan–Meier fraction of seeds solved vs training step, one panel per task and length, a
+    step line per cell; only the runs with a solved criterion."""
+    times = solve_times(d.runs)
+    if times.empty:
+        return None
+    fig, grid = _facets(times, "task", "length", "{row}, T = {col}", ragged=True)
+    look, style = looks(d.labels), styles(times.variant, d.cells.variant)
+    _map(times.sort_values(["cell", "step"]), grid, ["task", "length"], _km_line, look, style)
+    for (task, length), ax in grid.items():
+        criteria = times.criterion[(times.task == task) & (times.length == length)].unique()
+        if len(criteria) == 1:
+            ax.set_title(f"{task}, T = {length}: {criteria[0]}")
+        ax.set_ylim(-0.04, 1.04)
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_xlim(0, times.step[(times.task == task) & (times.length == length)].max() * 1.17)  # room: labels
+        _spread_labels(ax)
+    labels = [lab for lab in d.labels if lab in set(times.label)]
+    handles = _legend_data(labels, look, variants=style)
+    for kind in sorted(set(times.censored) - {""}, key=list(CENSOR_MARKS).index):
+        handles[f"unsolved, {'at the budget' if kind == 'budget' else 'diverged'}"] = Line2D(
+            [], [], linestyle="none", color="0.3", **CENSOR_MARKS[kind])
+    return _finish(fig, grid, handles, "Time to solve: fraction of seeds that met the solved criterion by each step "
+                   "(Kaplan–Meier; unsolved seeds censored, marked where they left the count); right: seeds solved / "
+                   "finished", "training step", lambda key: "fraction solved")
+
+
+# --- 2d: tuning ----------------------------------------------------------------------------------------------------
+def _expected_line(ax, rows, colour, style) -> None:
+    """Expected best score vs trials k, its ±1 sd band kept inside the scores' range."""
+    ax.fill_between(rows.k, rows.lo, rows.hi, color=colour, alpha=0.18, linewidth=0)
+    ax.plot(rows.k, rows["mean"], color=colour, marker=style.marker, markersize=4, linewidth=1.5,
+            markevery=None if len(rows) <= 12 else MARK_EVERY, **style.line())
+
+
+def _trials_note(rows: pd.DataFrame) -> str:
+    """'N = 3 candidates, 2 selection seeds each' for a panel (a range where its points differ)."""
+    def span(values) -> str:
+        lo, hi = int(values.min()), int(values.max())
+        return str(lo) if lo == hi else f"{lo}–{hi}"
+
+    unscored = (rows.candidates - rows.scored).max()
+    note = f"N = {span(rows.scored)} candidates" + (f" ({int(unscored)} unscored left out)" if unscored else "")
+    return note + (f", {span(rows.seeds)} selection seeds each" if rows.seeds.max() > 0 else "")
+
+
+def expected_best(d: D.ReportData):
+    """Expected best selection score of k tuning trials vs k (Dodge et al. 2019), one panel per tuned task and
+    length, a line per model (and per other key of the tuning point); from the sweeps' tuning.json records."""
+    frame = tuning.curves(tuning.load(d.root), d.runs)
+    if frame.empty:
+        return None
+    frame = frame.assign(length=frame.length.fillna(0).astype(int))  # 0: the point's records and labels lack it
+    fig, grid = _facets(frame, "task", "length", "{row}, T = {col}", ragged=True, sharey=False)
+    look, style = looks([*d.labels, *frame.label]), styles(frame.variant)
+    _map(frame.sort_values("k"), grid, ["task", "length"], _expected_line, look, style)
+    for (task, length), ax in grid.items():
+        rows = frame[(frame.task == task) & (frame.length == length)]
+        if length == 0:
+            ax.set_title(task)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.7, rows.k.max() + 0.3)
+
+    def ylabel(key) -> str:
+        rows = frame[(frame.task == key[0]) & (frame.length == key[1])]
+        best = "highest" if rows.goal.iloc[0] == "max" else "lowest"
+        return f"expected {best} " + " / ".join(dict.fromkeys(rows.metric))
+
+    labels = sorted(set(frame.label), key=D.label_order)
+    fig = _finish(fig, grid, _legend_data(labels, look, variants=style), "Expected best selection score of k tuning "
+                  "trials drawn from the N candidates (Dodge et al. 2019), band: ±1 sd", "tuning trials k", ylabel)
+    for (task, length), ax in grid.items():  # each panel says how many candidates its curves are drawn from
+        ax.set_xlabel(f"tuning trials k\n({_trials_note(frame[(frame.task == task) & (frame.length == length)])})",
+                      fontsize=8)
+    return fig
 
 
 # --- 3: gradient through time --------------------------------------------------------------------------------------
@@ -507,6 +737,22 @@ def _longest(frame, per_task: int):
 def _profile_line(ax, rows, colour, style) -> None:
     ax.plot(rows.distance, rows.positive, color=colour, linewidth=1.5, marker=style.marker, markersize=4,
             markevery=MARK_EVERY, **style.line())  # NaN (underflow): a gap
+
+
+def _profile_seeds(profiles: pd.DataFrame, quantity: str) -> pd.DataFrame:
+    """Each run's ‖∂L/∂q_t‖ by distance, as `profile_medians` takes it (h: the top recurrent layer; at initialisation
+    and at the run's last profile), for the cells with at most FEW_SEEDS seeds."""
+    p = profiles[profiles.quantity == quantity]
+    by_run = p.groupby("run_id")
+    p = p[(p.layer == by_run.layer.transform("max")) & ((p.step == 0) | (p.step == by_run.step.transform("max")))]
+    p = p.assign(phase=p.step.eq(0).map({True: D.INIT, False: D.END}))
+    return few_seeds(p).sort_values(["run_id", "phase", "distance"])
+
+
+def _seed_profiles(ax, rows, colour, style) -> None:
+    for _, run in rows.groupby("run_id", sort=False):
+        ax.plot(run.distance, run.norm.where(run.norm > 0), color=colour, linewidth=0.5, alpha=0.4, zorder=1,
+                **style.line())
 
 
 def _underflow_strip(ax, zeros, look) -> None:
@@ -531,6 +777,9 @@ def _profile_figure(d: D.ReportData, quantity: str, symbol: str, what: str):
                         col_order=[D.INIT, D.END])
     look, style = looks(d.labels), styles(med.variant, d.cells.variant)
     _map(med, grid, ["panel", "phase"], _profile_line, look, style)
+    seeds = _profile_seeds(d.profiles, quantity)
+    seeds = seeds.assign(panel=seeds.task + ", T = " + seeds.length.astype(str))
+    _map(seeds[seeds.panel.isin(med.panel)], grid, ["panel", "phase"], _seed_profiles, look, style)
     for (panel, phase), ax in grid.items():
         ax.set_yscale("log")
         zeros = med[(med.panel == panel) & (med.phase == phase) & (med.norm == 0)]
@@ -538,7 +787,8 @@ def _profile_figure(d: D.ReportData, quantity: str, symbol: str, what: str):
             _underflow_strip(ax, zeros, look)
     labels = [lab for lab in d.labels if lab in set(med.label)]
     return _finish(fig, grid, _legend_data(labels, look, variants=style), f"Gradient through time: {symbol} {what} "
-                   "(median over seeds)", "distance from the loss (steps)", lambda key: symbol)
+                   f"(median over seeds; thin lines: each seed where a cell has ≤ {D.FEW_SEEDS})",
+                   "distance from the loss (steps)", lambda key: symbol)
 
 
 def grad_through_time(d: D.ReportData):
@@ -566,6 +816,14 @@ def _bench_setting(bench):
     return sel.rename(columns={"cell": "label"}), f"B = {batch}, H = {hidden}, {dtype}"
 
 
+def _throughput_seeds(d: D.ReportData) -> pd.DataFrame:
+    """Each counted completed run's tokens/s (`value`) at its length, spread by seed (`x`), for the cells with at most
+    FEW_SEEDS seeds, with its `panel`."""
+    runs = few_seeds(d.runs[d.runs.counted & (d.runs.status == "completed")], "config.seed")
+    runs = runs.assign(value=_numbers(runs, "tokens_per_s")).dropna(subset=["value"])
+    return runs.assign(x=_spread(runs, runs.length.astype(float)), panel="training runs: " + runs.task)
+
+
 def throughput(d: D.ReportData):
     """Training tokens/s vs T per task (style = backend and the varying keys), plus kernel benchmark panels (one per
     pass) when present."""
@@ -582,14 +840,18 @@ def throughput(d: D.ReportData):
     order = list(runs.sort_values("backend", key=lambda b: b != "torch", kind="stable")["style"])
     order += sorted(bench["style"].unique(), key=lambda b: (b != "backend: torch", b))
     kinds = styles(order, order)  # summary order, torch first: the usual backend drawn solid
+    seeds = _throughput_seeds(d)
     for (_, panel), ax in grid.items():
         rows = frame[frame.panel == panel]
         _mean_lines(ax, rows, "length", "tokens_per_s", "style", look, kinds)
+        for label, points in seeds[seeds.panel == panel].groupby("label"):
+            _seed_points(ax, points, look[label].colour, Style((), look[label].marker))
         _length_ticks(ax, sorted(rows.length.unique()))
         ax.set_yscale("log")
     handles = _legend_data([lab for lab in d.labels if lab in set(frame.label)], look)
     handles.update({k: Line2D([], [], color="0.3", **style.line()) for k, style in kinds.items()})
-    return _finish(fig, grid, handles, "Throughput (training runs: steady-state tokens/s, mean over seeds)",
+    return _finish(fig, grid, handles, "Throughput (training runs: steady-state tokens/s, mean over seeds; points: "
+                   f"each seed where a cell has ≤ {D.FEW_SEEDS})",
                    "length T", lambda key: "tokens/s", legend_title=None)
 
 
@@ -646,16 +908,19 @@ STYLE_NOTE = ("Colour and marker: model (the same in every figure); line style: 
 FIGURES = {
     "learning_curves": Spec(
         learning_curves, f"Eval loss vs training step: median over seeds, band: min–max over seeds, thin lines: every "
-        f"seed where a cell has at most {D.FEW_SEEDS}; dotted (black): the task's analytic baseline. {STYLE_NOTE}",
+        f"seed where a cell has at most {D.FEW_SEEDS}; dotted (black): the task's analytic baseline. {CARRIED_NOTE} "
+        f"{STYLE_NOTE}",
         "no eval_loss in the metrics of completed runs"),
     "final_vs_length": Spec(
-        final_vs_length, "Final eval loss and accuracy vs length. Loss: geometric mean over seeds, bars: its 95% "
-        "interval, a Student-t interval on the log loss, i.e. mean ×/÷ factor (never below zero on the log axis). "
-        "Accuracy (adding: fraction of sequences with |error| < 0.04; the others: accuracy on the positions that carry a "
-        "target, e.g. copy's recall window): mean over seeds, bars: "
-        f"95% percentile bootstrap interval over seeds ({D.BOOT_RESAMPLES} resamples, fixed seed; inside [0, 1]). "
-        f"Points: every seed where a cell has at most {D.FEW_SEEDS}. Dotted (black): the analytic baseline loss; "
-        f"loosely dotted (grey): each task's chance accuracy. {STYLE_NOTE}", "no completed run with a final eval loss"),
+        final_vs_length, "Final loss and accuracy vs length. Values: the held-out test set (final.test_*) where "
+        "every completed run of a cell recorded one, else the evaluation set (final.eval_*, which also decided early "
+        "stopping and the solved criterion); the figure's title and axes say which. The statistic and its 95% "
+        "interval over seeds are the summary table's (its caption names the methods): the loss's geometric mean ×/÷ "
+        "its factor (never below zero on the log axis); the accuracy's mean, its interval inside [0, 1]. Accuracy "
+        "(adding: fraction of sequences with |error| < 0.04; the others: accuracy on the positions that carry a "
+        f"target, e.g. copy's recall window). Points: every seed where a cell has at most {D.FEW_SEEDS}, side by side "
+        "in seed order. Dotted (black): the analytic baseline loss; loosely dotted (grey): each task's chance "
+        f"accuracy. {STYLE_NOTE}", "no completed run with a final eval loss"),
     "final_vs_budget": Spec(
         final_vs_budget, "Parameter-matched comparison: final eval loss and accuracy vs the parameter budget "
         "(model.params; each model's width chosen so that its trainable parameter count is closest to the budget: the "
@@ -663,25 +928,47 @@ FIGURES = {
         "points as in the figure above. Dotted (black): the analytic baseline loss; loosely dotted (grey): chance "
         f"accuracy. {STYLE_NOTE}",
         "no runs compare parameter budgets (model.params with two budgets or more)"),
+    "fraction_solved": Spec(
+        fraction_solved, "Time to solve as censored data: the Kaplan–Meier estimate of the fraction of seeds that met "
+        "the task's solved criterion (each run's solved_criterion, on the evaluation set) by each training step, a "
+        "step line per model and configuration, the model's marker at each solve. A seed that did not solve is not "
+        "dropped but censored: at its budget (train.steps, marked |) if it completed, at the step it diverged "
+        "(marked ×) if it diverged; it counts in the denominator until then. A curve that ends below 0.5 never "
+        "reached its median step to solve within the budget. Right of each curve: seeds solved / seeds finished "
+        f"(failed and unfinished runs are left out). {STYLE_NOTE}",
+        "no finished run records a solved criterion (solved_criterion)"),
     "accuracy_vs_eval_length": Spec(
         accuracy_vs_eval_length, "Length generalisation: final accuracy of the runs with eval.lengths at each "
-        "evaluation length (log x), one panel per task and training length T (dashed). Mean over seeds, band: 95% "
-        f"percentile bootstrap interval over seeds ({D.BOOT_RESAMPLES} resamples, fixed seed). Loosely dotted (grey): "
-        f"chance accuracy. {STYLE_NOTE}", "no run evaluated at other lengths (eval.lengths)"),
+        "evaluation length (log x), one panel per task and training length T (dashed). Mean over seeds, band: the "
+        "95% interval of the lengths table (its caption names the method); points: every seed where a cell has at "
+        f"most {D.FEW_SEEDS}. Loosely dotted (grey): chance accuracy. {STYLE_NOTE}",
+        "no run evaluated at other lengths (eval.lengths)"),
+    "expected_best": Spec(
+        expected_best, "How much tuning a result took (Dodge et al. 2019, \"Show your work\", EMNLP): for each "
+        "tuned point (sweeps with tune:, their tuning.json), the expected best selection score of k trials drawn "
+        "with replacement from its N candidates' scores (each the mean over the selection seeds on the evaluation "
+        "set), k = 1..N; for a loss the expected lowest. At k = 1 it is the candidates' mean, and it approaches the "
+        "best candidate's score as k grows. Band: ±1 standard deviation of that best, kept inside the range of the "
+        "scores. A line that rises early reached its best with few trials; one that keeps rising needed the whole "
+        f"grid. Candidates without a score (no selection run finished) are left out and counted. {STYLE_NOTE}",
+        "no tuned sweep (no tuning.json under the results folder)"),
     "grad_through_time": Spec(
         grad_through_time, "‖∂L/∂h_t‖ of the top recurrent layer vs distance from the loss, at initialisation "
         "and after training (two longest lengths per task); exact zeros (underflow) are marked on a strip under "
-        f"the panel. Median over seeds. {STYLE_NOTE}", "no gradient profiles of a recurrent layer"),
+        f"the panel (medians only). Median over seeds; thin lines: every seed where a cell has at most {D.FEW_SEEDS} "
+        f"(a seed's exact zeros: gaps). {STYLE_NOTE}", "no gradient profiles of a recurrent layer"),
     "input_grad_through_time": Spec(
         input_grad_through_time, "‖∂L/∂x_t‖ at the embedded input vs distance from the loss (every model, incl. "
-        f"the Transformer); median over seeds. {STYLE_NOTE}", "no gradient profiles"),
+        f"the Transformer); median over seeds, thin lines: every seed where a cell has at most {D.FEW_SEEDS}. "
+        f"{STYLE_NOTE}", "no gradient profiles"),
     "grad_norm": Spec(
         grad_norm, "Global gradient norm (before clipping) vs training step: median over seeds, band: min–max, thin "
-        f"lines: every seed where a cell has at most {D.FEW_SEEDS}. {STYLE_NOTE}",
+        f"lines: every seed where a cell has at most {D.FEW_SEEDS}. {TRUNCATED_NOTE} {STYLE_NOTE}",
         "no grad_norm in the metrics of completed runs"),
     "throughput": Spec(
-        throughput, "Training throughput vs length, mean over seeds (colour and marker: model; line style: backend and "
-        "the config keys that differ between configurations); kernel benchmark panels when results exist under bench/.",
+        throughput, "Training throughput vs length, mean over seeds, points: every seed where a cell has at most "
+        f"{D.FEW_SEEDS} (colour and marker: model; line style: backend and the config keys that differ between "
+        "configurations); kernel benchmark panels when results exist under bench/.",
         "no tokens_per_s recorded and no kernel benchmark results"),
     "kernels": Spec(
         kernels, "Kernel benchmarks (`seqbench bench`): median time per step of one layer vs hidden size, per pass and "

@@ -6,6 +6,7 @@ import math
 import matplotlib.pyplot as plt
 import matplotlib.style
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.colors import to_rgb
 
@@ -73,14 +74,16 @@ def test_variant_colours_stay_apart_from_the_models_and_markers_are_distinct():
 
 
 def model_lines(fig, look):
-    """(label, marker) of every line drawn in a model's colour with a marker (error bar caps aside)."""
+    """(label, marker) of every line drawn in a model's colour with a marker (error bar caps and censoring marks
+    aside)."""
     by_colour = {tuple(to_rgb(v.colour)): label for label, v in look.items()}
+    marks = {"None", "", None, "_", *(m["marker"] for m in F.CENSOR_MARKS.values())}  # _: caps
     return {(by_colour[to_rgb(line.get_color())], line.get_marker()) for ax in fig.axes for line in ax.lines
-            if line.get_marker() not in ("None", "", None, "_") and to_rgb(line.get_color()) in by_colour}  # _: caps
+            if line.get_marker() not in marks and to_rgb(line.get_color()) in by_colour}
 
 
 @pytest.mark.parametrize("build", [F.learning_curves, F.final_vs_length, F.grad_through_time, F.input_grad_through_time,
-                                   F.grad_norm, F.throughput], ids=lambda f: f.__name__)
+                                   F.grad_norm, F.throughput, F.fraction_solved], ids=lambda f: f.__name__)
 def test_each_model_has_its_colour_and_marker_in_every_figure_and_legend(report_data, build):
     look = F.looks(report_data.labels)
     fig = build(report_data)
@@ -181,17 +184,20 @@ def test_final_values_on_log_axes_stay_above_zero_with_every_seed_and_chance(rep
         ends = [y for c in ax.collections if hasattr(c, "get_segments") for s in c.get_segments() for y in s[:, 1]]
         assert ends and min(ends) > 0
     seeds = report_data.runs[report_data.runs.counted & (report_data.runs.status == "completed")]
+    # the set the summary's statistics use: the test set where the records have it, else the evaluation set
+    which = "test" if report_data.cells.get("final_set", pd.Series(["eval"])).eq("test").all() else "eval"
     for task in panels:  # every seed's value as a point: 2 seeds x 2 models x 2 lengths per task
         for ax in (loss[task], accuracy[task]):
             points = [c for c in ax.collections if c.get_offsets().shape[0] and not hasattr(c, "get_segments")]
             values = sorted(y for c in points for y in c.get_offsets()[:, 1])
-            column = "final.eval_loss" if ax is loss[task] else "final.eval_accuracy"
+            column = f"final.{which}_loss" if ax is loss[task] else f"final.{which}_accuracy"
             assert values == pytest.approx(sorted(seeds[seeds.task == task][column]))
     chance = [line for line in accuracy["copy"].lines if line.get_color() == F.CHANCE["color"]]
     assert len(chance) == 1 and chance[0].get_ydata()[0] == pytest.approx(1 / 8)  # 1 / task.n_symbols
     assert not [line for line in accuracy["adding"].lines if line.get_color() == F.CHANCE["color"]]
     assert "chance" in [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "geometric mean" in fig._suptitle.get_text() and "bootstrap" in fig._suptitle.get_text()
+    title = fig._suptitle.get_text().replace("\n", " ")
+    assert title.startswith(f"Final {which} loss") and "95% interval as in the summary table" in title
     plt.close(fig)
 
 

@@ -11,8 +11,8 @@ from seqbench.harness.report import build_report
 
 from .conftest import SWEEP_COMMIT
 
-FIGURES = ["learning_curves", "final_vs_length", "grad_through_time", "input_grad_through_time", "grad_norm",
-           "throughput"]
+FIGURES = ["learning_curves", "final_vs_length", "fraction_solved", "grad_through_time", "input_grad_through_time",
+           "grad_norm", "throughput"]
 
 
 def test_every_figure_as_png_and_pdf(report):
@@ -120,7 +120,7 @@ def test_missing_data_skips_figures_and_says_so(copy_runs):
     assert index == root / "report" / "index.html"
     figures = root / "report" / "figures"
     assert sorted(p.name for p in figures.iterdir()) == sorted(
-        f"{name}.{ext}" for name in ["learning_curves", "final_vs_length", "grad_norm", "throughput"]
+        f"{name}.{ext}" for name in ["learning_curves", "final_vs_length", "fraction_solved", "grad_norm", "throughput"]
         for ext in ("png", "pdf"))
     html = index.read_text()
     assert "Skipped: no gradient profiles of a recurrent layer." in html and "Skipped: no gradient profiles." in html
