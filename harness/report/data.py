@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..config import OPERATIONAL_KEYS
 from ..errors import RecordError
@@ -24,6 +23,10 @@ from ..loaders import load_grad_profiles, load_metrics, load_runs
 from ..records import json_kind, read_json
 from ..models import MODELS
 from ..models.plugins import PLUGIN_BACKEND
+from .stats import (ALPHA, clopper_pearson, fisher_p, geo_ci, holm, logrank_p, mean_ci, paired_difference,
+                    paired_ratio, proportion_ci, sign_flip_p, smallest_fisher_p, smallest_logrank_p,
+                    smallest_sign_flip_p)
+from .survival import km_median
 
 #: base models in the order (and so the colours) every figure and table uses; variants sort after their base
 MODEL_ORDER = ("rnn", "lstm", "gru", "mingru", "minlstm", "transformer")
@@ -48,8 +51,6 @@ SETTINGS = {"hidden": ("config.model.hidden", "config.model.d_model"), "layers":
 RENAMED = {"config.model.d_model": "hidden", "config.model.params": "budget"}
 #: short names of the widths a budget chooses (with model.params they follow from the budget and the model)
 WIDTHS = ("hidden", "embed", "model.embed")
-#: the statistics' confidence level and the bootstrap's fixed seed and resamples (reports are deterministic)
-LEVEL, BOOT_SEED, BOOT_RESAMPLES = 0.95, 0, 9999
 #: cells with at most this many seeds show every seed's value in the figures
 FEW_SEEDS = 10
 INIT, END = "initialisation (step 0)", "end of training"
@@ -289,111 +290,66 @@ def cell_index(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> pd.S
     return merged.cell.reindex(runs.index)
 
 
-# --- statistics ----------------------------------------------------------------------------------------------------
-def _values(values) -> np.ndarray:
-    return pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce").dropna().to_numpy(dtype="float64")
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The p-quantile of Student's t with `df` degrees of freedom."""
-    return float(stats.t.ppf(p, df))
-
-
-def mean_ci(values) -> tuple[float, float, int]:
-    """(mean, half-width of the 95% Student-t interval, n) over the non-null values; the half-width is NaN if n < 2."""
-    v = _values(values)
-    n = len(v)
-    if n < 2:
-        return (float(v[0]) if n else math.nan), math.nan, n
-    return float(v.mean()), t_quantile((1 + LEVEL) / 2, n - 1) * float(v.std(ddof=1)) / math.sqrt(n), n
-
-
-def geo_ci(values) -> tuple[float, float, int]:
-    """(geometric mean, multiplicative half-width f, n) over the non-null values: the 95% t-interval of the mean log
-    value, so the interval is [g / f, g · f], above zero like the values; f is NaN if n < 2. Losses sit on log axes:
-    an additive interval would reach below zero. A value <= 0 has no log: all NaN then (n still counts it)."""
-    v = _values(values)
-    n = len(v)
-    if n == 0 or (v <= 0).any():
-        return math.nan, math.nan, n
-    mean, half, _ = mean_ci(np.log(v))
-    return math.exp(mean), math.exp(half), n
-
-
-def _bootstrap(data: tuple, statistic) -> tuple[float, float]:
-    """95% percentile bootstrap interval, fixed seed; (v, v) where every resample would give the same value."""
-    first = statistic(*data, axis=-1)
-    if all(np.ptp(d) == 0 for d in data) or (len(data) == 2 and np.ptp(data[0] - data[1]) == 0):
-        return first, first
-    res = stats.bootstrap(data, statistic, paired=len(data) > 1, vectorized=True, n_resamples=BOOT_RESAMPLES,
-                          confidence_level=LEVEL, method="percentile", rng=np.random.default_rng(BOOT_SEED))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def _mean(x, axis=-1):
-    return np.mean(x, axis=axis)
-
-
-def _mean_difference(x, y, axis=-1):
-    return np.mean(x - y, axis=axis)
-
-
-def proportion_ci(values) -> tuple[float, float, float, int]:
-    """(mean, low, high, n) of per-seed proportions (accuracies): the 95% percentile bootstrap over seeds, which stays
-    inside the values' range and so inside [0, 1]; no interval (NaN) for n < 2."""
-    v = _values(values)
-    n = len(v)
-    if n < 2:
-        return (float(v[0]) if n else math.nan), math.nan, math.nan, n
-    return (float(v.mean()), *_bootstrap((v,), _mean), n)
-
-
-def wilson(k: int, n: int) -> tuple[float, float, float]:
-    """(k / n, low, high): the 95% Wilson score interval of a binomial proportion (inside [0, 1]); NaN for n = 0."""
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=LEVEL, method="wilson")
-    return k / n, float(ci.low), float(ci.high)
-
-
-def paired_difference(a, b) -> tuple[float, float, float, int]:
-    """(mean of a - b, low, high, n) over paired values: the 95% paired percentile bootstrap (fixed seed); no
-    interval (NaN) for fewer than 2 pairs."""
-    a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
-    n = len(a)
-    if n < 2:
-        return (float(a[0] - b[0]) if n else math.nan), math.nan, math.nan, n
-    return (float(np.mean(a - b)), *_bootstrap((a, b), _mean_difference), n)
-
-
 # --- aggregation ---------------------------------------------------------------------------------------------------
 def _column(g: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(g.get(name, pd.Series(np.nan, index=g.index)), errors="coerce")
 
 
+#: where a cell's final numbers come from: the held-out test set, scored once at the end of each run, or (records
+#: made before it, or a cell whose runs do not all have it) the evaluation set, which early stopping also used
+FINAL_SETS = {"test": "held-out test set", "eval": "evaluation set, also used for early stopping"}
+
+
+def final_set(done: pd.DataFrame) -> str:
+    """`test` where every run of `done` with a final eval loss also has a final test loss, else `eval`: one set for
+    the whole cell (mixing them would average two different measurements)."""
+    valued = _column(done, "final.eval_loss").notna()
+    return "test" if valued.any() and _column(done, "final.test_loss")[valued].notna().all() else "eval"
+
+
+def final_values(done: pd.DataFrame, which: str) -> pd.DataFrame:
+    """The final `loss` and `accuracy` of completed runs from `which` set (`test` or `eval`)."""
+    return pd.DataFrame({"loss": _column(done, f"final.{which}_loss"),
+                         "accuracy": _column(done, f"final.{which}_accuracy")}, index=done.index)
+
+
+def solve_times(finished: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(step, solved) per finished run, for Kaplan–Meier: a completed run that met the criterion is an event at its
+    solved step; one that did not is censored at its budget (config.train.steps); a diverged run is never solved,
+    and is censored where it diverged (else where it stopped)."""
+    completed = finished.status == "completed"
+    solved = completed & _column(finished, "solved_step").notna()
+    budget = _column(finished, "config.train.steps").fillna(_column(finished, "steps_done"))
+    stopped = _column(finished, "diverged_step").fillna(_column(finished, "steps_done")) \
+        .fillna(_column(finished, "last_step"))
+    steps = _column(finished, "solved_step").where(solved, budget.where(completed, stopped))
+    return steps, solved
+
+
 def summarise_cell(g: pd.DataFrame) -> dict:
     """One summary row from the runs of one cell (every status): statistics over its counted runs (one per seed),
-    counts of every status over all its records."""
+    counts of every status over all its records. Final loss and accuracy come from the test set where every run
+    has it (`final_set`)."""
     if "counted" not in g:
         g = mark_counted(g, [])
     one = g[g.counted]
     done = one[one.status == "completed"]
-    loss = _column(done, "final.eval_loss")
-    valued = done[loss.notna()]
-    gmean, factor, n = geo_ci(loss)
-    acc, acc_lo, acc_hi, _ = proportion_ci(_column(valued, "final.eval_accuracy"))
+    which = final_set(done)
+    final = final_values(done, which)
+    gmean, factor, n = geo_ci(final.loss)
+    acc, acc_lo, acc_hi, _ = proportion_ci(final.accuracy[final.loss.notna()])
     finished = one[one.status.isin(FINISHED)]
     # a diverged run is never solved, whatever it met before diverging; it stays in the denominator
-    solved = _column(finished, "solved_step").where(finished.status == "completed").dropna()
-    rate, rate_lo, rate_hi = wilson(len(solved), len(finished))
+    steps, solved = solve_times(finished)
+    rate, rate_lo, rate_hi = clopper_pearson(int(solved.sum()), len(finished))
     tokens, tokens_ci, _ = mean_ci(_column(done, "tokens_per_s"))
     return {
         "loss_gmean": gmean, "loss_factor": factor,
         "loss_lo": gmean / factor if n > 1 else math.nan, "loss_hi": gmean * factor if n > 1 else math.nan,
-        "accuracy_mean": acc, "accuracy_lo": acc_lo, "accuracy_hi": acc_hi, "n": n,
-        "no_final_value": len(done) - n, "solved": len(solved), "finished": len(finished),
+        "accuracy_mean": acc, "accuracy_lo": acc_lo, "accuracy_hi": acc_hi, "n": n, "final_set": which,
+        "no_final_value": len(done) - n, "solved": int(solved.sum()), "finished": len(finished),
         "solve_rate": rate, "solve_lo": rate_lo, "solve_hi": rate_hi,
-        "steps_to_solve": solved.median() if len(solved) else math.nan,
+        "steps_to_solve": km_median(steps, solved) if len(finished) else math.nan,
         "tokens_per_s": tokens, "tokens_per_s_ci": tokens_ci,
         "params": _column(done, "params").median(),
         "baseline_loss": _column(g, "baseline_loss").median(),
@@ -413,7 +369,8 @@ def _chance(g: pd.DataFrame) -> float:
 
 #: column names of the cells table and runs: config keys are never shown under them
 RESERVED = frozenset({*CELL, "cell", "variant", "setting", "counted", "model", "T", "n", "seed", "status", "run_id",
-                      "path", "chance", "params", "solved", "finished", "no_final_value", "repeated_seeds"})
+                      "path", "chance", "params", "solved", "finished", "no_final_value", "repeated_seeds",
+                      "final_set"})
 
 
 def _first(values: pd.Series):
@@ -470,22 +427,88 @@ def comparable(a: pd.Series, b: pd.Series, keys: list[str]) -> bool:
     return same and all(pd.isna(a[k]) or pd.isna(b[k]) or a[k] == b[k] for k in [*keys, "backend_choice"])
 
 
-COMPARISON = ["task", "length", "label_a", "label_b", "backend_a", "backend_b", "cell_a", "cell_b", "pairs",
-              "loss_diff", "loss_diff_lo", "loss_diff_hi", "accuracy_pairs", "accuracy_diff", "accuracy_diff_lo",
-              "accuracy_diff_hi"]
+COMPARISON = ["task", "length", "label_a", "label_b", "backend_a", "backend_b", "cell_a", "cell_b"]
+#: a comparison's columns after the cell keys: what is compared, on which set, over how many seeds, each cell's value,
+#: the effect A vs B with its 95% interval, the exact test, its p-value, the smallest p-value that test can reach with
+#: these seeds, the p-value adjusted (Holm) over every comparison of the report, and the verdict
+COMPARED = ["metric", "set", "n_a", "n_b", "pairs", "value_a", "value_b", "estimate", "lo", "hi", "test", "p",
+            "smallest_p", "p_adjusted", "verdict"]
+#: the test behind each compared metric
+TESTS = {"final loss": "sign-flip (log loss)", "final accuracy": "sign-flip", "solve rate": "Fisher exact",
+         "steps to solve": "log-rank (permutation)"}
+#: what the verdict says for the model with the better value of each metric
+BETTER = {"final loss": "lower", "final accuracy": "higher", "solve rate": "solves more often",
+          "steps to solve": "solves sooner"}
+
+
+def early_stopped(runs: pd.DataFrame) -> bool:
+    """Whether these runs were configured to stop at the solved criterion (`train.early_stop`): their final values
+    were measured at different steps."""
+    stop = runs.get("config.train.early_stop", pd.Series(False, index=runs.index))
+    return bool(stop.fillna(False).astype(bool).any())
+
+
+def _finals(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
+    """The final loss and accuracy of two cells over the seeds both completed (`a`, `b`: seeds, loss, accuracy)."""
+    pairs = a.merge(b, on=SEED, suffixes=("_a", "_b")).dropna(subset=["loss_a", "loss_b"])
+    positive = bool(len(pairs)) and bool((pairs[["loss_a", "loss_b"]] > 0).all().all())
+    ratio, factor, n = paired_ratio(pairs.loss_a, pairs.loss_b) if positive else (math.nan, math.nan, len(pairs))
+    loss = {"metric": "final loss", "pairs": n, "value_a": geo_ci(pairs.loss_a)[0], "value_b": geo_ci(pairs.loss_b)[0],
+            "estimate": ratio, "lo": ratio / factor, "hi": ratio * factor,
+            "p": sign_flip_p(np.log(pairs.loss_a) - np.log(pairs.loss_b)) if positive else math.nan,
+            "smallest_p": smallest_sign_flip_p(n), "a_better": ratio < 1}
+    both = pairs.dropna(subset=["accuracy_a", "accuracy_b"])
+    if both.empty:
+        return [loss]
+    diff, lo, hi, m = paired_difference(both.accuracy_a, both.accuracy_b)
+    accuracy = {"metric": "final accuracy", "pairs": m, "value_a": both.accuracy_a.mean(),
+                "value_b": both.accuracy_b.mean(), "estimate": diff, "lo": lo, "hi": hi,
+                "p": sign_flip_p(both.accuracy_a - both.accuracy_b), "smallest_p": smallest_sign_flip_p(m),
+                "a_better": diff > 0}
+    return [loss, accuracy]
+
+
+def _solving(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
+    """Solve rate (Fisher's exact test) and censored steps to solve (log-rank) of two cells' finished runs."""
+    (steps_a, solved_a), (steps_b, solved_b) = solve_times(a), solve_times(b)
+    k_a, k_b, n_a, n_b = int(solved_a.sum()), int(solved_b.sum()), len(a), len(b)
+    rate_a, rate_b = (k_a / n_a if n_a else math.nan), (k_b / n_b if n_b else math.nan)
+    rate = {"metric": "solve rate", "value_a": rate_a, "value_b": rate_b, "estimate": rate_a - rate_b,
+            "p": fisher_p(k_a, n_a, k_b, n_b), "smallest_p": smallest_fisher_p(n_a, n_b), "a_better": rate_a > rate_b}
+    p, z = logrank_p(steps_a, solved_a, steps_b, solved_b)
+    median_a = km_median(steps_a, solved_a) if n_a else math.nan
+    median_b = km_median(steps_b, solved_b) if n_b else math.nan
+    time = {"metric": "steps to solve", "value_a": median_a, "value_b": median_b,
+            "estimate": median_a - median_b if math.isfinite(median_a) and math.isfinite(median_b) else math.nan,
+            "p": p, "smallest_p": smallest_logrank_p(n_a, n_b), "a_better": z > 0}
+    return [{**row, "n_a": n_a, "n_b": n_b, "set": "", "test": TESTS[row["metric"]]} for row in (rate, time)]
+
+
+def verdict(label_a: str, label_b: str, metric: str, p_adjusted: float, smallest_p: float, a_better: bool) -> str:
+    """'lstm lower' where the Holm-adjusted p is below 0.05; 'n too small' where even the most extreme outcome
+    could not reach p < 0.05 with these seeds; else 'no clear difference' (or 'no test' without a p-value)."""
+    if smallest_p > ALPHA:
+        return "n too small"
+    if pd.isna(p_adjusted):
+        return "no test"
+    if p_adjusted < ALPHA:
+        return f"{label_a if a_better else label_b} {BETTER[metric]}"
+    return "no clear difference"
 
 
 def comparisons(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """One row per pair of comparable cells (see `comparable`; A is the first in model order): the mean paired
-    difference A - B of the final eval loss and accuracy over the seeds both completed, with its 95% paired percentile
-    bootstrap interval (fixed seed: reports are deterministic); no interval below 2 pairs. `runs` carry their `cell`."""
-    done = runs[runs.counted & (runs.status == "completed")]
-    done = pd.DataFrame({"cell": done.cell, **{c: done[c] for c in SEED}, "loss": _column(done, "final.eval_loss"),
-                         "accuracy": _column(done, "final.eval_accuracy")}).dropna(subset=["loss"])
-    by_cell = dict(tuple(done.groupby("cell")))
-    empty = done.iloc[:0]
+    """One row per pair of comparable cells (see `comparable`; A is the first in model order) and compared metric.
+    Cells that trained a fixed number of steps compare their final loss (ratio A / B of geometric means) and
+    accuracy (difference A − B) over the seeds both completed, each with a sign-flip test; the final values come
+    from the test set where both cells have it. Where either cell was configured to stop early, final values were
+    measured at different steps, so the pair compares solve rate (Fisher) and censored steps to solve (log-rank)
+    over every finished seed instead. p_adjusted: Holm over every row of the report. `runs` carry their `cell`."""
+    one = runs[runs.counted]
+    sets = {cell: final_set(g[g.status == "completed"]) for cell, g in one.groupby("cell")}
     configurable = runs.get("config.model.backend", pd.Series(None, index=runs.index)).notna().groupby(runs.cell).any()
     table = table.assign(backend_choice=table.backend.where(configurable.reindex(table.index, fill_value=False)))
+    by_cell = dict(tuple(one.groupby("cell")))
+    empty = one.iloc[:0]
     rows = []
     for _, group in table.groupby(["task", "length"], sort=False):
         for (_, a), (_, b) in itertools.combinations(group.iterrows(), 2):
@@ -493,17 +516,24 @@ def comparisons(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> pd.
                 continue
             if label_order(a.label) > label_order(b.label):
                 a, b = b, a
-            pairs = by_cell.get(a.name, empty).merge(by_cell.get(b.name, empty), on=SEED, suffixes=("_a", "_b"))
-            loss = paired_difference(pairs.loss_a, pairs.loss_b)
-            both = pairs.dropna(subset=["accuracy_a", "accuracy_b"])
-            acc = paired_difference(both.accuracy_a, both.accuracy_b)
-            rows.append({"task": a.task, "length": a.length, "label_a": a.label, "label_b": b.label,
-                         "backend_a": a.backend, "backend_b": b.backend, "cell_a": a.name, "cell_b": b.name,
-                         **{k: a[k] if not pd.isna(a[k]) else b[k] for k in keys},
-                         "pairs": loss[3], "loss_diff": loss[0], "loss_diff_lo": loss[1], "loss_diff_hi": loss[2],
-                         "accuracy_pairs": acc[3], "accuracy_diff": acc[0], "accuracy_diff_lo": acc[1],
-                         "accuracy_diff_hi": acc[2]})
-    return pd.DataFrame(rows, columns=[*COMPARISON[:6], *keys, *COMPARISON[6:]])
+            runs_a, runs_b = by_cell.get(a.name, empty), by_cell.get(b.name, empty)
+            identity = {"task": a.task, "length": a.length, "label_a": a.label, "label_b": b.label,
+                        "backend_a": a.backend, "backend_b": b.backend, "cell_a": a.name, "cell_b": b.name,
+                        **{k: a[k] if not pd.isna(a[k]) else b[k] for k in keys}}
+            if early_stopped(runs_a) or early_stopped(runs_b):
+                finished = [r[r.status.isin(FINISHED)] for r in (runs_a, runs_b)]
+                rows += [identity | row for row in _solving(*finished)]
+                continue
+            which = "test" if sets.get(a.name) == sets.get(b.name) == "test" else "eval"
+            done = [r[r.status == "completed"] for r in (runs_a, runs_b)]
+            finals = [pd.concat([r[SEED], final_values(r, which)], axis=1) for r in done]
+            counts = {"n_a": int(finals[0].loss.notna().sum()), "n_b": int(finals[1].loss.notna().sum())}
+            rows += [identity | row | counts | {"set": which, "test": TESTS[row["metric"]]} for row in _finals(*finals)]
+    frame = pd.DataFrame(rows, columns=[*COMPARISON, *keys, *COMPARED, "a_better"])
+    frame["p_adjusted"] = holm(frame.p.astype("float64"))
+    frame["verdict"] = [verdict(r.label_a, r.label_b, r.metric, r.p_adjusted, r.smallest_p, r.a_better)
+                        for r in frame.itertuples()] if len(frame) else []
+    return frame.drop(columns="a_better").astype({"pairs": "Int64"})
 
 
 def seed_bands(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -531,34 +561,34 @@ def profile_medians(profiles: pd.DataFrame, quantity: str) -> pd.DataFrame:
 # --- other files ---------------------------------------------------------------------------------------------------
 # --- length generalisation ------------------------------------------------------------------------------------------
 AT_LENGTH = re.compile(r"^final\.eval_(accuracy|loss)@(\d+)$")
-LENGTH_RESULTS = ["run_id", "cell", *CELL, "variant", "eval_length", "ratio", "accuracy", "loss"]
+LENGTH_RESULTS = ["run_id", "cell", *CELL, "variant", "eval_length", "ratio", "accuracy", "loss", "set"]
 
 
 def length_results(runs: pd.DataFrame) -> pd.DataFrame:
-    """Final accuracy and loss of each run at every length it was evaluated at: its training length (`length`, the
-    ordinary `final.eval_*`) and each of its `eval.lengths` (`final.eval_*@<n>`), tidy: one row per run and
-    `eval_length`, `ratio` = eval_length / length. Runs evaluated at their training length only are left out."""
+    """Final accuracy and loss of each run at every length it was evaluated at: its training length (`length`: the
+    test set where every run of its cell has one, see `final_set`, else the ordinary `final.eval_*`) and each of its
+    `eval.lengths` (`final.eval_*@<n>`), tidy: one row per run and `eval_length`, `ratio` = eval_length / length,
+    `set` the set scored. Runs evaluated at their training length only are left out."""
     at = [(column, m.group(1), int(m.group(2))) for column in runs.columns if (m := AT_LENGTH.match(column))]
     if not at:
         return pd.DataFrame(columns=LENGTH_RESULTS)
     frames = []
     for n in sorted({n for _, _, n in at}):
         stats = {stat: pd.to_numeric(runs[column], errors="coerce") for column, stat, m in at if m == n}
-        frames.append(runs.assign(eval_length=n, **stats))
+        frames.append(runs.assign(eval_length=n, set="eval", **stats))
     extra = pd.concat(frames, ignore_index=True).dropna(subset=["accuracy"], how="all")
     base = runs[runs.run_id.isin(extra.run_id)]
-    base = base.assign(eval_length=base.length, accuracy=pd.to_numeric(base.get("final.eval_accuracy"),
-                                                                         errors="coerce"),
-                       loss=pd.to_numeric(base.get("final.eval_loss"), errors="coerce"))
-    out = pd.concat([base, extra], ignore_index=True).reindex(columns=LENGTH_RESULTS[:-4] + ["eval_length", "accuracy",
-                                                                                            "loss"])
+    which = base.cell.map({cell: final_set(g) for cell, g in base.groupby("cell")})
+    finals = final_values(base, "test").where(which.eq("test"), final_values(base, "eval"))
+    base = base.assign(eval_length=base.length, set=which, **finals)
+    out = pd.concat([base, extra], ignore_index=True).reindex(columns=LENGTH_RESULTS)
     out = out.astype({"eval_length": "int64"}).drop_duplicates(["run_id", "eval_length"])
     out["ratio"] = out.eval_length / out.length.astype("float64")
     return out.sort_values(["cell", "eval_length", "run_id"], kind="stable").reset_index(drop=True)[LENGTH_RESULTS]
 
 
 def length_cells(lengths: pd.DataFrame) -> pd.DataFrame:
-    """Per cell and evaluation length: mean accuracy over seeds with its 95% percentile bootstrap interval, n."""
+    """Per cell and evaluation length: mean accuracy over seeds with its 95% interval (`stats.proportion_ci`), n."""
     rows = []
     for (cell, n), g in lengths.groupby(["cell", "eval_length"], sort=True):
         mean, lo, hi, count = proportion_ci(g.accuracy)
@@ -570,8 +600,8 @@ def length_cells(lengths: pd.DataFrame) -> pd.DataFrame:
 
 def beyond_training(lengths: pd.DataFrame) -> pd.DataFrame:
     """Per cell: the length-generalisation score of Delétang et al. 2022, each seed's mean accuracy over the lengths
-    above its training length, summarised over seeds as mean (95% bootstrap interval) and best seed (what the paper
-    reported), with the number of seeds and of lengths averaged."""
+    above its training length, summarised over seeds as mean (95% interval) and best seed (what the paper
+    reported), with the number of seeds and of lengths averaged. The interval is `stats.proportion_ci`'s."""
     above = lengths[lengths.eval_length > lengths.length].dropna(subset=["accuracy"])
     rows = []
     for cell, g in above.groupby("cell", sort=True):

@@ -26,31 +26,73 @@ SHOWN_IDS = 12
 SETTING_NAMES = {"hidden": "hidden", "layers": "layers", "lr": "lr", "batch_size": "batch", "steps": "steps"}
 MISSING = "–"  # a key this cell's model or task does not have
 
-SUMMARY_NOTE = (
-    "One row per configuration: task, T, model, the backend that ran (from each run's recorded kernel path: triton = "
-    "a fused Triton kernel, reference (fallback) = a fused module's reference step loop, torch = torch.nn) and every "
-    "config key whose value differs between the runs of this report (seeds and operational keys aside); hidden is "
-    "d_model for the Transformer. Final eval loss: geometric mean over seeds ×/÷ the factor of its 95% interval "
-    "(Student-t on the log loss), i.e. the interval [mean ÷ factor, mean × factor]. Accuracy (adding: fraction with "
-    "|error| < 0.04; the other tasks: accuracy on the positions that carry a target, e.g. copy's recall window, "
-    "selective copy's markers, MQAR's queries, the last step of induction heads): mean over seeds [95% percentile bootstrap interval "
-    f"over seeds, {D.BOOT_RESAMPLES} resamples, fixed seed; it stays inside the seeds' range, so inside [0, 1]]. "
-    "Solved: solved / finished (completed or diverged) runs [95% Wilson interval]; a diverged run is never solved, "
-    "even if it met the criterion before diverging. Steps to solve: median over solved seeds. Baseline loss: the "
-    "task's analytic baseline. tokens/s: mean steady-state training throughput. n: distinct seeds completed with a "
-    "final eval loss (a seed recorded twice counts once); no final value: completed seeds without a final eval loss "
-    "(listed under problems). No interval for one seed. Figures show completed runs, one record per seed.")
-COMPARISON_NOTE = (
-    "Paired comparisons of two models in the same task, T and settings, over the seeds both completed (pairs): mean "
-    "difference A − B of the final eval loss and of the accuracy [95% paired percentile bootstrap interval, "
-    f"{D.BOOT_RESAMPLES} resamples, fixed seed]. A negative Δ loss favours A. An interval that excludes 0 is evidence "
-    "of a difference; with few pairs the bootstrap interval is too narrow, and below 2 pairs there is none.")
-LENGTHS_NOTE = (
-    "Length generalisation, for the configurations run with eval.lengths: final accuracy at each evaluation length, "
-    "headed by its multiple of the training length T (1× is T itself), as mean over seeds [95% percentile bootstrap "
-    f"interval over seeds, {D.BOOT_RESAMPLES} resamples, fixed seed]. Beyond T: the score of Delétang et al. (2022), "
-    "each seed's mean accuracy over the evaluated lengths above T, as mean over seeds [interval] and as the best seed "
-    "(which that paper reported; the mean is the fairer summary). n: seeds. A blank: that length was not evaluated.")
+#: how each interval is computed, named as the captions name it (harness/report/stats.py; docs/reports.md)
+LOSS_CI = ("95% Student-t interval on the log loss (geometric mean ×/÷ factor, i.e. [mean ÷ factor, mean × factor]; "
+           "exact where log losses are normal over seeds)")
+ACCURACY_CI = ("95% Gaffke interval for a mean bounded in [0, 1] (Gaffke 2005, Learned-Miller & Thomas 2019): "
+               "nonparametric, it holds its level whatever the seeds' distribution, seeds at exactly 0 or 1 included, "
+               "and so is wide with few seeds")
+SOLVE_CI = "95% Clopper–Pearson (exact binomial) interval"
+STEPS_TEXT = ("Kaplan–Meier median over finished seeds, a seed that did not solve censored at its step budget (a "
+              "diverged one where it diverged); '> N': fewer than half solved within the budget of N steps")
+
+
+def set_text(sets) -> str:
+    """Which set the final numbers of these rows come from, in words (see data.FINAL_SETS)."""
+    sets = set(sets)
+    if len(sets) == 1:
+        return f"on the {D.FINAL_SETS[sets.pop()]}"
+    return (f"on the {D.FINAL_SETS['test']} where every run of the row has one (set: test), else on the "
+            f"{D.FINAL_SETS['eval']} (set: eval)")
+
+
+def summary_note(sets=("test", "eval")) -> str:
+    """The summary's caption, for rows whose final numbers come from `sets`."""
+    return (
+        "One row per configuration: task, T, model, the backend that ran (from each run's recorded kernel path: triton "
+        "= a fused Triton kernel, reference (fallback) = a fused module's reference step loop, torch = torch.nn) and "
+        "every config key whose value differs between the runs of this report (seeds and operational keys aside); "
+        f"hidden is d_model for the Transformer. Final loss and accuracy {set_text(sets)}. Final loss: geometric mean "
+        f"over seeds ×/÷ the factor of its {LOSS_CI}. Accuracy (adding: fraction with |error| < 0.04; the other tasks: "
+        "accuracy on the positions that carry a target, e.g. copy's recall window, selective copy's markers, MQAR's "
+        f"queries, the last step of induction heads): mean over seeds [{ACCURACY_CI}]. Solved: solved / finished "
+        f"(completed or diverged) runs [{SOLVE_CI}]; a diverged run is never solved, even if it met the criterion "
+        f"before diverging. Steps to solve: {STEPS_TEXT}. Baseline loss: the task's analytic baseline. tokens/s: mean "
+        "steady-state training throughput. n: distinct seeds completed with a final loss (a seed recorded twice counts "
+        "once); no final value: completed seeds without one (listed under problems). No interval for one seed. "
+        "Figures show completed runs, one record per seed.")
+
+
+def comparison_note(sets=("test", "eval")) -> str:
+    """The comparisons' caption, for final numbers from `sets`."""
+    return (
+        "Two models in the same task, T and settings, one row per compared quantity. Runs that trained a fixed number "
+        f"of steps compare final values {set_text(sets)}, over the seeds both completed (pairs): final loss as the "
+        "ratio A/B of geometric means [95% Student-t interval on the paired log-loss differences], accuracy as the "
+        "mean difference A − B [95% Gaffke interval for a mean bounded in [−1, 1]: it holds its level for any "
+        "distribution, so it is wide with few pairs], each tested by the exact sign-flip permutation test (all 2^n "
+        "sign assignments; on log losses). Where either model's runs were configured to stop at the solved criterion "
+        "(train.early_stop), final values were measured at different steps and are not compared; instead solve rate "
+        "(solved / finished, Fisher's exact test) and steps to solve (Kaplan–Meier medians, unsolved seeds censored at "
+        "their budget; log-rank test with its exact permutation null), over every finished seed of the pair, those "
+        "that ran to the end too (which seeds stop early depends on the outcome). p: the test's two-sided p-value; "
+        "p (Holm): adjusted over every comparison of this report (Holm's step-down). A verdict only where p (Holm) < "
+        "0.05; 'n too small' where even the most extreme outcome could not reach p < 0.05 with these seeds (3 pairs: "
+        "0.25, 5 pairs: 0.0625).")
+
+
+def lengths_note(sets=("test", "eval")) -> str:
+    """The lengths table's caption; `sets`: where the training length's (1×) numbers come from."""
+    return (
+        "Length generalisation, for the configurations run with eval.lengths: final accuracy at each evaluation "
+        "length, headed by its multiple of the training length T (1× is T itself, "
+        f"{set_text(sets)}; the other lengths on their eval.lengths evaluation sets), as mean over seeds "
+        f"[{ACCURACY_CI}]. Beyond T: the score of Delétang et al. (2022), each seed's mean accuracy over the evaluated "
+        "lengths above T, as mean over seeds [the same interval] and as the best seed (which that paper reported; "
+        "the mean is the fairer summary). n: seeds. A blank: that length was not evaluated.")
+
+
+SUMMARY_NOTE, COMPARISON_NOTE, LENGTHS_NOTE = summary_note(), comparison_note(), lengths_note()
 STATUS_NOTE = "Runs by status, with their run_ids."
 PROBLEMS_NOTE = ("Runs that did not complete, or completed without a final eval loss (left out of the statistics, "
                  "counted under no final value), with what their records say.")
@@ -116,6 +158,25 @@ def _solved(c) -> str:
     return f"{c.solved}/{c.finished} [{c.solve_lo:.2f}, {c.solve_hi:.2f}]"
 
 
+def _mixed(cells: pd.DataFrame) -> bool:
+    """Whether some rows' final numbers come from the test set and others' from the evaluation set."""
+    return "final_set" in cells and cells.final_set.nunique() > 1
+
+
+def _budgets(cells: pd.DataFrame) -> pd.Series:
+    return cells["steps"] if "steps" in cells else pd.Series(math.nan, index=cells.index)
+
+
+def steps_text(median, budget) -> str:
+    """The Kaplan–Meier median step to solve: '200'; '> 1500' where fewer than half solved within the budget of
+    1500 steps ('> budget' where the budget is unknown); '' without finished seeds."""
+    if _blank(median):
+        return ""
+    if math.isinf(median):
+        return f"> {key_text(budget)}" if not _blank(budget) else "> budget"
+    return f"{median:.0f}"
+
+
 def summary(cells: pd.DataFrame, keys=()) -> pd.DataFrame:
     """The summary table as display text (see `data.summarise_cell` for what each number is)."""
     c = cells
@@ -123,10 +184,11 @@ def summary(cells: pd.DataFrame, keys=()) -> pd.DataFrame:
         "model": c.label, "task": c.task, "T": c.length.astype(str), "backend": c.backend, **_keys(c, keys),
         **{name: c[k].map(key_text) if k in c else MISSING for k, name in SETTING_NAMES.items()},
         "baseline loss": c.baseline_loss.map(sci),
-        "final eval loss": [loss_text(g, f) for g, f in zip(c.loss_gmean, c.loss_factor)],
+        **({"set": c.final_set} if _mixed(c) else {}),
+        "final loss": [loss_text(g, f) for g, f in zip(c.loss_gmean, c.loss_factor)],
         "accuracy": [interval(m, lo, hi) for m, lo, hi in zip(c.accuracy_mean, c.accuracy_lo, c.accuracy_hi)],
         "solved": [_solved(row) for row in c.itertuples()],
-        "steps to solve": [_number(x, ".0f") for x in c.steps_to_solve],
+        "steps to solve": [steps_text(x, budget) for x, budget in zip(c.steps_to_solve, _budgets(c))],
         "tokens/s": c.tokens_per_s.map(_sig3),
         "params": [_number(x, ",.0f") for x in c.params],
         "n": c.n.astype(str),
@@ -204,7 +266,10 @@ def paper(d: D.ReportData) -> tuple[pd.DataFrame, str]:
     shared += _shared_settings(d, taken=[*in_table, *columns])
     results = {"final loss": [loss_text(g, f) for g, f in zip(c.loss_gmean, c.loss_factor)],
                "accuracy": [interval(m, lo, hi) for m, lo, hi in zip(c.accuracy_mean, c.accuracy_lo, c.accuracy_hi)],
-               "solved": [f"{s}/{f}" if f else "" for s, f in zip(c.solved, c.finished)]}
+               "solved": [f"{s}/{f}" if f else "" for s, f in zip(c.solved, c.finished)],
+               "steps to solve": [steps_text(x, b) for x, b in zip(c.steps_to_solve, _budgets(c))]}
+    if _mixed(c):
+        columns["set"] = c.final_set
     columns |= {name: values for name, values in results.items() if any(values)}
     done = d.runs[d.runs.counted & (d.runs.status == "completed")]
     if c.n.nunique() > 1:
@@ -213,10 +278,11 @@ def paper(d: D.ReportData) -> tuple[pd.DataFrame, str]:
     else:
         seeds = f"{c.n.iloc[0]} seeds ({_seeds(done['config.seed'])})"
     accuracy = "; ".join(f"{t}: {ACCURACY_TEXT[t]}" for t in c.task.unique() if t in ACCURACY_TEXT)
-    caption = (f"Final eval loss: geometric mean over seeds ×/÷ its 95% t-interval factor. Accuracy"
-               f"{f' ({accuracy})' if accuracy else ''}: mean over seeds [95% bootstrap interval]. Solved: runs that "
-               f"met the task's criterion / runs finished. Each row: {seeds}; {', '.join(shared)}. Every column: "
-               "summary.tex.")
+    where = set_text(c.final_set) if not _mixed(c) else "(set: test = held-out test set, eval = evaluation set)"
+    caption = (f"Final values {where}. Loss: geometric mean over seeds ×/÷ its 95% Student-t factor (log scale). "
+               f"Accuracy{f' ({accuracy})' if accuracy else ''}: mean over seeds [95% Gaffke interval]. Solved: runs "
+               "that met the task's criterion / runs finished. Steps to solve: Kaplan–Meier median ('> N': under half "
+               f"solved in N steps). Each row: {seeds}; {', '.join(shared)}. Every column: summary.tex.")
     return pd.DataFrame(columns).reset_index(drop=True), caption
 
 
@@ -269,35 +335,52 @@ def lengths(d: D.ReportData) -> pd.DataFrame:
     return table.loc[[i for i in order if i in table.index]].reset_index(drop=True)
 
 
-def _verdict(name_a, name_b, lo, hi, pairs, lower_is_better: bool, what: str) -> str:
-    if pairs < 2:
-        return f"{what}: {int(pairs)} paired seed{'s' if pairs != 1 else ''}, too few for an interval"
-    if lo > 0 or hi < 0:
-        better = name_a if (hi < 0) == lower_is_better else name_b
-        few = f" (only {int(pairs)} pairs: weak evidence)" if pairs <= D.FEW_SEEDS else ""
-        return f"{what}: {better} {'lower' if lower_is_better else 'higher'}{few}"
-    return f"{what}: no clear difference"
+def p_text(p) -> str:
+    """A p-value with 2 significant figures: 0.25, 0.0031, 1.2e-6; '' without one."""
+    return "" if _blank(p) else sci(p) if p < 1e-3 else f"{float(f'{p:.2g}'):g}"
 
 
-def comparisons(comp: pd.DataFrame, keys=()) -> pd.DataFrame:
-    """The paired comparisons as display text: Δ = A − B, mean [95% interval]."""
-    c = comp
-    evidence = [_verdict(r.label_a, r.label_b, r.loss_diff_lo, r.loss_diff_hi, r.pairs, True, "loss") + "; "
-                + _verdict(r.label_a, r.label_b, r.accuracy_diff_lo, r.accuracy_diff_hi, r.accuracy_pairs, False,
-                           "accuracy") for r in c.itertuples()]
+def _count(rate, n) -> str:
+    return f"{round(rate * n)}/{n}" if n else "0/0"
+
+
+def effect_text(r) -> str:
+    """What a comparison row found, A against B: the loss ratio or accuracy difference with its interval, solve
+    counts, Kaplan–Meier medians."""
+    if r.metric == "final loss":
+        return "" if _blank(r.estimate) else f"A/B {interval(r.estimate, r.lo, r.hi, '.2g')}"
+    if r.metric == "final accuracy":
+        return f"A − B {interval(r.estimate, r.lo, r.hi, '+.2f')}"
+    if r.metric == "solve rate":
+        return f"{_count(r.value_a, r.n_a)} vs {_count(r.value_b, r.n_b)}"
+    return f"{steps_text(r.value_a, r.steps)} vs {steps_text(r.value_b, r.steps)}"
+
+
+def _seeds_compared(r) -> str:
+    return f"{int(r.pairs)} pairs" if r.metric.startswith("final") else f"{int(r.n_a)} / {int(r.n_b)}"
+
+
+def comparisons(comp: pd.DataFrame, keys=(), cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The comparisons as display text (see `data.comparisons`): one row per pair of models and compared quantity;
+    `cells` give the step budgets that '> N' names."""
+    budget = cells["steps"].reindex(comp.cell_a).to_numpy() if cells is not None and "steps" in cells else math.nan
+    c = comp.assign(steps=comp["steps"] if "steps" in comp else budget)
     backend = [a if a == b else f"{a} / {b}" for a, b in zip(c.backend_a, c.backend_b)]
+    compared = [f"{m} ({s})" if s else m for m, s in zip(c.metric, c.set)] if _mixed_sets(c) else c.metric
+    settings = [SETTING_NAMES[k] for k in keys if k in SETTING_NAMES]
+    columns = ["task", "T", "A", "B", "backend", *_keys(c, keys), *settings, "compared", "seeds", "effect", "test",
+               "p", "p (Holm)", "verdict"]
     return pd.DataFrame({
         "task": c.task, "T": c.length.astype(str), "A": c.label_a, "B": c.label_b, "backend": backend,
         **_keys(c, keys), **{SETTING_NAMES[k]: c[k].map(key_text) for k in keys if k in SETTING_NAMES},
-        "pairs": c.pairs.astype(str),
-        "Δ loss (A − B)": [interval(m, lo, hi, sci_signed) for m, lo, hi in
-                           zip(c.loss_diff, c.loss_diff_lo, c.loss_diff_hi)],
-        "Δ accuracy (A − B)": [interval(m, lo, hi, "+.2f") for m, lo, hi in
-                               zip(c.accuracy_diff, c.accuracy_diff_lo, c.accuracy_diff_hi)],
-        "evidence": evidence,
-    }, columns=["task", "T", "A", "B", "backend", *_keys(c, keys),
-                *(SETTING_NAMES[k] for k in keys if k in SETTING_NAMES), "pairs", "Δ loss (A − B)",
-                "Δ accuracy (A − B)", "evidence"])
+        "compared": compared, "seeds": [_seeds_compared(r) for r in c.itertuples()],
+        "effect": [effect_text(r) for r in c.itertuples()], "test": c.test,
+        "p": c.p.map(p_text), "p (Holm)": c.p_adjusted.map(p_text), "verdict": c.verdict,
+    }, columns=columns)
+
+
+def _mixed_sets(comp: pd.DataFrame) -> bool:
+    return comp.set[comp.set != ""].nunique() > 1
 
 
 def sci_signed(x) -> str:
@@ -437,10 +520,11 @@ def html(table: pd.DataFrame) -> str:
     return f"<table><thead><tr>{cells('th', table.columns)}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def write(table: pd.DataFrame, folder: Path, name: str, csv: pd.DataFrame | None = None) -> None:
-    """`name`.md, `name`.tex (captioned from CAPTIONS) and `name`.csv (`csv` if given: the same rows with
-    full-precision numbers)."""
-    title, note = CAPTIONS[name]
+def write(table: pd.DataFrame, folder: Path, name: str, csv: pd.DataFrame | None = None,
+          caption: tuple[str, str] | None = None) -> None:
+    """`name`.md, `name`.tex (captioned by `caption`, (title, note), default CAPTIONS[name]) and `name`.csv (`csv` if
+    given: the same rows with full-precision numbers)."""
+    title, note = caption or CAPTIONS[name]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.md").write_text(markdown(table) + "\n")
     (folder / f"{name}.tex").write_text(latex(table, f"{title}. {note}", f"tab:seqbench-{name}", title))
@@ -453,19 +537,30 @@ CAPTIONS = {"summary": ("Summary", SUMMARY_NOTE), "comparisons": ("Paired model 
             "status": ("Runs by status", STATUS_NOTE), "problems": ("Problems", PROBLEMS_NOTE)}
 
 
+def captions(d: D.ReportData) -> dict[str, tuple[str, str]]:
+    """CAPTIONS with the notes that depend on the data said for `d`: which set the final numbers come from."""
+    at_t = d.lengths.set[d.lengths.eval_length == d.lengths.length] if len(d.lengths) else []
+    comp_sets = [s for s in d.comparisons.get("set", []) if s]
+    return CAPTIONS | {
+        "summary": (CAPTIONS["summary"][0], summary_note(d.cells.final_set)),
+        "comparisons": (CAPTIONS["comparisons"][0], comparison_note(comp_sets or ["eval"])),
+        "lengths": (CAPTIONS["lengths"][0], lengths_note(at_t if len(at_t) else ["eval"]))}
+
+
 def write_all(d: D.ReportData, folder: Path) -> dict[str, pd.DataFrame]:
     """Write every table under `folder`; return the display tables by name, for the page."""
     shown = {"summary": summary(d.cells, d.keys),
-             "comparisons": comparisons(d.comparisons, D.pairing_keys(d.runs, d.keys)),
+             "comparisons": comparisons(d.comparisons, D.pairing_keys(d.runs, d.keys), d.cells),
              "lengths": lengths(d), "status": status(d.runs, SHOWN_IDS), "problems": problems(d.runs, d.keys)}
     full = {"summary": d.cells.rename_axis("cell").reset_index(), "comparisons": d.comparisons,
             "status": status(d.runs), "lengths": d.lengths}
+    notes = captions(d)
     for name, table in shown.items():
         if name == "lengths" and table.empty:  # no run with eval.lengths: no stale file from an earlier report
             for ext in ("md", "tex", "csv", "html"):
                 (folder / f"lengths.{ext}").unlink(missing_ok=True)
             continue
-        write(table, folder, name, csv=full.get(name))
+        write(table, folder, name, csv=full.get(name), caption=notes[name])
     compact, caption = paper(d)
     grouping = sum(1 for _ in itertools.takewhile(lambda c: c in ("task", "T", "budget"), compact.columns))
     (folder / PAPER_FILE).write_text(latex(compact, caption, "tab:seqbench-summary-paper", "Results", grouping,

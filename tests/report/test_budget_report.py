@@ -39,7 +39,7 @@ def test_cells_are_keyed_by_the_budget_and_the_models_sit_side_by_side(budget_re
 def test_models_are_compared_at_equal_budgets(budget_results):
     d = data.load(budget_results)
     comp = d.comparisons
-    assert len(comp) == len(BUDGETS) * 3  # three pairs of models at each budget
+    assert len(comp) == len(BUDGETS) * 3 * 2  # three pairs of models at each budget, each on loss and accuracy
     assert (comp.pairs == 2).all()
     for row in comp.itertuples():
         a, b = d.cells.loc[row.cell_a], d.cells.loc[row.cell_b]

@@ -5,26 +5,8 @@ import pandas as pd
 import pytest
 
 from seqbench.harness.report import data as D
-
-
-@pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (30, 2.042),
-                                          (1000, 1.962)], ids=lambda v: f"{v}")
-def test_t_quantile_matches_the_tables(df, expected):
-    assert D.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
-
-
-def test_mean_ci_on_known_numbers():
-    mean, half, n = D.mean_ci([1, 2, 3])
-    assert mean == 2 and n == 3
-    assert half == pytest.approx(4.3027 / math.sqrt(3), rel=1e-4)  # t_{0.975,2} · s/√n with s = 1: 2.484
-    assert half == pytest.approx(2.484, abs=1e-3)
-
-
-def test_mean_ci_skips_nulls_and_gives_no_interval_for_one_seed():
-    mean, half, n = D.mean_ci([0.5, None, float("nan")])
-    assert (mean, n) == (0.5, 1) and math.isnan(half)
-    mean, half, n = D.mean_ci([])
-    assert n == 0 and math.isnan(mean) and math.isnan(half)
+from seqbench.harness.report import tables
+from seqbench.harness.report.stats import clopper_pearson, proportion_ci
 
 
 @pytest.mark.parametrize("args, label", [
@@ -41,57 +23,16 @@ def test_labels_sort_by_base_model_then_variant():
     assert sorted(labels, key=D.label_order) == ["rnn", "rnn-relu", "lstm", "gru", "gru-L2", "transformer", "mamba"]
 
 
-def test_geometric_mean_interval_is_multiplicative_and_above_zero():
-    gmean, factor, n = D.geo_ci([1e-4, 1e-2])
-    assert n == 2 and gmean == pytest.approx(1e-3)
-    half = 12.7062 * math.log(100) / math.sqrt(2) / math.sqrt(2)  # t_{0.975,1} · sd(log x) / √n, sd = ln(100)/√2
-    assert factor == pytest.approx(math.exp(half), rel=1e-4)
-    assert gmean / factor > 0  # an additive t-interval on these values reaches far below zero
-    assert D.mean_ci([1e-4, 1e-2])[0] - D.mean_ci([1e-4, 1e-2])[1] < 0
-    assert math.isnan(D.geo_ci([0.5])[1]) and math.isnan(D.geo_ci([0.5, 0.0])[0])
-
-
-def test_accuracy_interval_stays_inside_0_1_and_is_deterministic():
-    values = [0.0, 0.0, 1.0]
-    mean, half, _ = D.mean_ci(values)
-    assert mean - half < 0 and mean + half > 1  # the t-interval would leave [0, 1]
-    first = D.proportion_ci(values)
-    assert first[0] == pytest.approx(1 / 3) and 0 <= first[1] < first[0] < first[2] <= 1
-    assert D.proportion_ci(values) == first  # fixed seed: the same report twice
-    assert D.proportion_ci([0.5, 0.5]) == (0.5, 0.5, 0.5, 2)  # nothing to resample
-    assert math.isnan(D.proportion_ci([0.5])[1])
-
-
-def test_wilson_interval_matches_the_formula():
-    k, n, z = 3, 4, 1.959964
-    p, denom = k / n, 1 + z * z / n
-    centre, half = (p + z * z / (2 * n)) / denom, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    rate, lo, hi = D.wilson(k, n)
-    assert rate == 0.75
-    assert lo == pytest.approx(centre - half, abs=1e-5) and hi == pytest.approx(centre + half, abs=1e-5)
-    assert D.wilson(0, 3)[1] == 0 and D.wilson(3, 3)[2] == pytest.approx(1)
-    assert math.isnan(D.wilson(0, 0)[0])
-
-
-def test_paired_difference_pairs_seeds_and_needs_two_pairs():
-    base = [1.0, 5.0, 9.0, 13.0]  # seeds differ a lot, the models little
-    a, b = [x + d for x, d in zip(base, (0.1, 0.2, 0.3, 0.4))], base
-    diff, lo, hi, n = D.paired_difference(a, b)
-    assert n == 4 and diff == pytest.approx(0.25) and 0.1 <= lo < 0.25 < hi <= 0.4  # unpaired: wider than ±4
-    assert D.paired_difference(a, b) == (diff, lo, hi, n)
-    diff, lo, hi, n = D.paired_difference([2.0], [1.0])
-    assert (diff, n) == (1.0, 1) and math.isnan(lo) and math.isnan(hi)
-
-
 def hand_written_cell() -> pd.DataFrame:
-    """One cell's runs: three completed (losses 1, 2, 3; two solved), one diverged (solved before diverging), one
-    failed, one unfinished."""
+    """One cell's runs, 500 steps each: three completed (losses 1, 2, 3; two solved), one diverged at step 60
+    (solved before diverging), one failed, one unfinished."""
     return pd.DataFrame({
         "status": ["completed"] * 3 + ["diverged", "failed", "incomplete"],
         "config.seed": [0, 1, 2, 3, 4, 5], "config.data_seed": [0, 1, 2, 3, 4, 5],
+        "config.train.steps": [500] * 6,
         "final.eval_loss": [1.0, 2.0, 3.0, None, None, None],
         "final.eval_accuracy": [0.5, 0.6, 0.7, None, None, None],
-        "solved_step": [100, None, 300, 50, None, None],
+        "solved_step": [100, None, 300, 50, None, None], "diverged_step": [None, None, None, 60, None, None],
         "tokens_per_s": [10.0, 20.0, 30.0, 99.0, None, None],
         "params": [50, 50, 50, 50, None, None],
         "baseline_loss": [1 / 6] * 5 + [None],
@@ -103,12 +44,15 @@ def test_summarise_cell_on_hand_written_runs():
     assert s["loss_gmean"] == pytest.approx(6 ** (1 / 3)) and s["n"] == 3
     sd = pd.Series([math.log(1), math.log(2), math.log(3)]).std()
     assert s["loss_factor"] == pytest.approx(math.exp(4.3027 * sd / math.sqrt(3)), rel=1e-4)
-    assert s["accuracy_mean"] == pytest.approx(0.6) and 0.5 <= s["accuracy_lo"] < 0.6 < s["accuracy_hi"] <= 0.7
+    assert (s["accuracy_mean"], s["accuracy_lo"], s["accuracy_hi"]) == pytest.approx(proportion_ci([0.5, 0.6, 0.7])[:3])
+    assert 0 <= s["accuracy_lo"] < 0.6 < s["accuracy_hi"] <= 1 and s["final_set"] == "eval"  # no test set recorded
     # 2 of 4 finished runs (completed or diverged): the diverged one met the criterion before diverging, yet is
     # not solved; failed and unfinished runs do not count
     assert (s["solved"], s["finished"], s["solve_rate"]) == (2, 4, 0.5)
-    assert (s["solve_lo"], s["solve_hi"]) == pytest.approx(D.wilson(2, 4)[1:])
-    assert s["steps_to_solve"] == 200  # median of 100 and 300
+    assert (s["solve_lo"], s["solve_hi"]) == pytest.approx(clopper_pearson(2, 4)[1:])
+    # Kaplan–Meier: the diverged seed leaves at 60, solves at 100 (1 of 3 at risk) and 300 (1 of 2): 2/3 solved by
+    # 300; the median over the solved seeds alone would say 200
+    assert s["steps_to_solve"] == 300
     assert s["tokens_per_s"] == 20 and s["params"] == 50  # over completed runs
     assert s["baseline_loss"] == pytest.approx(1 / 6)
     assert [s[k] for k in D.STATUSES] == [3, 1, 1, 1]
@@ -122,6 +66,32 @@ def test_a_repeated_seed_counts_once_and_a_missing_final_value_is_counted():
     s = D.summarise_cell(pd.concat([twice, runs, empty], ignore_index=True))
     assert s["n"] == 3 and s["loss_gmean"] == pytest.approx(6 ** (1 / 3))  # seed 0 once: the first by path
     assert s["repeated_seeds"] == 1 and s["no_final_value"] == 1 and s["completed"] == 5
+
+
+def solving_cell(*solved_steps) -> pd.DataFrame:
+    """Completed runs with a budget of 10 steps, each solved at its step or (None) never."""
+    return pd.DataFrame({"status": "completed", "config.seed": range(len(solved_steps)),
+                         "config.data_seed": range(len(solved_steps)), "config.train.steps": 10,
+                         "final.eval_loss": 1.0, "solved_step": list(solved_steps)})
+
+
+@pytest.mark.parametrize("solved, median, text", [((2, 4, None), 4, "4"), ((2, None, None), math.inf, "> 10"),
+                                                  ((None, None), math.inf, "> 10"), ((3,), 3, "3")],
+                         ids=["two-of-three", "one-of-three", "none", "one"])
+def test_steps_to_solve_is_the_kaplan_meier_median_with_unsolved_seeds_censored(solved, median, text):
+    s = D.summarise_cell(solving_cell(*solved))
+    assert s["steps_to_solve"] == median
+    assert tables.steps_text(s["steps_to_solve"], 10) == text
+
+
+def test_final_values_come_from_the_test_set_where_every_run_has_one():
+    runs = hand_written_cell().iloc[:3].assign(**{"final.test_loss": [2.0, 4.0, 8.0],
+                                                  "final.test_accuracy": [0.1, 0.2, 0.3]})
+    s = D.summarise_cell(runs)
+    assert s["final_set"] == "test" and (s["loss_gmean"], s["accuracy_mean"]) == pytest.approx((4.0, 0.2))
+    old = runs.assign(**{"final.test_loss": [2.0, None, 8.0]})  # one run without: the whole cell uses eval
+    s = D.summarise_cell(old)
+    assert s["final_set"] == "eval" and s["loss_gmean"] == pytest.approx(6 ** (1 / 3)) and s["n"] == 3
 
 
 @pytest.mark.parametrize("path, backend", [
@@ -215,31 +185,35 @@ def test_two_backends_and_two_hidden_sizes_are_four_cells(grid_data, grid_result
     assert by_cell.loc[("torch", 8), ["completed", "repeated_seeds", "no_final_value"]].tolist() == [4, 1, 1]
     for (backend, hidden), row in by_cell.iterrows():  # each cell holds exactly the runs of its configuration
         summaries = [json.loads(p.read_text()) for p in (grid_results / "sweep").glob("*/summary.json")]
-        losses = [s["final"]["eval_loss"] for s in summaries if s["config"]["model"]["hidden"] == hidden
+        losses = [s["final"][f"{row.final_set}_loss"] for s in summaries if s["config"]["model"]["hidden"] == hidden
                   and s["config"]["model"]["backend"] == backend and s["seed"] in (0, 1)]
         assert row.loss_gmean == pytest.approx(math.exp(sum(map(math.log, losses)) / 2))
 
 
 def test_comparisons_pair_two_models_over_their_shared_seeds(report_data, results):
     comp = report_data.comparisons
-    assert list(zip(comp.task, comp.length)) == [(t, n) for t in ("adding", "copy") for n in (8, 12)]
+    assert list(zip(comp.task, comp.length, comp.metric)) == [
+        (t, n, m) for t in ("adding", "copy") for n in (8, 12) for m in ("final loss", "final accuracy")]
     assert set(comp.label_a) == {"lstm"} and set(comp.label_b) == {"transformer"} and set(comp.pairs) == {2}
     finals = {}
     for path in results.rglob("summary.json"):
         s = json.loads(path.read_text())
         if s["status"] == "completed":
             finals[s["model"], s["task"], s["config"]["task"]["length"], s["seed"]] = s["final"]
-    for row in comp.itertuples():
-        diffs = [finals["lstm", row.task, row.length, seed]["eval_loss"]
-                 - finals["transformer", row.task, row.length, seed]["eval_loss"] for seed in (0, 1)]
-        assert row.loss_diff == pytest.approx(sum(diffs) / 2)
-        assert row.loss_diff_lo == pytest.approx(min(diffs)) and row.loss_diff_hi == pytest.approx(max(diffs))
+    for row in comp[comp.metric == "final loss"].itertuples():
+        loss = f"{row.set}_loss"  # the test set where the records have one
+        ratios = [finals["lstm", row.task, row.length, seed][loss]
+                  / finals["transformer", row.task, row.length, seed][loss] for seed in (0, 1)]
+        assert row.estimate == pytest.approx(math.sqrt(ratios[0] * ratios[1]))  # geometric mean of A / B
+        assert row.lo < row.estimate < row.hi
+        assert row.p in (0.5, 1.0) and row.smallest_p == 0.5 and row.verdict == "n too small"  # 2 pairs: 4 signs
+    assert (comp.p_adjusted >= comp.p).all()
 
 
 def test_no_comparison_interval_below_two_pairs(copy_runs):
     d = D.load(copy_runs(lambda s: s["seed"] == 0))
-    assert set(d.comparisons.pairs) == {1} and d.comparisons.loss_diff_lo.isna().all()
-    assert d.comparisons.loss_diff.notna().all()
+    assert set(d.comparisons.pairs) == {1} and d.comparisons.lo.isna().all()
+    assert d.comparisons.estimate.notna().all() and set(d.comparisons.verdict) == {"n too small"}
 
 
 BENCH = {"machine": {"device_name": "NVIDIA H100"}, "results": [

@@ -39,7 +39,7 @@ def test_length_results_are_each_runs_final_values_at_each_length(lengths_result
         if s["config"]["task"]["length"] == 6:
             assert rows.empty
             continue
-        assert rows.loc[4, "accuracy"] == s["final"]["eval_accuracy"]
+        assert rows.loc[4, "accuracy"] == s["final"][f"{rows.loc[4, 'set']}_accuracy"]  # the test set where recorded
         assert rows.loc[16, "accuracy"] == s["final"]["eval_accuracy@16"]
         assert rows.loc[8, "loss"] == s["final"]["eval_loss@8"]
 

@@ -37,7 +37,8 @@ def recorded_losses(results):
     for path in results.rglob("summary.json"):
         s = json.loads(path.read_text())
         if s["status"] == "completed":
-            out.setdefault((s["model"], s["task"], s["config"]["task"]["length"]), []).append(s["final"]["eval_loss"])
+            final = s["final"].get("test_loss", s["final"]["eval_loss"])  # the test set where recorded
+            out.setdefault((s["model"], s["task"], s["config"]["task"]["length"]), []).append(final)
     return out
 
 
@@ -69,7 +70,7 @@ def test_a_diverged_run_is_never_solved(report, results):
     cell = pd.read_csv(report / "tables" / "summary.csv").set_index(["label", "task", "length"]).loc[
         ("lstm", "adding", 12)]
     assert (cell.solved, cell.finished, cell.solve_rate) == (0, 3, 0)  # 2 completed and 1 diverged, none solved
-    assert "| 0/3 [0.00, 0.56] |" in (report / "tables" / "summary.md").read_text()
+    assert "| 0/3 [0.00, 0.71] |" in (report / "tables" / "summary.md").read_text()  # Clopper–Pearson
 
 
 def test_runs_by_status_with_ids_and_what_went_wrong(report, results):
@@ -100,7 +101,7 @@ def test_html_is_self_contained_and_embeds_every_figure(report):
     sources = re.findall(r'<img [^>]*src="([^"]*)"', html)
     assert len(sources) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in sources)
     assert html.count("<table") == 4 and "RuntimeError: kaboom" in html  # summary, comparisons, status, problems
-    assert '<th class="num">final eval loss</th>' in html and '<th>model</th>' in html
+    assert '<th class="num">final loss</th>' in html and '<th>model</th>' in html
 
 
 def test_page_has_provenance_and_commands_to_reproduce(report, results):
@@ -138,9 +139,10 @@ def test_a_folder_without_runs_is_an_error(tmp_path):
 def test_comparisons_table_gives_the_evidence(report):
     csv = pd.read_csv(report / "tables" / "comparisons.csv")
     md = (report / "tables" / "comparisons.md").read_text()
-    assert len(csv) == 4 and md.count("\n") == 2 + 4 and "| lstm | transformer |" in md
+    assert len(csv) == 8 and md.count("\n") == 2 + 8 and "| lstm | transformer |" in md  # loss and accuracy
+    assert {"p", "p_adjusted", "verdict"} <= set(csv.columns) and set(csv.verdict) == {"n too small"}  # 2 pairs
     assert "Paired model comparisons" in (report / "index.html").read_text()
-    assert r"$\Delta$ loss (A -- B)" in (report / "tables" / "comparisons.tex").read_text()
+    assert "p (Holm)" in (report / "tables" / "comparisons.tex").read_text()
 
 
 def test_a_repeated_seed_is_a_warning_not_a_sample(grid_report, grid_results):

@@ -20,9 +20,9 @@ def test_a_summary_row_from_hand_written_runs():
     s = D.summarise_cell(hand_written_cell())
     assert row == {"model": "lstm", "task": "adding", "T": "100", "backend": "torch", "hidden": "64", "layers": "1",
                    "lr": "0.001", "batch": "32", "steps": "500", "baseline loss": "1.7e-1",
-                   "final eval loss": f"1.8e0 ×/÷ {s['loss_factor']:.1f}",
+                   "final loss": f"1.8e0 ×/÷ {s['loss_factor']:.1f}",
                    "accuracy": f"0.60 [{s['accuracy_lo']:.2f}, {s['accuracy_hi']:.2f}]",
-                   "solved": f"2/4 [{s['solve_lo']:.2f}, {s['solve_hi']:.2f}]", "steps to solve": "200",
+                   "solved": f"2/4 [{s['solve_lo']:.2f}, {s['solve_hi']:.2f}]", "steps to solve": "300",
                    "tokens/s": "20", "params": "50", "n": "3", "diverged": "1", "failed": "1", "incomplete": "1"}
 
 
@@ -71,21 +71,30 @@ def test_status_table_lists_run_ids_and_shortens_long_lists():
     assert tables.status(runs, shown=2).run_ids[0] == "id0, id1, ... and 2 more (summary_runs.csv)"
 
 
-def test_comparison_rows_say_which_model_the_evidence_favours():
-    comp = pd.DataFrame({"task": ["adding"] * 3, "length": [10] * 3, "label_a": ["lstm"] * 3, "label_b": ["gru"] * 3,
-                         "backend_a": ["torch"] * 3, "backend_b": ["torch"] * 3, "pairs": [5, 8, 1],
-                         "loss_diff": [-0.01, 0.02, 0.1], "loss_diff_lo": [-0.02, -0.01, math.nan],
-                         "loss_diff_hi": [-0.005, 0.05, math.nan], "accuracy_pairs": [5, 8, 1],
-                         "accuracy_diff": [0.1, -0.2, 0.0], "accuracy_diff_lo": [0.05, -0.3, math.nan],
-                         "accuracy_diff_hi": [0.2, -0.1, math.nan]})
-    shown = tables.comparisons(comp)
-    assert list(shown.evidence) == ["loss: lstm lower (only 5 pairs: weak evidence); accuracy: lstm higher (only 5 pairs: "
-                                    "weak evidence)",
-                                    "loss: no clear difference; accuracy: gru higher",
-                                    "loss: 1 paired seed, too few for an interval; "
-                                    "accuracy: 1 paired seed, too few for an interval"]
-    assert shown["Δ loss (A − B)"][0] == "-1.0e-2 [-2.0e-2, -5.0e-3]" and shown["Δ loss (A − B)"][2] == "+1.0e-1"
-    assert shown["Δ accuracy (A − B)"][0] == "+0.10 [+0.05, +0.20]"
+def test_comparison_rows_show_the_effect_the_test_and_a_verdict_only_after_holm():
+    base = {"task": "adding", "length": 10, "label_a": "lstm", "label_b": "gru", "backend_a": "torch",
+            "backend_b": "torch", "cell_a": 0, "cell_b": 1, "set": "test", "test": "sign-flip"}
+    comp = pd.DataFrame([
+        base | {"metric": "final loss", "pairs": 10, "n_a": 10, "n_b": 10, "value_a": 0.01, "value_b": 0.02,
+                "estimate": 0.5, "lo": 0.25, "hi": 0.9, "p": 0.002, "smallest_p": 0.002, "p_adjusted": 0.008,
+                "verdict": "lstm lower"},
+        base | {"metric": "final accuracy", "pairs": 3, "n_a": 3, "n_b": 3, "value_a": 0.9, "value_b": 0.8,
+                "estimate": 0.1, "lo": -0.5, "hi": 0.6, "p": 0.25, "smallest_p": 0.25, "p_adjusted": 1.0,
+                "verdict": "n too small"},
+        base | {"metric": "solve rate", "set": "", "test": "Fisher exact", "pairs": None, "n_a": 5, "n_b": 4,
+                "value_a": 0.6, "value_b": 0.25, "estimate": 0.35, "lo": math.nan, "hi": math.nan, "p": 0.52,
+                "smallest_p": 0.008, "p_adjusted": 1.0, "verdict": "no clear difference"},
+        base | {"metric": "steps to solve", "set": "", "test": "log-rank (permutation)", "pairs": None, "n_a": 5,
+                "n_b": 4, "value_a": 200.0, "value_b": math.inf, "estimate": math.nan, "lo": math.nan, "hi": math.nan,
+                "p": 0.3, "smallest_p": 0.008, "p_adjusted": 1.0, "verdict": "no clear difference"}])
+    cells = pd.DataFrame({"steps": [1500, 1500]})
+    shown = tables.comparisons(comp, cells=cells)
+    assert list(shown.columns) == ["task", "T", "A", "B", "backend", "compared", "seeds", "effect", "test", "p",
+                                   "p (Holm)", "verdict"]
+    assert list(shown.effect) == ["A/B 0.5 [0.25, 0.9]", "A − B +0.10 [-0.50, +0.60]", "3/5 vs 1/4", "200 vs > 1500"]
+    assert list(shown.seeds) == ["10 pairs", "3 pairs", "5 / 4", "5 / 4"]
+    assert list(shown.p) == ["0.002", "0.25", "0.52", "0.3"] and shown["p (Holm)"][0] == "0.008"
+    assert list(shown.verdict) == list(comp.verdict)
 
 
 def caption_and_columns(tex: str) -> tuple[str, list[str]]:
@@ -98,25 +107,26 @@ def caption_and_columns(tex: str) -> tuple[str, list[str]]:
 def test_the_paper_table_keeps_what_varies_and_names_the_rest_once(report):
     tex = (report / "tables" / "summary_paper.tex").read_text()
     caption, columns = caption_and_columns(tex)
-    assert columns == ["task", "T", "model", "final loss", "accuracy", "solved"]
-    assert re.search(r"\\begin\{tabular\}\{(\w+)\}", tex).group(1) == "lrlrrr"
-    assert len(caption) < 500  # the full table's caption: about 1,800 characters
+    assert columns == ["task", "T", "model", "final loss", "accuracy", "solved", "steps to solve"]
+    assert re.search(r"\\begin\{tabular\}\{(\w+)\}", tex).group(1) == "lrlrrrl"  # '> 6' is text
+    assert len(caption) < 600  # the full table's caption: about 2,000 characters
     for shared in ("2 seeds (0, 1)", "optimizer adam", "hidden 8", "layers 1 (transformer: 2)", "lr 0.001", "batch 4",
-                   "steps 6", "geometric mean", "bootstrap"):
+                   "steps 6", "geometric mean", "Student-t", "Gaffke", "Kaplan--Meier"):
         assert shared in caption, shared
     rows = tex.split("\\midrule\n", 1)[1].split("\\bottomrule")[0]
     assert rows.count("\\midrule") == 1  # between the two tasks
     first, second = rows.splitlines()[:2]
     assert first.startswith("adding & 8 & lstm & ") and second.startswith(" &  & transformer & ")  # no repeats
-    for line in (r"\toprule", r"\bottomrule", r"\small"):
+    for line in (r"\toprule", r"\bottomrule"):
         assert line in tex
+    assert sum(size in tex for size in tables.SIZES) == 1  # a type size that fits the page
     full = (report / "tables" / "summary.tex").read_text()
     assert len(caption_and_columns(full)[1]) > 15  # every column stays in the full table
 
 
 def test_configurations_are_columns_of_the_paper_table_and_one_model_goes_in_the_caption(grid_data):
     table, caption = tables.paper(grid_data)
-    assert list(table.columns) == ["backend", "hidden", "final loss", "accuracy", "solved"]
+    assert list(table.columns) == ["backend", "hidden", "final loss", "accuracy", "solved", "steps to solve"]
     assert sorted(zip(table.backend, table.hidden)) == [(b, h) for b in ("reference", "torch") for h in ("16", "8")]
     assert "model lstm" in caption and "task adding" in caption and "T = 8" in caption and "hidden" not in caption
 
