@@ -81,13 +81,15 @@ def _checked(path: Path, doc) -> dict:
 
 
 def _score(candidate: dict) -> float:
-    """A candidate's selection score (the mean over its selection seeds); NaN where it has none (every selection run
-    failed or diverged), and the mean of its `scores` where the record gives only those."""
+    """A candidate's selection score (the mean over its selection seeds), NaN where it has none: the sweep gives none
+    unless every selection run completed with a finite value, and such a candidate could not be chosen either. A
+    record without the field: the mean of its `scores` where every one is a number."""
     score = candidate.get("score")
-    if score is None:
-        seeds = [s for s in candidate.get("scores") or [] if isinstance(s, (int, float))]
-        score = float(np.mean(seeds)) if seeds else math.nan
-    return float(score) if math.isfinite(score) else math.nan
+    if "score" not in candidate:
+        seeds = candidate.get("scores") or []
+        valid = seeds and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in seeds)
+        score = float(np.mean(seeds)) if valid else None
+    return float(score) if score is not None and math.isfinite(score) else math.nan
 
 
 def _where(point: dict, runs: pd.DataFrame) -> dict:

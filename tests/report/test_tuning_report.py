@@ -147,3 +147,11 @@ def test_a_bad_tuning_record_stops_the_report_before_anything_is_written(tuned, 
         build_report(tuned, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     plt.close("all")
+
+
+def test_a_candidate_is_scored_as_the_sweep_scored_it():
+    # the sweep gives no score unless every selection run completed: such a candidate could not be chosen either
+    assert np.isnan(tuning._score({"scores": [0.5, None], "score": None}))
+    assert tuning._score({"scores": [0.5, 0.7], "score": 0.6}) == 0.6
+    assert tuning._score({"scores": [0.5, 0.7]}) == pytest.approx(0.6)  # a record without the field
+    assert np.isnan(tuning._score({"scores": [0.5, None]}))
