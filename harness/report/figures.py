@@ -310,19 +310,23 @@ def complete_bands(metrics: pd.DataFrame, metric: str, carry: bool = False) -> p
     running is a median of survivors: it moves as seeds leave it, not as training goes. So a cell's statistics are
     given at the steps where every seed has a value (`complete`), and with `carry` also after, each stopped seed
     counted at its last value (`complete` False there)."""
-    m = metrics[(metrics.metric == metric) & metrics.value.notna()]
-    frames = []
-    for _, g in m.groupby("cell", sort=False):
-        wide = g.pivot_table(index="step", columns="run_id", values="value", aggfunc="first")  # (steps, seeds)
-        complete = wide.notna().all(axis=1)
-        if carry:
-            wide = wide.ffill()  # a stopped seed keeps its last value; every run has its step-0 evaluation
-        wide = wide[wide.notna().all(axis=1)]
-        frames.append(pd.DataFrame({**g.iloc[0][CURVE_KEYS].to_dict(), "step": wide.index,
-                                    "median": wide.median(axis=1).to_numpy(), "lo": wide.min(axis=1).to_numpy(),
-                                    "hi": wide.max(axis=1).to_numpy(), "n": wide.shape[1],
-                                    "complete": complete.reindex(wide.index).to_numpy()}))
-    return pd.concat(frames, ignore_index=True)[BAND_COLUMNS] if frames else pd.DataFrame(columns=BAND_COLUMNS)
+    m = metrics.loc[(metrics.metric == metric) & metrics.value.notna(), [*CURVE_KEYS, "run_id", "step", "value"]]
+    if m.empty:
+        return pd.DataFrame(columns=BAND_COLUMNS)
+    seeds = m.groupby("cell").run_id.nunique()
+    observed = m.groupby(["cell", "step"]).run_id.nunique()
+    complete = observed == seeds.reindex(observed.index.get_level_values("cell")).to_numpy()
+    if carry:  # every (cell, step) against every seed of the cell, a stopped seed's last value carried forward
+        grid = m[["cell", "step"]].drop_duplicates().merge(m[["cell", "run_id"]].drop_duplicates(), on="cell")
+        m = grid.merge(m[["run_id", "step", "value"]], on=["run_id", "step"], how="left").sort_values(
+            ["run_id", "step"])
+        m["value"] = m.groupby("run_id").value.ffill()  # before a run's first value: none, and no statistic there
+    stats_ = m.groupby(["cell", "step"]).value.agg(median="median", lo="min", hi="max", n="count", all="size")
+    # every seed of the cell has a value (with `carry`, its own or its last)
+    stats_ = stats_[(stats_.n == stats_["all"]) & (carry | complete.reindex(stats_.index))].drop(columns="all")
+    keys = metrics.loc[metrics.metric == metric, CURVE_KEYS].drop_duplicates("cell").set_index("cell")
+    out = stats_.join(complete.rename("complete")).reset_index().join(keys, on="cell")
+    return out.sort_values(["cell", "step"], kind="stable").reset_index(drop=True)[BAND_COLUMNS]
 
 
 #: the part of a median where seeds that stopped early are counted at their last value: hollow markers, no band
