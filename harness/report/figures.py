@@ -393,7 +393,8 @@ TRUNCATED_NOTE = ("Where runs stop early (train.early_stop), the median and band
 
 def learning_curves(d: D.ReportData):
     return _curves(d, "eval_loss", lambda task: LOSS_LABEL.get(task, "eval loss"),
-                   f"Eval loss during training ({CURVES}; hollow markers: seeds that stopped early at their last value)",
+                   f"Eval loss during training ({CURVES}; hollow markers: seeds that stopped early at their last "
+                   "value)",
                    baseline=True, carry=True)
 
 
@@ -567,9 +568,15 @@ def _length_line(ax, rows, colour, style) -> None:
     """Mean accuracy over seeds at each evaluation length, its 95% bootstrap band where there are two seeds or more."""
     rows = rows.sort_values("eval_length")
     if rows.lo.notna().any():
-        ax.fill_between(rows.eval_length, rows.lo, rows.hi, color=colour, alpha=0.18, linewidth=0)
-    ax.plot(rows.eval_length, rows["mean"], color=colour, marker=style.marker, markersize=4, linewidth=1.5,
-            **style.line())
+        ax.fill_between(rows.x, rows.lo, rows.hi, color=colour, alpha=0.18, linewidth=0)
+    ax.plot(rows.x, rows["mean"], color=colour, marker=style.marker, markersize=4, linewidth=1.5, **style.line())
+
+
+def _dodge(frame: pd.DataFrame) -> pd.Series:
+    """Each row's factor on a log x axis that sets the (model, variant) pairs side by side, in the summary's order."""
+    pairs = sorted(dict.fromkeys(zip(frame.label, frame.variant)), key=lambda p: D.label_order(p[0]))
+    dodge = {p: DODGE ** (i - (len(pairs) - 1) / 2) for i, p in enumerate(pairs)}
+    return pd.Series([dodge[p] for p in zip(frame.label, frame.variant)], index=frame.index)
 
 
 def accuracy_vs_eval_length(d: D.ReportData):
@@ -580,9 +587,10 @@ def accuracy_vs_eval_length(d: D.ReportData):
         return None
     fig, grid = _facets(lc, "task", "length", "{row}, trained at T = {col}", ragged=True, sharey=False)
     look, style = looks(d.labels), styles(lc.variant, d.cells.variant)
+    lc = lc.assign(x=lc.eval_length * _dodge(lc))  # models side by side, each seed's point beside its model's mean
     _map(lc, grid, ["task", "length"], _length_line, look, style)
     seeds = few_seeds(d.lengths).dropna(subset=["accuracy"])
-    seeds = seeds.assign(x=_spread(seeds, seeds.eval_length.astype(float), "run_id", ("cell", "eval_length")),
+    seeds = seeds.assign(x=_spread(seeds, seeds.eval_length * _dodge(seeds), "run_id", ("cell", "eval_length")),
                          value=seeds.accuracy)
     _map(seeds, grid, ["task", "length"], _seed_points, look, style)
     for (task, length), ax in grid.items():

@@ -119,3 +119,21 @@ def test_gradient_profiles_show_each_seed(report_data):
     longest = runs[runs.groupby("task").length.rank(method="dense", ascending=False) <= 2]
     assert len(thin) == 2 * longest.run_id.nunique()  # each run at initialisation and at the end
     plt.close(fig)
+
+
+def test_length_generalisation_shows_each_seed_beside_its_models_mean(report_data):
+    rng = np.random.default_rng(1)
+    rows = [{"run_id": f"{label}{seed}", "cell": cell, "task": "copy", "length": 8, "label": label, "backend": "torch",
+             "variant": "", "eval_length": n, "ratio": n / 8, "accuracy": rng.uniform(), "loss": 1.0}
+            for cell, label in enumerate(["lstm", "transformer"]) for seed in range(4) for n in (8, 16, 32)]
+    fig = F.accuracy_vs_eval_length(dataclasses.replace(report_data, lengths=pd.DataFrame(rows)))
+    ax = next(ax for ax in fig.axes if ax.get_visible())
+    points = np.concatenate([c.get_offsets() for c in ax.collections if c.get_offsets().shape[0] == 4 * 3])
+    assert len(points) == 2 * 4 * 3  # two models, four seeds, three lengths
+    assert sorted(points[:, 1]) == pytest.approx(sorted(r["accuracy"] for r in rows))
+    lines = {tuple(line.get_color()): line.get_xdata() for line in ax.lines if line.get_marker() not in ("None", "")}
+    means = sorted(lines.values(), key=lambda x: x[0])
+    assert len(means) == 2 and (means[0] < means[1]).all()  # the models side by side at each length
+    for x in means:
+        assert x / np.array([8, 16, 32]) == pytest.approx(np.full(3, x[0] / 8))
+    plt.close(fig)
