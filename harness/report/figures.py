@@ -565,7 +565,8 @@ TRAINED = dict(color="0.45", linestyle="--", linewidth=1.0, zorder=1)
 
 
 def _length_line(ax, rows, colour, style) -> None:
-    """Mean accuracy over seeds at each evaluation length, its 95% bootstrap band where there are two seeds or more."""
+    """Mean accuracy over seeds at each evaluation length, its 95% interval (as in the lengths table) where there are
+    two seeds or more."""
     rows = rows.sort_values("eval_length")
     if rows.lo.notna().any():
         ax.fill_between(rows.x, rows.lo, rows.hi, color=colour, alpha=0.18, linewidth=0)
@@ -608,8 +609,6 @@ def accuracy_vs_eval_length(d: D.ReportData):
 
 
 # --- 2c: time to solve ---------------------------------------------------------------------------------------------
-#: runs that trained to their end or to their divergence: a failed run is a harness error, an incomplete one unfinished
-FINISHED = ("completed", "diverged")
 SOLVE_COLUMNS = ["cell", "task", "length", "label", "variant", "run_id", "step", "solved", "censored", "criterion"]
 #: how a seed that did not solve is marked at the step it left the count: at its budget, or where it diverged
 CENSOR_MARKS = {"budget": dict(marker="|", markersize=9, markeredgewidth=1.4),
@@ -622,13 +621,9 @@ def solve_times(runs: pd.DataFrame) -> pd.DataFrame:
     budget, `config.train.steps`; a diverged run (never solved, whatever it met before) is censored ("diverged") at
     its last step. Only runs whose record names a `solved_criterion`; failed and unfinished runs are left out."""
     criterion = runs.get("solved_criterion", pd.Series(None, index=runs.index, dtype=object))
-    r = runs[runs.counted & runs.status.isin(FINISHED) & criterion.notna()]
+    r = runs[runs.counted & runs.status.isin(D.FINISHED) & criterion.notna()]
+    step, solved = D.solve_times(r)  # the summary's steps to solve is the median of these curves
     completed = r.status == "completed"
-    solved_step = _numbers(r, "solved_step")
-    solved = completed & solved_step.notna()
-    last = _numbers(r, "diverged_step").fillna(_numbers(r, "steps_done")).fillna(_numbers(r, "last_step"))
-    budget = _numbers(r, "config.train.steps").fillna(_numbers(r, "steps_done"))
-    step = solved_step.where(solved, budget.where(completed, last))
     censored = np.where(solved, "", np.where(completed, "budget", "diverged"))
     return r.assign(step=step, solved=solved, censored=censored, criterion=criterion.loc[r.index])[SOLVE_COLUMNS]
 

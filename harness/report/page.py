@@ -12,7 +12,7 @@ import pandas as pd
 from . import data as D
 from .figures import FIGURES
 from .provenance import mixed_provenance
-from .tables import CAPTIONS, PAPER_FILE, html as html_table, key_text, markdown
+from .tables import CAPTIONS, PAPER_FILE, captions, html as html_table, key_text, markdown
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{padding:3px 8px;text-align:left}
@@ -83,29 +83,30 @@ def warnings(d: D.ReportData) -> list[str]:
     return out
 
 
-def _table(name: str, table: pd.DataFrame) -> list[tuple]:
-    title, note = CAPTIONS[name]
+def _table(name: str, table: pd.DataFrame, notes: dict) -> list[tuple]:
+    title, note = notes[name]
     return [("h", 2, title), ("p", note), ("table", table)]
 
 
 def blocks(d: D.ReportData, figures: dict, tables: dict) -> list[tuple]:
     counts = ", ".join(f"{n} {s}" for s, n in d.runs.status.value_counts().items())
     out = [("h", 1, "seqbench report"), ("p", f"Results: {d.root} — {len(d.runs)} runs ({counts}).")]
+    notes = captions(d)  # the captions as the .tex files have them: which set the final numbers come from
     warned = warnings(d)
     if warned:
         out += [("h", 2, "Warnings"), ("warnings", warned)]
-    out += _table("summary", tables["summary"])
+    out += _table("summary", tables["summary"], notes)
     out.append(("p", f"For a paper: tables/{PAPER_FILE}, this table compact enough for a page (the columns that differ "
                      "between rows, and the results; the settings every row shares and the statistics in its caption). "
                      "Every column: tables/summary.tex, .md and .csv."))
     if len(tables["comparisons"]):
-        out += _table("comparisons", tables["comparisons"])
+        out += _table("comparisons", tables["comparisons"], notes)
     else:
         out += [("h", 2, CAPTIONS["comparisons"][0]),
                 ("p", "No two models ran the same task, length and settings: nothing to compare.")]
     if len(tables["lengths"]):
-        out += _table("lengths", tables["lengths"])
-    out += _table("status", tables["status"])
+        out += _table("lengths", tables["lengths"], notes)
+    out += _table("status", tables["status"], notes)
     if len(tables["problems"]):
         out += [("p", CAPTIONS["problems"][1]), ("table", tables["problems"])]
     out.append(("h", 2, "Figures"))
