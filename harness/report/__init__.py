@@ -37,7 +37,7 @@ def build_report(results_dir: Path, out_dir: Path | None = None, strict: bool = 
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "report"
     d = data.load(results_dir)
-    for warning in mixed_provenance(d.runs):  # before anything is written: --strict writes nothing
+    for warning in mixed_provenance(d.recorded):  # before anything is written: --strict writes nothing
         if strict:
             raise ValueError(f"{results_dir}: --strict: {warning.removeprefix('mixed provenance: ')}; nothing written")
         warn(warning)

@@ -23,6 +23,7 @@ from ..loaders import load_grad_profiles, load_metrics, load_runs
 from ..records import json_kind, read_json
 from ..models import MODELS
 from ..models.plugins import PLUGIN_BACKEND
+from . import tuning
 from .stats import (ALPHA, clopper_pearson, fisher_p, geo_ci, holm, logrank_p, mean_ci, paired_difference,
                     paired_ratio, proportion_ci, sign_flip_p, smallest_fisher_p, smallest_logrank_p,
                     smallest_sign_flip_p)
@@ -75,6 +76,10 @@ class ReportData:
     keys: list[str] = dataclasses.field(default_factory=list)
     comparisons: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     lengths: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    #: tuned sweeps' tuning.json records, and their selection runs (kept out of `runs`: they chose a tuned cell's
+    #: values on the evaluation set, and only the expected-best figure shows them)
+    tuning: list = dataclasses.field(default_factory=list)
+    selection: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     @property
     def record_warnings(self) -> list[str]:
@@ -83,6 +88,11 @@ class ReportData:
         curves; its final values come from its summary)."""
         notes = self.runs.get("record_warnings", pd.Series(dtype=object)).dropna()
         return [note for text in notes for note in text.split("; ")]
+
+    @property
+    def recorded(self) -> pd.DataFrame:
+        """Every run the report read: `runs` and the tuned sweeps' selection runs (provenance covers both)."""
+        return pd.concat([self.runs, self.selection], ignore_index=True) if len(self.selection) else self.runs
 
     @property
     def labels(self) -> list[str]:
@@ -96,7 +106,15 @@ def load(root: Path) -> ReportData:
     runs = load_runs(root)
     if runs.empty:
         raise ValueError(f"no runs under {root}")
-    runs, keys = add_keys(runs)
+    docs, sweeps = tuning.load(root), load_sweeps(root)
+    chosen_by = selection_runs(docs)
+    selection = runs[runs.run_id.isin(chosen_by)]
+    runs = runs[~runs.run_id.isin(chosen_by)]
+    if runs.empty:
+        raise ValueError(f"no runs under {root} but the selection runs of tuned sweeps")
+    runs, keys = add_keys(runs, tuned_keys(runs, sweeps, docs))
+    if len(selection):
+        selection, _ = add_keys(selection)
     metrics = load_metrics(root)
     last = metrics.groupby("run_id").step.max()
     runs["last_step"] = runs.run_id.map(last)  # how far an incomplete run got
@@ -111,7 +129,7 @@ def load(root: Path) -> ReportData:
     counted = counted.drop_duplicates("run_id")
     return ReportData(root=root, runs=runs, cells=table, metrics=wanted.merge(counted, on="run_id"),
                       profiles=profiles.merge(counted, on="run_id"), bench=load_bench(root),
-                      sweeps=load_sweeps(root), keys=keys,
+                      sweeps=sweeps, keys=keys, tuning=docs, selection=selection,
                       comparisons=comparisons(runs, table, pairing_keys(runs, keys)),
                       lengths=length_results(runs[runs.run_id.isin(counted.run_id)].drop_duplicates("run_id")))
 
@@ -231,11 +249,42 @@ def _text(value) -> str:
     return str(value)
 
 
-def add_keys(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def selection_runs(docs: list[dict]) -> set[str]:
+    """The run_ids of the tuned sweeps' selection runs (every candidate of every point of their tuning.json)."""
+    return {i for doc in docs for point in doc["points"] for c in point["candidates"] for i in c.get("run_ids") or []}
+
+
+def tuned_keys(runs: pd.DataFrame, sweeps: list[dict], docs: list[dict]) -> pd.Series:
+    """Per run, the config keys its sweep tuned (`train.lr`, comma-separated) where it is a final run of a tuned
+    sweep (in that sweep's run_ids, not a selection run), else ''."""
+    keys_of = {str(Path(doc["path"]).resolve()): ", ".join(doc["keys"]) for doc in docs}
+    tuned = {}
+    for sweep in sweeps:
+        if not sweep.get("tuned") or not isinstance(sweep.get("tuning"), str):
+            continue
+        keys = keys_of.get(str((Path(sweep["path"]).parent / sweep["tuning"]).resolve()))
+        selection = set(sweep.get("selection_run_ids") or [])
+        tuned |= {i: keys for i in sweep.get("run_ids") or [] if keys and i not in selection}
+    return pd.Series([tuned.get(i, "") for i in runs.run_id], index=runs.index, dtype=object)
+
+
+def _untuned(keys: list[str], runs: pd.DataFrame, names: dict[str, str]) -> list[str]:
+    """`keys` without those that vary only because a sweep tuned them: a tuned cell's value (each model's chosen
+    learning rate) is a setting of that cell, not a key that keeps two models from being compared. `tuned` joins the
+    keys instead, so that tuned cells are compared with tuned cells only."""
+    if not runs.tuned.astype(bool).any():
+        return keys
+    shorts = {names.get(f"config.{k}") for text in runs.tuned.unique() for k in text.split(", ") if k}
+    plain = runs[runs.tuned == ""]
+    return [k for k in keys if k not in shorts or plain[k].nunique() > 1] + ["tuned"]
+
+
+def add_keys(runs: pd.DataFrame, tuned: pd.Series | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The runs table plus the cell keys: `label`, `length` (T), `backend` (what ran; the configured one stays in
-    `config.model.backend`), a column per config key under its short name, `variant` (the backend where several
-    ran, and the varying keys, as text: `hidden=8, lr=0.001`) and `counted` (False for a record that repeats a seed
-    of its cell); and the short names of the varying keys."""
+    `config.model.backend`), a column per config key under its short name, `tuned` (the short names of the keys a
+    tuned sweep chose for this run, `lr`, or ''), `variant` (the backend where several ran, and the varying keys, as
+    text: `hidden=8, lr=0.001`) and `counted` (False for a record that repeats a seed of its cell); and the short
+    names of the varying keys."""
     runs = runs.copy()
     config = [runs.get(f"config.model.{k}", pd.Series(None, index=runs.index)) for k in ("nonlinearity", "layers")]
     runs["label"] = [model_label(*row) for row in zip(runs["config.model.name"], *config)]
@@ -246,6 +295,9 @@ def add_keys(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         values = runs[column].map(lambda v: tuple(v) if isinstance(v, list) else v)  # list values: hashable
         runs[name] = runs[name].fillna(values) if name in runs else values
     keys = varying_keys(runs, names)
+    tuned = pd.Series("", index=runs.index) if tuned is None else tuned.reindex(runs.index).fillna("")
+    runs["tuned"] = tuned.map(lambda text: ", ".join(names.get(f"config.{k}", k) for k in text.split(", ") if k))
+    keys = _untuned(keys, runs.assign(tuned=tuned), names)
     # figures facet by task: a key that differs only between tasks (each task's step budget) needs no line style;
     # nor do the widths where every run has a budget: there they follow from the budget and the model
     by_budget = budgeted(runs, keys)
@@ -368,8 +420,8 @@ def _chance(g: pd.DataFrame) -> float:
 
 
 #: column names of the cells table and runs: config keys are never shown under them
-RESERVED = frozenset({*CELL, "cell", "variant", "setting", "counted", "model", "T", "n", "seed", "status", "run_id",
-                      "path", "chance", "params", "solved", "finished", "no_final_value", "repeated_seeds",
+RESERVED = frozenset({*CELL, "cell", "variant", "setting", "counted", "tuned", "model", "T", "n", "seed", "status",
+                      "run_id", "path", "chance", "params", "solved", "finished", "no_final_value", "repeated_seeds",
                       "final_set"})
 
 

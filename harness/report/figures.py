@@ -609,7 +609,8 @@ def accuracy_vs_eval_length(d: D.ReportData):
 
 
 # --- 2c: time to solve ---------------------------------------------------------------------------------------------
-SOLVE_COLUMNS = ["cell", "task", "length", "label", "variant", "run_id", "step", "solved", "censored", "criterion"]
+SOLVE_COLUMNS = ["cell", "task", "length", "label", "variant", "run_id", "step", "solved", "censored", "criterion",
+                 "budget"]
 #: how a seed that did not solve is marked at the step it left the count: at its budget, or where it diverged
 CENSOR_MARKS = {"budget": dict(marker="|", markersize=9, markeredgewidth=1.4),
                 "diverged": dict(marker="x", markersize=6, markeredgewidth=1.2)}
@@ -625,14 +626,17 @@ def solve_times(runs: pd.DataFrame) -> pd.DataFrame:
     step, solved = D.solve_times(r)  # the summary's steps to solve is the median of these curves
     completed = r.status == "completed"
     censored = np.where(solved, "", np.where(completed, "budget", "diverged"))
-    return r.assign(step=step, solved=solved, censored=censored, criterion=criterion.loc[r.index])[SOLVE_COLUMNS]
+    budget = _numbers(r, "config.train.steps").fillna(step)
+    return r.assign(step=step, solved=solved, censored=censored, criterion=criterion.loc[r.index],
+                    budget=budget)[SOLVE_COLUMNS]
 
 
 def _km_line(ax, rows, colour, style) -> None:
-    """The Kaplan–Meier fraction solved of one cell as a step function to its last seed's step, its model's marker at
-    each solve, each censored seed marked where it left the count (CENSOR_MARKS)."""
+    """The Kaplan–Meier fraction solved of one cell as a step function to its step budget (no seed still unsolved
+    and running can change it after its last step: a solved seed stays solved, a diverged one never solves), its
+    model's marker at each solve, each censored seed marked where it left the count (CENSOR_MARKS)."""
     curve = survival.km_curve(rows.step, rows.solved)
-    end = rows.step.max()
+    end = max(rows.budget.max(), rows.step.max())
     x = np.append(curve.step.to_numpy(), max(end, curve.step.iloc[-1]))
     y = np.append(curve.fraction_solved.to_numpy(), curve.fraction_solved.iloc[-1])
     ax.step(x, y, where="post", color=colour, linewidth=1.5, zorder=3, **style.line())
@@ -651,11 +655,16 @@ def _spread_labels(ax, gap: float = 0.075) -> None:
     at one height."""
     texts = sorted(ax.texts, key=lambda t: t.xy[1])
     lo, hi = ax.get_ylim()
-    floor = -math.inf
+    ys, floor = [], -math.inf
     for text in texts:
-        y = max(text.xy[1], floor)
+        ys.append(max(text.xy[1], floor))
+        floor = ys[-1] + gap * (hi - lo)
+    ceiling = hi - gap * (hi - lo) / 2  # the top labels move down rather than out of the panel
+    for i in reversed(range(len(ys))):
+        ys[i] = min(ys[i], ceiling)
+        ceiling = ys[i] - gap * (hi - lo)
+    for text, y in zip(texts, ys):
         text.xyann = (text.xyann[0], (y - text.xy[1]) / (hi - lo) * ax.bbox.height / ax.figure.dpi * 72)
-        floor = y + gap * (hi - lo)
 
 
 def fraction_solved(d: D.ReportData):
@@ -671,9 +680,9 @@ def fraction_solved(d: D.ReportData):
         criteria = times.criterion[(times.task == task) & (times.length == length)].unique()
         if len(criteria) == 1:
             ax.set_title(f"{task}, T = {length}: {criteria[0]}")
-        ax.set_ylim(-0.04, 1.04)
+        ax.set_ylim(-0.04, 1.08)
         ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_xlim(0, times.step[(times.task == task) & (times.length == length)].max() * 1.17)  # room: labels
+        ax.set_xlim(0, times.budget[(times.task == task) & (times.length == length)].max() * 1.17)  # room: labels
         _spread_labels(ax)
     labels = [lab for lab in d.labels if lab in set(times.label)]
     handles = _legend_data(labels, look, variants=style)
@@ -707,7 +716,7 @@ def _trials_note(rows: pd.DataFrame) -> str:
 def expected_best(d: D.ReportData):
     """Expected best selection score of k tuning trials vs k (Dodge et al. 2019), one panel per tuned task and
     length, a line per model (and per other key of the tuning point); from the sweeps' tuning.json records."""
-    frame = tuning.curves(tuning.load(d.root), d.runs)
+    frame = tuning.curves(d.tuning, d.recorded)
     if frame.empty:
         return None
     frame = frame.assign(length=frame.length.fillna(0).astype(int))  # 0: the point's records and labels lack it

@@ -79,7 +79,7 @@ def warnings(d: D.ReportData) -> list[str]:
             "the statistics and counted under no final value."
             for cell, run_id, seed in zip(empty.cell, empty.run_id, empty["config.seed"])]
     out += d.record_warnings  # records that lost a part: a finished run without config.json, a completed run's metrics
-    out += mixed_provenance(d.runs)  # runs from several commits or a dirty tree
+    out += mixed_provenance(d.recorded)  # runs from several commits or a dirty tree
     return out
 
 
@@ -91,6 +91,11 @@ def _table(name: str, table: pd.DataFrame, notes: dict) -> list[tuple]:
 def blocks(d: D.ReportData, figures: dict, tables: dict) -> list[tuple]:
     counts = ", ".join(f"{n} {s}" for s, n in d.runs.status.value_counts().items())
     out = [("h", 1, "seqbench report"), ("p", f"Results: {d.root} — {len(d.runs)} runs ({counts}).")]
+    if len(d.selection):
+        keys = ", ".join(sorted({k for doc in d.tuning for k in doc["keys"]}))
+        out.append(("p", f"{len(d.selection)} selection runs of tuned sweeps are not in the tables: they chose each "
+                         f"tuned cell's {keys} on the evaluation set (tuning.json; the expected_best figure). A tuned "
+                         "cell (column tuned) reports its final seeds only."))
     notes = captions(d)  # the captions as the .tex files have them: which set the final numbers come from
     warned = warnings(d)
     if warned:

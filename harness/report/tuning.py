@@ -16,7 +16,6 @@ import pandas as pd
 
 from ..errors import RecordError
 from ..records import json_kind, read_json
-from .data import model_label
 
 #: columns of `curves`: one row per tuning point and number of trials k
 CURVE_COLUMNS = ["sweep", "task", "length", "label", "variant", "metric", "goal", "k", "mean", "sd", "lo", "hi",
@@ -104,7 +103,7 @@ def _where(point: dict, runs: pd.DataFrame) -> dict:
     model = str(labels.get("model", "model"))
     length = labels.get("task.length")
     return {"task": str(labels.get("task", "task")), "length": int(length) if length is not None else None,
-            "label": model_label(model.split()[0]) if model.split() else model}
+            "label": model.split()[0] if model.split() else model}  # a bare name is its own label (data.model_label)
 
 
 def _variant(point: dict) -> str:

@@ -5,6 +5,7 @@ import json
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from seqbench.harness.errors import RecordError
@@ -155,3 +156,53 @@ def test_a_candidate_is_scored_as_the_sweep_scored_it():
     assert tuning._score({"scores": [0.5, 0.7], "score": 0.6}) == 0.6
     assert tuning._score({"scores": [0.5, 0.7]}) == pytest.approx(0.6)  # a record without the field
     assert np.isnan(tuning._score({"scores": [0.5, None]}))
+
+
+# --- a tuned sweep's report: selection runs out of the tables, tuned cells marked and compared -------------------
+@pytest.fixture(scope="module")
+def tuned_sweep(tmp_path_factory):
+    """A tiny tuned sweep of two models: train.lr 0.001 or 0.03 on selection seeds 1000 and 1001, then the chosen
+    lr per model on seeds 0 and 1 (12 runs)."""
+    from seqbench.harness.cli import main
+    from tests.harness.test_sweep import write_spec
+
+    root = tmp_path_factory.mktemp("tuned-report")
+    spec = write_spec(root, name="tuned", grid={"model": ["rnn", "lstm"]}, seeds=[0, 1],
+                      tune={"keys": {"train.lr": [0.001, 0.03]}, "seeds": [1000, 1001]})
+    assert main(["sweep", str(spec), "--out", str(root / "out"), "--workers", "2"]) == 0
+    return root / "out" / "tuned"
+
+
+def test_selection_runs_are_kept_out_of_the_tables_and_tuned_cells_are_marked(tuned_sweep):
+    d = D.load(tuned_sweep)
+    doc = json.loads((tuned_sweep / "tuning.json").read_text())
+    selection = {i for p in doc["points"] for c in p["candidates"] for i in c["run_ids"]}
+    assert len(selection) == 8 and set(d.selection.run_id) == selection
+    assert len(d.runs) == 4 and not set(d.runs.run_id) & selection
+    assert "tuned" in d.keys and "lr" not in d.keys  # the lr each model chose is a setting of its cell
+    assert list(d.cells.label) == ["rnn", "lstm"] and set(d.cells.tuned) == {"lr"}
+    chosen = {p["point"]["model"]: p["chosen"]["train.lr"] for p in doc["points"]}
+    assert dict(zip(d.cells.label, d.cells.lr)) == chosen
+    assert set(d.cells.final_set) == {"test"}  # final numbers of tuned cells: the held-out test set
+    assert set(zip(d.comparisons.label_a, d.comparisons.label_b)) == {("rnn", "lstm")}
+    assert len(d.recorded) == 12
+
+
+def test_models_that_chose_different_values_are_still_compared(tuned_sweep):
+    d = D.load(tuned_sweep)
+    runs = d.runs.drop(columns=[c for c in d.runs if not (c.startswith(("config.", "final.")) or c in (
+        "run_id", "status", "path", "kernel_path", "solved_step", "steps_done", "diverged_step"))])
+    lstm = runs["config.model.name"] == "lstm"
+    runs.loc[lstm, "config.train.lr"] = 0.5  # as if the lstm had chosen another value than the rnn
+    tuned = pd.Series("train.lr", index=runs.index)
+    out, keys = D.add_keys(runs, tuned)
+    assert "tuned" in keys and "lr" not in keys
+    untuned, keys = D.add_keys(runs)
+    assert "lr" in keys and "tuned" not in keys  # without the tuning record, two lrs are two settings
+
+
+def test_the_page_says_what_the_selection_runs_did(tuned_sweep, tmp_path):
+    page = build_report(tuned_sweep, tmp_path / "out").with_suffix(".md").read_text()
+    assert "8 selection runs of tuned sweeps are not in the tables" in page
+    assert "| tuned |" in page
+    assert (tmp_path / "out" / "figures" / "expected_best.png").exists()
