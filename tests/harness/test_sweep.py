@@ -136,10 +136,24 @@ def test_presets_are_valid(name):
     assert {c.model.name for c in configs} == models
 
 
+@pytest.mark.parametrize("name", ["adding", "copy", "recall", "recall-gpu", "lengthgen", "matched"])
+def test_presets_meant_for_citation_tune_the_learning_rate_per_model_over_5_seeds(name):
+    spec, _ = load_spec(name)
+    assert spec.tune is not None and len(spec.tune.keys["train.lr"]) >= 3
+    assert spec.seed_list() == list(range(5)) and not set(spec.tune.seeds) & set(spec.seed_list())
+    assert "train.lr" not in spec.base  # one lr for every model would be the untuned comparison
+
+
+def test_quick_says_it_is_a_demo_with_one_learning_rate():
+    spec, _ = load_spec("quick")
+    assert spec.tune is None and spec.seed_list() == [0, 1, 2]
+    assert spec.description.startswith("A demo of the harness, not a result to cite")
+
+
 def test_recall_presets_run_every_recall_task_for_every_model():
     cpu = expand(*load_spec("recall"), {})
     assert {c.task.name for c in cpu} == {"selective_copy", "mqar", "induction"} and {c.device for c in cpu} == {"cpu"}
-    assert len(cpu) == 3 * 4 * 3 and {c.seed for c in cpu} == {0, 1, 2}
+    assert len(cpu) == 3 * 4 * 5 and {c.seed for c in cpu} == set(range(5))
     with devices_elsewhere():
         gpu = expand(*load_spec("recall-gpu"), {})
     assert {c.device for c in gpu} == {"cuda"}
@@ -165,7 +179,7 @@ def test_matched_gives_every_model_each_budget_within_a_few_percent():
 
 def test_lengthgen_evaluates_every_model_at_2_to_16_times_its_training_length():
     configs = expand(*load_spec("lengthgen"), {})
-    assert len({c.model.name for c in configs}) == 4 and {c.seed for c in configs} == {0, 1, 2}
+    assert len({c.model.name for c in configs}) == 4 and {c.seed for c in configs} == set(range(5))
     for c in configs:
         assert [n / c.task.length for n in c.eval.lengths] == [2, 4, 8, 16]
 
