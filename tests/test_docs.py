@@ -10,6 +10,7 @@ checked against the parser and the config schema.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import importlib.util
 import io
 import re
@@ -367,3 +368,25 @@ def test_every_docs_page_is_linked_from_the_readme():
     linked = {(README.parent / target.partition("#")[0]).resolve() for _, target in links(README)}
     unlinked = [p.name for p in PAGES[1:] if p.resolve() not in linked]
     assert not unlinked, f"docs pages the README does not link: {unlinked}"
+
+
+# --- the README's numbers are the committed records' ---------------------------------------------------------------
+
+def markdown_rows(lines: list[str]) -> list[dict[str, str]]:
+    """The rows of the first Markdown table in `lines`, as header -> cell text."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = [line for line in itertools.takewhile(lambda l: l.startswith("|"), lines[start:])]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
+def test_the_readme_table_is_the_committed_quick_reports_summary():
+    lines = README.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| model | task | T | steps |"))
+    shown = markdown_rows(lines[at:])
+    summary = markdown_rows((REFERENCE / "report" / "tables" / "summary.md").read_text().splitlines())
+    by_cell = {(row["model"], row["task"], row["T"]): row for row in summary}
+    assert len(shown) == len(summary) == 16
+    for row in shown:
+        recorded = by_cell[(row["model"], row["task"], row["T"])]
+        assert row == {column: recorded[column] for column in row}, row
