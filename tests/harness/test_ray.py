@@ -281,7 +281,13 @@ def start_driver(long_run, address, out, *overrides, delay=0.01):
                             preexec_fn=as_from_a_terminal)
 
 
-def wait_for_steps(out, n, proc, timeout=90.0):
+#: how long a wait may take before it counts as a hang: an event, not a sleep, so it costs nothing when things work
+#: (a few seconds on an idle machine); on a 2-core machine that also runs two sweep workers, 90 s was not enough for
+#: a Ray worker to start and take 5 steps
+HANG_S = 300.0
+
+
+def wait_for_steps(out, n, proc, timeout=HANG_S):
     """Until the driver's worker has done `n` steps (from the worker itself: start notices reach the driver late
     on a loaded machine)."""
     mark, deadline = out / "steps_done", time.monotonic() + timeout
@@ -294,7 +300,7 @@ def wait_for_steps(out, n, proc, timeout=90.0):
         time.sleep(0.02)
 
 
-def wait_for(path, proc, timeout=90.0):
+def wait_for(path, proc, timeout=HANG_S):
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert proc.poll() is None, f"driver exited with {proc.returncode}: {proc.communicate()[1][-2000:]}"
