@@ -26,7 +26,10 @@ from .provenance import git_state
 from .resources import Resources, SlurmSettings
 from .records import CHECKPOINT, FINISHED, read_json, read_summary, remove_stale_temps, write_json
 
-STATUSES = ("completed", "diverged", "failed", "skipped", "busy")
+#: what a sweep's run can come back as: a record's final status, `skipped` (recorded earlier), `busy` (held by another
+#: process) or `interrupted` (stopped by a signal to its worker alone, e.g. a SLURM task cancelled with scancel, and
+#: checkpointed: the next run of the sweep resumes it)
+STATUSES = ("completed", "diverged", "failed", "interrupted", "skipped", "busy")
 #: the most runs one sweep may have: counted before the points are expanded, so that `seeds: 100000000` or a grid of
 #: ten keys with ten values each is refused in one line instead of exhausting memory (100,000 runs expand in about a
 #: minute and a couple of GiB; split a larger study into several sweeps)
@@ -410,7 +413,8 @@ def report_lines(name: str, results: list[dict], sweep_dir: Path) -> list[str]:
     counts = tally(results)
     earlier = {k: sum(r.get("skipped", False) and r["status"] == k for r in results) for k in FINISHED}
     parts = [f"{k} {v}" + (f" (recorded earlier: {', '.join(f'{s} {n}' for s, n in earlier.items() if n)})"
-                           if k == "skipped" and v else "") for k, v in counts.items()]
+                           if k == "skipped" and v else "") for k, v in counts.items()
+             if v or k != "interrupted"]  # named only when it happened: the usual line stays as it was
     lines = [f"sweep {name}: {len(results)} runs - " + ", ".join(parts)]
     lines += [f"  failed  {r['run_id']} {r.get('model')}/{r.get('task')}: {r.get('error')}"
               for r in results if r["status"] == "failed" and not r.get("skipped")]
@@ -420,6 +424,8 @@ def report_lines(name: str, results: list[dict], sweep_dir: Path) -> list[str]:
                      f"{command} --retry-failed")
     lines += [f"  busy    {r['run_id']}: held by another process; run the sweep again once it is done"
               for r in results if r["status"] == "busy"]
+    lines += [f"  interrupted {r['run_id']} at step {r.get('step')}: stopped by a signal; run the sweep again to resume "
+              "it from its last checkpoint" for r in results if r["status"] == "interrupted"]
     lines.append(f"  records: {sweep_dir}  table: {sweep_dir / 'runs.parquet'}")
     return lines
 

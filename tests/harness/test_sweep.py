@@ -426,3 +426,17 @@ def test_the_dry_run_labels_entries_of_one_model_by_the_keys_they_set(tmp_path, 
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert len({(r["point"]["model"], r["point"]["task"]) for r in runs}) == 4
     assert {r["point"]["model"] for r in runs} == {"mingru layers=1", "mingru layers=2"}
+
+
+def test_a_run_interrupted_under_a_running_sweep_is_counted_and_explained(tmp_path):
+    # a worker stopped alone (a SLURM task cancelled with scancel, a signal to one process) returns `interrupted`
+    # while the sweep goes on: the closing lines count it and say how to resume it (this was a KeyError)
+    from seqbench.harness.sweep import report_lines
+
+    results = [{"run_id": "a1", "status": "completed"}, {"run_id": "b2", "status": "interrupted", "step": 40},
+               {"run_id": "c3", "status": "completed", "skipped": True}]
+    lines = report_lines("s", results, tmp_path)
+    assert lines[0] == ("sweep s: 3 runs - completed 1, diverged 0, failed 0, interrupted 1, skipped 1 (recorded "
+                        "earlier: completed 1), busy 0")
+    assert any(line.startswith("  interrupted b2 at step 40: stopped by a signal") for line in lines)
+    assert "interrupted" not in report_lines("s", results[:1], tmp_path)[0]  # named only when it happened
