@@ -67,11 +67,18 @@ def limit_threads(threads: int) -> None:
 _progress: mp.Queue | None = None
 
 
+#: set in a local worker once a stop reached it (the driver's SIGTERM): the runs already queued to it return at once
+#: instead of starting (a pool hands each worker its next call before the current one ends)
+_stopping = threading.Event()
+
+
 def _init_worker(threads: int, driver: int, progress: mp.Queue, gpu_counter) -> None:
     global _progress
     _progress = progress
     limit_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it sends SIGTERM to workers
+    # between runs; during one, the run's own handler checkpoints it (train.stop_on_signals) and `_local_run` sets it
+    signal.signal(signal.SIGTERM, lambda *_: _stopping.set())
     if gpu_counter is not None:
         with gpu_counter.get_lock():
             torch.cuda.set_device(gpu_counter.value % torch.cuda.device_count())
@@ -94,9 +101,12 @@ def _local_run(config: dict, out_dir: str, threads: int, force: bool) -> dict:
         with contextlib.suppress(Exception):
             _progress.put_nowait((cfg.run_id, step, total, row.get("train_loss"), row.get("eval_accuracy")))
 
+    if _stopping.is_set():  # queued before the stop: not started, so nothing to checkpoint
+        return {"run_id": cfg.run_id, "status": "interrupted", "step": None}
     try:
         summary, _ = execute(cfg, Path(out_dir), progress=False, sink=report, force=force, threads=threads)
     except RunInterrupted as e:
+        _stopping.set()
         return {"run_id": cfg.run_id, "status": "interrupted", "step": e.step}
     return {k: v for k, v in summary.items() if k not in ("traceback", "config")}
 

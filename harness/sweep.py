@@ -424,8 +424,9 @@ def report_lines(name: str, results: list[dict], sweep_dir: Path) -> list[str]:
                      f"{command} --retry-failed")
     lines += [f"  busy    {r['run_id']}: held by another process; run the sweep again once it is done"
               for r in results if r["status"] == "busy"]
-    lines += [f"  interrupted {r['run_id']} at step {r.get('step')}: stopped by a signal; run the sweep again to resume "
-              "it from its last checkpoint" for r in results if r["status"] == "interrupted"]
+    lines += [f"  interrupted {r['run_id']} " + (f"at step {r['step']}: stopped by a signal" if r.get("step") is not None
+                                                 else "before it started: its worker was stopped by a signal")
+              + "; run the sweep again to resume it" for r in results if r["status"] == "interrupted"]
     lines.append(f"  records: {sweep_dir}  table: {sweep_dir / 'runs.parquet'}")
     return lines
 

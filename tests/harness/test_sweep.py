@@ -434,9 +434,34 @@ def test_a_run_interrupted_under_a_running_sweep_is_counted_and_explained(tmp_pa
     from seqbench.harness.sweep import report_lines
 
     results = [{"run_id": "a1", "status": "completed"}, {"run_id": "b2", "status": "interrupted", "step": 40},
-               {"run_id": "c3", "status": "completed", "skipped": True}]
+               {"run_id": "c3", "status": "completed", "skipped": True},
+               {"run_id": "d4", "status": "interrupted", "step": None}]
     lines = report_lines("s", results, tmp_path)
-    assert lines[0] == ("sweep s: 3 runs - completed 1, diverged 0, failed 0, interrupted 1, skipped 1 (recorded "
+    assert lines[0] == ("sweep s: 4 runs - completed 1, diverged 0, failed 0, interrupted 2, skipped 1 (recorded "
                         "earlier: completed 1), busy 0")
-    assert any(line.startswith("  interrupted b2 at step 40: stopped by a signal") for line in lines)
+    assert "  interrupted b2 at step 40: stopped by a signal; run the sweep again to resume it" in lines
+    assert "  interrupted d4 before it started: its worker was stopped by a signal; run the sweep again to resume it" \
+        in lines
     assert "interrupted" not in report_lines("s", results[:1], tmp_path)[0]  # named only when it happened
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_one_signal_stops_a_local_sweep_and_no_queued_run_starts(tmp_path, sig):
+    # the first stop used to checkpoint the run in flight and then start the next run already queued to its worker
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": {**KILL_BASE, "train.steps": 3000},
+                                    "grid": {"model": ["lstm", "gru", "rnn"]}, "seeds": 1}))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(sweep_cmd(path, out, workers=1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "s").glob("*/checkpoint.pt")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, sig)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    started = [d.name for d in (out / "s").iterdir() if (d / "metrics.jsonl").exists()]
+    assert len(started) == 1, f"runs started after the stop: {started}"
+    assert "interrupted; run the same command to resume" in err
+    wait_for_group_to_end(proc.pid)
