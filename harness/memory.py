@@ -22,8 +22,11 @@ from .models.configs import GATES
 #: gate blocks of a minGRU / minLSTM layer's one input projection
 MIN_GATES = {"mingru": 2, "minlstm": 3}
 
-EVAL_CHUNK = 256  # train.EVAL_CHUNK, the evaluation's batch (kept equal by a test; train.py imports torch)
-EVAL_TOKENS = 1 << 15  # train.EVAL_TOKENS, the tokens per chunk at the other evaluation lengths (kept equal too)
+#: the evaluation's batch, fixed so that results never depend on how evaluation is batched (train.py evaluates with it)
+EVAL_CHUNK = 256
+#: at the other evaluation lengths (eval.lengths) a chunk holds about this many tokens (at most EVAL_CHUNK sequences),
+#: a function of that length alone: long sequences stay within memory and every length is batched the same in any run
+EVAL_TOKENS = 1 << 15
 OVERHEAD = 16 * 2**20  # allocator and oneDNN workspaces of even the smallest run (measured: 12-16 MiB)
 LOGIT_VALUES = 2.5  # per output value and position: the logits, the loss's saved softmax and their gradient
 

@@ -18,16 +18,12 @@ import torch
 
 from .config import RunConfig
 from .gradprofile import gradient_profile
+from .memory import EVAL_CHUNK, EVAL_TOKENS  # the evaluation's chunks, which the memory check counts
 from .models.plugins import build_model, describe
 from .progress import Progress
 from .provenance import provenance
 from .records import (CHECKPOINT, RunWriter, claim, is_finished, load_checkpoint, read_json, read_summary, record_head,
                       replace_dir)
-
-EVAL_CHUNK = 256  # fixed so results never depend on how evaluation is batched
-#: at the other evaluation lengths (eval.lengths) a chunk holds about this many tokens (at most EVAL_CHUNK sequences),
-#: a function of that length alone: long sequences stay within memory and every length is batched the same in any run
-EVAL_TOKENS = 1 << 15
 
 
 def eval_chunk(seq_len: int) -> int:

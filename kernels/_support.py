@@ -47,3 +47,17 @@ def warn_once(message, stacklevel=4):
     if message not in _warned:
         _warned.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
+
+
+def unsupported_transform(functions: str) -> str | None:
+    """Why custom autograd.Functions cannot run here, or None: inside a torch.func transform (grad, vmap, jvp, ...)
+    or a forward-mode AD level, for which they have no vmap or jvp rule. `functions` names them in the message
+    ("the kernels' autograd.Functions have"). Not checked while torch.compile traces."""
+    if torch.compiler.is_compiling():
+        return None
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    if peek is not None and peek() is not None:
+        return f"inside a torch.func transform ({functions} no vmap or jvp rule)"
+    if getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
+        return f"forward-mode AD ({functions} no jvp rule)"
+    return None

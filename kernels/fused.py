@@ -62,7 +62,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import reference
-from ._support import custom_operator, triton_loader, warn_once
+from ._support import custom_operator, triton_loader, unsupported_transform, warn_once
 
 POISON_BUFFERS = False
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -505,19 +505,6 @@ def _autocast_dtype(x):
     return None
 
 
-def _under_functorch_or_forward_ad():
-    """Why the autograd.Functions cannot run here (they have no vmap or jvp rule), or None: inside a torch.func
-    transform (grad, vmap, jvp, ...) or a forward-mode AD level. Not checked while torch.compile traces."""
-    if torch.compiler.is_compiling():
-        return None
-    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
-    if peek is not None and peek() is not None:
-        return "inside a torch.func transform (the kernels' autograd.Functions have no vmap or jvp rule)"
-    if getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
-        return "forward-mode AD (the kernels' autograd.Functions have no jvp rule)"
-    return None
-
-
 def _padded(data, batch_sizes):
     """A PackedSequence's data (N, I) and batch_sizes (T,) -> the zero-padded input (T, B, I) in its sorted batch order,
     the sequence lengths (B,), and each packed row's index in the flattened (T*B) padding."""
@@ -558,7 +545,7 @@ class _Fused:
             return f"proj_size={self.proj_size} (the kernels have no projection)"
         if x.shape[1] == 0:
             return "batch size 0"
-        why = _under_functorch_or_forward_ad()
+        why = unsupported_transform("the kernels' autograd.Functions have")
         if why is not None:
             return why
         triton_rnn, why = load_triton()

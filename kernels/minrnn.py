@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import reference
-from ._support import custom_operator, triton_loader, warn_once
+from ._support import custom_operator, triton_loader, unsupported_transform, warn_once
 
 KINDS = ("gru", "lstm")
 BACKENDS = ("reference", "scan", "triton")
@@ -237,19 +237,6 @@ def _differentiable_scan_grads(a, b, h0, dout):
     return grad * h_prev, grad.to(b.dtype), (a[:, 0] * grad[:, 0]).to(h0.dtype)
 
 
-def _under_functorch_or_forward_ad():
-    """Why an autograd.Function cannot run here (no vmap or jvp rule), or None. Not checked while torch.compile
-    traces."""
-    if torch.compiler.is_compiling():
-        return None
-    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
-    if peek is not None and peek() is not None:
-        return "inside a torch.func transform (the scan's autograd.Function has no vmap or jvp rule)"
-    if getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
-        return "forward-mode AD (the scan's autograd.Function has no jvp rule)"
-    return None
-
-
 # ---- modules --------------------------------------------------------------------------------------------------------
 
 
@@ -352,7 +339,7 @@ class _MinRNN(nn.Module):
             return f"dtype {x.dtype}: the scan kernels compute in float32"
         if x.shape[0] == 0:
             return "batch size 0"
-        return _under_functorch_or_forward_ad()
+        return unsupported_transform("the scan's autograd.Function has")
 
     def _choose_path(self, x, step_hook):
         """"reference", "scan" or "triton", recording kernel_path (and warning once per fallback reason)."""

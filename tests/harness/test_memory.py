@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from seqbench.harness import memory, train
+from seqbench.harness import memory
 from seqbench.harness.config import ConfigError, merge, parse_overrides, resolve
 
 from .conftest import tiny
@@ -28,10 +28,6 @@ def test_parameter_count_is_the_built_models(overrides):
     cfg = tiny(*overrides)
     built = cfg.model.build(cfg.task.build())
     assert memory.parameter_count(cfg) == sum(p.numel() for p in built.parameters() if p.requires_grad)
-
-
-def test_the_evaluation_chunk_is_the_trainers():
-    assert memory.EVAL_CHUNK == train.EVAL_CHUNK and memory.EVAL_TOKENS == train.EVAL_TOKENS
 
 
 def test_the_other_evaluation_lengths_count():
