@@ -71,7 +71,7 @@ def test_wheel_holds_only_the_seqbench_namespace(wheel):
                    "seqbench/tasks/copy.py", "seqbench/harness/sweeps/quick.yaml", "seqbench/_build.py"):
         assert needed in names, needed
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "seqbench = seqbench.harness.cli:main" in entry
+    assert "seqbench = seqbench.harness.cli:entry" in entry
 
 
 def test_wheel_ships_every_sweep_preset(wheel):

@@ -50,6 +50,26 @@ def test_console_command(tmp_path):
     assert r.returncode == 2 and "train.steps=0" in r.stderr
 
 
+EXITS_NOW = """
+import atexit, pathlib, sys, threading, time
+from seqbench.harness.cli import exit_now
+
+folder = pathlib.Path(sys.argv[1])
+atexit.register(lambda: (folder / "exit-handler").write_text("ran"))
+threading.Thread(target=lambda: (time.sleep(0.3), (folder / "thread").write_text("done"))).start()
+sys.stdout.write("no newline yet")  # buffered: a bare os._exit would lose it
+exit_now(3)
+"""
+
+
+def test_the_command_ends_as_a_normal_exit_would_minus_the_teardown(tmp_path):
+    """`entry` ends through `exit_now`: the exit code it is given, threads finished, exit handlers run (Ray's stops an
+    instance the command started), buffered output written."""
+    r = subprocess.run([sys.executable, "-c", EXITS_NOW, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and r.stdout == "no newline yet", (r.returncode, r.stdout, r.stderr)
+    assert (tmp_path / "exit-handler").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
+
+
 def test_report_command(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err

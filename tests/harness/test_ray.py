@@ -251,8 +251,8 @@ DRIVER = textwrap.dedent('''
             sys.exit("ray.init replaced the SIGTERM handler")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         executors.run_ray = functools.partial(executors.run_ray, fn=slow)
-        from seqbench.harness.cli import main
-        sys.exit(main(["sweep", *sys.argv[4:], "--executor", "ray", "--ray-address", address]))
+        from seqbench.harness.cli import exit_now, main
+        exit_now(main(["sweep", *sys.argv[4:], "--executor", "ray", "--ray-address", address]))
 ''')
 LONG = {**TINY_BASE, "train.steps": 300, "train.eval_every": 100, "train.log_every": 10, "threads": 1}
 

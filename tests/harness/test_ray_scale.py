@@ -79,7 +79,7 @@ SCALE_DRIVER = textwrap.dedent('''
         threading.Thread(target=watch, daemon=True).start()
         executors.run_ray = functools.partial(executors.run_ray, fn=ray_stub)
         executors._local_run = local_stub
-        from seqbench.harness.cli import main
+        from seqbench.harness.cli import exit_now, main
 
         began = time.monotonic()
         rc = main(["sweep", spec, "--out", out, "--executor", executor, "--workers", "2"])
@@ -90,6 +90,7 @@ SCALE_DRIVER = textwrap.dedent('''
             where = [ray.get_runtime_context().gcs_address, *(n["NodeManagerAddress"] for n in ray.nodes())]
         with open(report, "w") as f:
             json.dump({"rc": rc, "seconds": seconds, "peak_open_files": peak[0], "ray": where}, f)
+        exit_now(0)  # as the console command ends: Ray's exit handler stops the instance the sweep started
 ''')
 #: over twice the open-file limit: a driver that kept one file open per run (a claim's lock) would run out of files
 RUNS, LIMIT = 800, 384

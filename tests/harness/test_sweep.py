@@ -234,7 +234,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
 
 
 # --- crashes, kills and concurrency ------------------------------------------------------------------------------------
-KILL_BASE = {**TINY_BASE, "task.length": 30, "model.hidden": 32, "train.steps": 300, "train.checkpoint_every": 5,
+KILL_BASE = {**TINY_BASE, "task.length": 30, "model.hidden": 32, "train.steps": 150, "train.checkpoint_every": 5,
              "train.eval_every": 25, "train.log_every": 5}
 
 
