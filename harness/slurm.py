@@ -13,9 +13,11 @@ import collections.abc
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import typing
 from collections.abc import Callable, Iterator
@@ -138,11 +140,12 @@ def job_parameters(resources: Resources, settings: SlurmSettings, configs: list[
 
 def _executor(folder: Path, params: dict):
     submitit = _submitit()
+    python = f"{shlex.quote(sys.executable)} -u -m seqbench.harness._slurm_task"  # see _slurm_task
     if _cluster() == "local":
-        executor = submitit.LocalExecutor(folder, max_num_timeout=MAX_TIMEOUTS)
+        executor = submitit.LocalExecutor(folder, max_num_timeout=MAX_TIMEOUTS, python=python)
         executor.update_parameters(timeout_min=params["time"], gpus_per_node=params.get("gpus_per_node", 0))
     else:
-        executor = submitit.SlurmExecutor(folder, max_num_timeout=MAX_TIMEOUTS)
+        executor = submitit.SlurmExecutor(folder, max_num_timeout=MAX_TIMEOUTS, python=python)
         executor.update_parameters(**params)
     return executor
 

@@ -233,7 +233,10 @@ def test_flags_and_spec_reach_the_sbatch_script_and_lost_tasks_are_resubmitted_t
                      "#SBATCH --qos=high", "#SBATCH --constraint=a100", "#SBATCH --job-name=seqbench-g",
                      "#SBATCH --signal=USR2@90", "module load cuda"):
         assert expected in lines, expected
-    assert any("submitit.core._submit" in line and str(sweep_dir / ".slurm") in line for line in lines)
+    # the task runs submitit's runner through seqbench's, with the driver's interpreter (see harness/_slurm_task.py)
+    [command] = [line for line in lines if "submitit.core._submit" in line]
+    assert command.split()[-1] == str(sweep_dir / ".slurm") and "srun" in command
+    assert f"{sys.executable} -u -m seqbench.harness._slurm_task -u -m submitit.core._submit" in command
     assert "#SBATCH --array=0-2%2" in scripts[1].read_text()
 
     runs = load_runs(sweep_dir)
