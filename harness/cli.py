@@ -161,7 +161,8 @@ def _dry_run(cfg, out: Path, as_json: bool) -> int:
                                      "parts": est.parts},
                           "config": cfg.canonical()}, indent=2))
         return 0
-    from .config import flatten, user_text
+    from .config import user_text
+    from .dotted import flatten
 
     print(f"run {cfg.run_id}: {state} -> {out / cfg.run_id}")
     print(f"memory: about {human(est.total)} needed, {human(free)} {source}"

@@ -23,9 +23,11 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
 from ..tasks import TASKS
 from ..tasks.base import Task
 
+from .dotted import flatten
 from .errors import ConfigError
 from .models import MODELS, ModelConfigBase
 from .models.plugins import canonical_name, known_names, model_class
+from .trackers import parse_names
 
 
 class Strict(BaseModel):
@@ -161,8 +163,6 @@ class RunConfig(Strict):
     @field_validator("tracker", mode="before")
     @classmethod
     def _tracker_names(cls, value):
-        from .trackers import parse_names
-
         return parse_names(value)
 
     @model_validator(mode="after")
@@ -372,17 +372,6 @@ def set_dotted(tree: dict, key: str, value) -> None:
                           f"({', '.join(f'{key}.{k}' for k in node[leaf])}, ...)")
     else:
         node[leaf] = value
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """A nested config as {dotted key: value}: the form a user types (`task.name` is the task)."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def merge(base: dict, overrides: dict) -> dict:

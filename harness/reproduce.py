@@ -18,7 +18,8 @@ import string
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError, flatten, resolve
+from .config import ConfigError, resolve
+from .dotted import flatten
 from .errors import RecordError
 from .loaders import PROFILE_ROW, metrics_lost, read_jsonl
 from .memory import check as check_memory

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import (OPERATIONAL_KEYS, ConfigError, RunConfig, flatten, from_mapping, merge, read_yaml, resolve,
-                     user_text)
+from .config import OPERATIONAL_KEYS, ConfigError, RunConfig, from_mapping, merge, read_yaml, resolve, user_text
+from .dotted import flatten
 from .loaders import load_runs
 from .provenance import git_state
 from .resources import Resources, SlurmSettings

@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
+from .dotted import flatten as dotted
+from .errors import ConfigError
+
 #: tracker name -> the module it needs; each is also the name of the seqbench extra that installs it
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 TENSORBOARD_DIR_ENV = "SEQBENCH_TENSORBOARD_DIR"
@@ -82,8 +85,6 @@ def not_installed(name: str) -> str:
 def with_trackers(configs: list, flagged: list[list[str]] | None) -> list:
     """`configs` with the `--tracker` names added to each config's own `tracker` list (an operational key: the run_id
     stays). Raises ConfigError naming the extra of a tracker that is not installed, before anything is written."""
-    from .config import ConfigError
-
     extra = list(dict.fromkeys(name for names in flagged or [] for name in names))
     out = []
     for cfg in configs:
@@ -97,8 +98,6 @@ def with_trackers(configs: list, flagged: list[list[str]] | None) -> list:
 
 
 def require(names: list[str], where: str) -> None:
-    from .config import ConfigError
-
     for name in names:
         if not installed(name):
             raise ConfigError(f"{where} {name}: {not_installed(name)}")
@@ -143,8 +142,6 @@ def group_of(folder: Path) -> str | None:
 
 def flatten(tree: dict) -> dict:
     """`{"train": {"lr": 1e-3}}` -> `{"train.lr": 1e-3}`; lists become JSON text (trackers take scalars)."""
-    from .config import flatten as dotted
-
     return {k: json.dumps(v) if isinstance(v, (list, tuple)) else v for k, v in dotted(tree).items()}
 
 

@@ -12,7 +12,8 @@ import itertools
 import math
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, flatten, user_text
+from .config import ConfigError, RunConfig, user_text
+from .dotted import flatten
 from .records import is_finished, read_summary, write_json
 from .sweep import (TUNE_METRICS, SweepSpec, _nested, check_spec, configs_at, grid_points, point_of, varied_keys)
 

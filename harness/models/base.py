@@ -7,7 +7,6 @@ import copy
 import torch
 from torch import nn
 
-from .configs import ModelConfigBase  # noqa: F401  (its home before)
 
 
 def encoder(task, width: int) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import typing
 
 import torch
 from torch import nn
@@ -11,7 +12,9 @@ from ... import kernels
 from ...kernels import as_reference, reference
 
 from .base import SequenceModel, encoder
-from .configs import Backend, GRUConfig, LSTMConfig, RecurrentConfig, RNNConfig  # noqa: F401  (their home before)
+
+if typing.TYPE_CHECKING:
+    from .configs import RecurrentConfig
 
 #: backend name -> {cell name -> torch.nn-compatible module class}
 BACKENDS: dict[str, dict[str, type[nn.Module]]] = {

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import SequenceModel, encoder
-from .configs import TransformerConfig  # noqa: F401  (its home before)
+
+if typing.TYPE_CHECKING:
+    from .configs import TransformerConfig
 
 
 class Block(nn.Module):
