@@ -210,6 +210,21 @@ class RayLink:
     attempt: int = 1
 
 
+def write_record(run_dir: Path, config: dict, result: dict) -> dict:
+    """A run's record from what a Ray task returned (its config, start notice, metrics and profile rows, summary),
+    written by the driver; summary.json last (it marks the record finished; trackers mirror it then). A finished
+    record being rerun is replaced whole, once the new one is complete. Returns the summary."""
+    staged = run_dir.with_name(f".{run_dir.name}.staging") if is_finished(run_dir) else run_dir
+    writer = RunWriter(staged, resume={"metrics": result["rows"], "profiles": result["profiles"]})
+    writer.config(config)
+    writer.started(result["started"])
+    writer.summary(result["summary"])
+    writer.drop_checkpoint()
+    if staged != run_dir:
+        replace_dir(staged, run_dir)
+    return result["summary"]
+
+
 class _ShippingWriter(MemoryWriter):
     """A Ray task's writer: the record stays in memory (returned at the end); each checkpoint goes to the driver's
     mailbox before training goes on."""
@@ -287,7 +302,7 @@ def _ray_run(config: dict, threads: int, link: RayLink) -> dict:
     return {"rows": writer.rows, "profiles": writer.profile_rows, "summary": summary, "started": started}
 
 
-def connect_ray(address: str | None, num_cpus: int | None = None):
+def connect_ray(address: str | None):
     """Ray, connected to the cluster at `address`, or to a private local instance (on the loopback address only): one
     this process starts, never a cluster that RAY_ADDRESS or Ray's current-cluster file names (another user's, or a
     dead one left behind), which `ray.init()` without an address would join."""
@@ -300,8 +315,6 @@ def connect_ray(address: str | None, num_cpus: int | None = None):
         raise ConfigError("--executor ray: ray is not installed; pip install 'seqbench[ray]'") from None
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": False}
-        if address is None and num_cpus is not None:
-            kwargs["num_cpus"] = num_cpus
         if address:
             check_address(address)
         main = threading.current_thread() is threading.main_thread()
@@ -726,17 +739,7 @@ class _RaySweep:
         return True
 
     def _write(self, flight: _Flight, result: dict) -> dict:
-        """The run's record, from what its task returned; summary.json last (it marks the record finished)."""
-        run_dir = flight.run_dir
-        staged = run_dir.with_name(f".{flight.run_id}.staging") if is_finished(run_dir) else run_dir
-        writer = RunWriter(staged, resume={"metrics": result["rows"], "profiles": result["profiles"]})
-        writer.config(flight.config)
-        writer.started(result["started"])
-        writer.summary(result["summary"])
-        writer.drop_checkpoint()
-        if staged != run_dir:
-            replace_dir(staged, run_dir)
-        return result["summary"]
+        return write_record(flight.run_dir, flight.config, result)
 
     def _release(self, flight: _Flight) -> None:
         flight.hold.close()

@@ -172,14 +172,6 @@ class RunWriter(MemoryWriter):
             if mirror_run(self.dir, self.rows, summary):  # a tracker failed: its warning joins the record
                 write_json(self.dir / "summary.json", summary)
 
-    def write_all(self, config: dict, rows: list[dict], profiles: list[dict], summary: dict) -> None:
-        """Write a record collected elsewhere (a Ray worker's MemoryWriter) into this folder."""
-        self.config(config)
-        self.rows = list(rows)
-        atomic_write(self.dir / "metrics.jsonl", "".join(dumps(r) + "\n" for r in self.rows))
-        self.profiles(profiles)
-        self.summary(summary)
-
 
 def record_head(cfg) -> dict:
     """The fields that identify a run in its summary, whatever its status."""

@@ -183,10 +183,6 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _nested(flat: dict, where: str = "") -> dict:
-    return from_mapping(flat, where)
-
-
 def grid_points(spec: SweepSpec) -> list[dict]:
     """The sweep's points up to the seeds, as {dotted key: value}: grid product x each zip group's rows."""
     grid = [[(k, v) for v in values] for k, values in spec.grid.items()]
@@ -227,19 +223,19 @@ def check_spec(spec: SweepSpec, source: Path, overrides: dict) -> None:
 def configs_at(spec: SweepSpec, source: Path, overrides: dict, at: list[dict]) -> list[RunConfig]:
     """The runs at the points `at` ({dotted key: value}, seed included) as resolved configs: the spec's base, then
     the point, then the overrides. Two points that are the same run are refused, naming both."""
-    base = _nested(spec.base, f"{source}: base: ")
+    base = from_mapping(spec.base, f"{source}: base: ")
     configs: dict[str, RunConfig] = {}
     where: dict[str, str] = {}
     points_by_id: dict[str, dict] = {}
     for point in at:
         here = ", ".join(f"{k}={user_text(v)}" for k, v in point.items())
         try:
-            cfg = resolve(merge(merge(base, _nested(point, f"{source}: ")), overrides))
+            cfg = resolve(merge(merge(base, from_mapping(point, f"{source}: ")), overrides))
         except ConfigError as e:
             raise ConfigError(f"{source}: at {here}: {e}") from None
         if cfg.run_id in configs:
             pair = f"the points {where[cfg.run_id]} and {here}"
-            varied = {k for p in (point, points_by_id[cfg.run_id]) for k in flatten(_nested(p))}
+            varied = {k for p in (point, points_by_id[cfg.run_id]) for k in flatten(from_mapping(p))}
             blamed = [(k, v) for k, v in flatten(overrides).items() if k in varied]
             if blamed:
                 raise ConfigError(f"{blamed[0][0]}={user_text(blamed[0][1])}: sweep {spec.name} varies it, and the "
@@ -318,7 +314,7 @@ def _entry_keys(varied_json: str) -> dict[str, list[str]]:
     out = {}
     for section in ("model", "task"):
         entries = [v for g in groups for v in g.get(section, [])]
-        keys = (k.removeprefix(section + ".") for e in entries for k in flatten(_nested({section: e})))
+        keys = (k.removeprefix(section + ".") for e in entries for k in flatten(from_mapping({section: e})))
         out[section] = [k for k in dict.fromkeys(keys) if k != "name" and f"{section}.{k}" not in varied]
     return out
 

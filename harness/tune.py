@@ -12,10 +12,10 @@ import itertools
 import math
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, user_text
+from .config import ConfigError, RunConfig, from_mapping, user_text
 from .dotted import flatten
 from .records import is_finished, read_summary, write_json
-from .sweep import (TUNE_METRICS, SweepSpec, _nested, check_spec, configs_at, grid_points, point_of, varied_keys)
+from .sweep import TUNE_METRICS, SweepSpec, check_spec, configs_at, grid_points, point_of, varied_keys
 
 TUNING = "tuning.json"
 
@@ -68,7 +68,7 @@ def _check_tune(spec: SweepSpec, source: Path, overrides: dict) -> None:
     # the keys each varied value sets ({name: rnn, hidden: 64} sets model.name and model.hidden)
     varied = {k: place for place, group in [("grid", spec.grid), *((f"zip group {i + 1}", g)
                                                                    for i, g in enumerate(spec.zip_groups()))]
-              for key, values in group.items() for v in values for k in flatten(_nested({key: v}))}
+              for key, values in group.items() for v in values for k in flatten(from_mapping({key: v}))}
     given = flatten(overrides)
     for key in tune.keys:
         if key in ("seed", "data_seed") or key.startswith("seed."):

@@ -131,6 +131,6 @@ def test_without_an_address_the_private_instance_ignores_a_stale_session_and_ray
 
     monkeypatch.setattr(ray, "init", init)
     with pytest.raises(ConfigError, match="--executor ray: stop here"):
-        executors.connect_ray(None, num_cpus=2)
+        executors.connect_ray(None)
     [kwargs] = calls
-    assert kwargs["address"] == "local" and kwargs["num_cpus"] == 2 and kwargs["include_dashboard"] is False
+    assert kwargs["address"] == "local" and kwargs["include_dashboard"] is False
