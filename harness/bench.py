@@ -21,6 +21,7 @@ import torch
 from ..kernels import as_reference, minrnn
 from ..kernels.testing import rel_err
 
+from .models.configs import GATES as RECURRENT_GATES, MIN_GATES
 from .models.minrnn import KERNEL_BACKENDS
 from .models.recurrent import BACKENDS
 from .provenance import git_state, provenance
@@ -28,7 +29,7 @@ from .records import write_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TOLERANCE = {"float32": 1e-3, "bfloat16": 3e-2}  # relative error vs float64, outputs and every gradient
-GATES = {"rnn": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}
+GATES = {**RECURRENT_GATES, **MIN_GATES}  # every cell bench times
 
 
 def _min_layer(cell: str, H: int, backend: str = "reference") -> torch.nn.Module:

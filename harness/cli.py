@@ -678,11 +678,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--keep", help="write the rerun's record to this folder (default: a temporary folder, removed)")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     rep.set_defaults(func=cmd_reproduce)
-    from .models.configs import BACKEND_NAMES, GATES
+    from .models.configs import BACKEND_NAMES, GATES, MIN_GATES
 
     bn = sub.add_parser("bench", help="time recurrent layers per backend (checked against the reference first)")
-    bn.add_argument("--cells", type=_csv(str, (*GATES, "mingru", "minlstm")), default=list(GATES),
-                    help="recurrent cells, a comma list of " + ", ".join((*GATES, "mingru", "minlstm"))
+    bn.add_argument("--cells", type=_csv(str, (*GATES, *MIN_GATES)), default=list(GATES),
+                    help="recurrent cells, a comma list of " + ", ".join((*GATES, *MIN_GATES))
                     + " (minGRU/minLSTM: torch = the log-space scan in torch)")
     bn.add_argument("--backends", type=_csv(str, BACKEND_NAMES), default=["torch", "triton"],
                     help="backends, a comma list of " + ", ".join(BACKEND_NAMES))

@@ -17,10 +17,7 @@ import dataclasses
 from pathlib import Path
 
 from .errors import ConfigError
-from .models.configs import GATES
-
-#: gate blocks of a minGRU / minLSTM layer's one input projection
-MIN_GATES = {"mingru": 2, "minlstm": 3}
+from .models.configs import GATES, MIN_GATES
 
 #: the evaluation's batch, fixed so that results never depend on how evaluation is batched (train.py evaluates with it)
 EVAL_CHUNK = 256

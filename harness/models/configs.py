@@ -15,6 +15,8 @@ Backend = Literal["torch", "reference", "triton"]
 BACKEND_NAMES: tuple[str, ...] = Backend.__args__
 #: gate blocks per recurrent cell: the rows of W_ih and W_hh are this many times the hidden size
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+#: minGRU / minLSTM: the gate projection's outputs per hidden unit (minGRU: z and h~; minLSTM: f, i and h~)
+MIN_GATES = {"mingru": 2, "minlstm": 3}
 
 
 class ModelConfigBase(BaseModel):
