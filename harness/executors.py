@@ -36,6 +36,7 @@ from .records import (CHECKPOINT, MemoryWriter, RunWriter, alive, checkpoint_byt
                       write_started)
 from .ray_mailbox import Mailbox
 from .resources import Resources
+from .runs import as_outcome, busy
 
 POOL_RESTARTS = 2  # a worker that dies (OOM, segfault) takes its pool down; retry the unfinished runs this often
 
@@ -109,7 +110,7 @@ def _local_run(config: dict, out_dir: str, threads: int, force: bool) -> dict:
     except RunInterrupted as e:
         _stopping.set()
         return {"run_id": cfg.run_id, "status": "interrupted", "step": e.step}
-    return {k: v for k, v in summary.items() if k not in ("traceback", "config")}
+    return as_outcome(summary)
 
 
 def _context() -> mp.context.BaseContext:
@@ -181,7 +182,7 @@ def _record_failure(cfg: RunConfig, sweep_dir: Path, error: str, claimed: bool =
     run_dir = sweep_dir / cfg.run_id
     with contextlib.nullcontext(True) if claimed else claim(run_dir) as mine:
         if not mine or is_finished(run_dir):
-            return read_summary(run_dir) or {"run_id": cfg.run_id, "status": "busy"}
+            return read_summary(run_dir) or busy(cfg)
         return write_failure(cfg, run_dir, error)
 
 
@@ -565,7 +566,7 @@ class _RaySweep:
         hold = contextlib.ExitStack()
         if not hold.enter_context(claim(run_dir)):
             hold.close()
-            return {"run_id": run_id, "status": "busy"}
+            return busy(cfg)
         rerun = run_id in self.rerun
         if is_finished(run_dir) and not rerun:
             hold.close()
@@ -717,7 +718,7 @@ class _RaySweep:
             summary = self._write(flight, result)
         self._release(flight)
         self.on_progress((flight.run_id, steps, steps, None, None))
-        return {k: v for k, v in summary.items() if k not in ("traceback", "config")}
+        return as_outcome(summary)
 
     def _retry(self, flight: _Flight) -> bool:
         """Submit a run again whose worker or node died (or whose worker was stopped by a signal), from its latest

@@ -26,6 +26,7 @@ from pathlib import Path
 from .config import ConfigError, RunConfig
 from .records import claim, is_finished, read_summary
 from .resources import Resources, SlurmSettings, resolve_resources, resolve_slurm
+from .runs import as_outcome, busy
 
 #: Which submitit executor runs the array: `slurm` (sbatch), or `local` (submitit's local executor: the same tasks,
 #: requeue and records, minus sbatch; for tests and for trying the executor on one machine).
@@ -225,7 +226,7 @@ def run_slurm(configs: list[RunConfig], sweep_dir: Path, threads: int, resources
             if free and not finished:
                 todo.append(settle_threads(cfg, run_dir, resources.cpus or threads))
         if not free:
-            yield {"run_id": cfg.run_id, "status": "busy"}
+            yield busy(cfg)
         elif finished:
             yield {**_summary(run_dir), "skipped": True}
     if not todo:
@@ -315,7 +316,7 @@ def _outcome(cfg: RunConfig, job, sweep_dir: Path) -> dict | None:
 
 
 def _summary(run_dir: Path) -> dict:
-    return {k: v for k, v in (read_summary(run_dir) or {}).items() if k not in ("traceback", "config")}
+    return as_outcome(read_summary(run_dir) or {})
 
 
 def _latest_row(run_dir: Path) -> dict | None:

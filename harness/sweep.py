@@ -24,12 +24,11 @@ from .dotted import flatten
 from .loaders import load_runs
 from .provenance import git_state
 from .resources import Resources, SlurmSettings
+from .runs import Status
 from .records import CHECKPOINT, FINISHED, read_json, read_summary, remove_stale_temps, write_json
 
-#: what a sweep's run can come back as: a record's final status, `skipped` (recorded earlier), `busy` (held by another
-#: process) or `interrupted` (stopped by a signal to its worker alone, e.g. a SLURM task cancelled with scancel, and
-#: checkpointed: the next run of the sweep resumes it)
-STATUSES = ("completed", "diverged", "failed", "interrupted", "skipped", "busy")
+#: what a sweep's run can come back as (runs.Status), in the order the tally names them
+STATUSES = tuple(status.value for status in Status)
 #: the most runs one sweep may have: counted before the points are expanded, so that `seeds: 100000000` or a grid of
 #: ten keys with ten values each is refused in one line instead of exhausting memory (100,000 runs expand in about a
 #: minute and a couple of GiB; split a larger study into several sweeps)

@@ -24,6 +24,7 @@ from .progress import Progress
 from .provenance import provenance
 from .records import (CHECKPOINT, RunWriter, claim, is_finished, load_checkpoint, read_json, read_summary, record_head,
                       replace_dir)
+from .runs import busy
 
 
 def eval_chunk(seq_len: int) -> int:
@@ -398,7 +399,7 @@ def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: 
     run_dir = Path(out_dir) / cfg.run_id
     with claim(run_dir) as mine:
         if not mine:
-            return {"run_id": cfg.run_id, "status": "busy", "task": cfg.task.name, "model": cfg.model.name}, run_dir
+            return busy(cfg), run_dir
         finished = is_finished(run_dir)
         if finished and not force:
             return {**read_summary(run_dir), "skipped": True}, run_dir
