@@ -354,7 +354,7 @@ def _run_record(cfg, writer, progress, ckpt, stop, sink) -> dict:
         trainer = Trainer(cfg)
         trainer.stop = stop or threading.Event()
         head.update(params=sum(p.numel() for p in trainer.params), baseline_loss=trainer.task.baseline_loss,
-                    chance_accuracy=getattr(trainer.task, "chance_accuracy", None),
+                    chance_accuracy=trainer.task.chance_accuracy,
                     kernel_path=trainer.model.kernel_path, resumed_from_step=ckpt["loop"]["step"] if ckpt else None)
         state = trainer.load_state_dict(ckpt) if ckpt else None
         reset_peak_memory(trainer.device)

@@ -81,6 +81,12 @@ class Task:
         raise NotImplementedError
 
     @property
+    def chance_accuracy(self) -> float | None:
+        """The accuracy of guessing, recorded with every run (the report draws it): None where the task has no chance
+        level (adding: a regression, whose accuracy is a tolerance band)."""
+        return None
+
+    @property
     def solved_criterion(self) -> str:
         """Human-readable form of :meth:`solved`, e.g. ``"eval_accuracy >= 0.99"``."""
         raise NotImplementedError

@@ -86,3 +86,11 @@ def test_tasks_import_only_torch_and_the_standard_library():
             else:
                 continue
             assert set(roots) <= allowed, f"{path.name} imports {roots}"
+
+
+def test_every_task_says_its_chance_accuracy_or_that_it_has_none():
+    """Declared on Task (None by default), so the trainer reads it as an attribute and records it with every run."""
+    assert Task.chance_accuracy.fget(AddingTask()) is None
+    for name, cls in TASKS.items():
+        chance = cls().chance_accuracy
+        assert chance is None if name == "adding" else 0 < chance < 1, (name, chance)
