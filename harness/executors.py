@@ -36,7 +36,7 @@ from .records import (CHECKPOINT, MemoryWriter, RunWriter, alive, checkpoint_byt
                       write_started)
 from .ray_mailbox import Mailbox
 from .resources import Resources
-from .runs import as_outcome, busy
+from .runs import as_outcome, busy, interrupted
 
 POOL_RESTARTS = 2  # a worker that dies (OOM, segfault) takes its pool down; retry the unfinished runs this often
 
@@ -104,12 +104,12 @@ def _local_run(config: dict, out_dir: str, threads: int, force: bool) -> dict:
             _progress.put_nowait((cfg.run_id, step, total, row.get("train_loss"), row.get("eval_accuracy")))
 
     if _stopping.is_set():  # queued before the stop: not started, so nothing to checkpoint
-        return {"run_id": cfg.run_id, "status": "interrupted", "step": None}
+        return interrupted(cfg, None)
     try:
         summary, _ = execute(cfg, Path(out_dir), progress=False, sink=report, force=force, threads=threads)
     except RunInterrupted as e:
         _stopping.set()
-        return {"run_id": cfg.run_id, "status": "interrupted", "step": e.step}
+        return interrupted(cfg, e.step)
     return as_outcome(summary)
 
 

@@ -28,6 +28,11 @@ def busy(cfg) -> dict:
     return {"run_id": cfg.run_id, "status": Status.BUSY.value, "task": cfg.task.name, "model": cfg.model.name}
 
 
+def interrupted(cfg, step: int | None) -> dict:
+    """The outcome of a run a signal stopped: checkpointed at `step`, or None when it had not started."""
+    return {"run_id": cfg.run_id, "status": Status.INTERRUPTED.value, "step": step}
+
+
 def as_outcome(summary: dict) -> dict:
     """A finished record's summary as an executor hands it back: without the traceback and the config, which stay in
     the record's files."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from .config import ConfigError, RunConfig
 from .records import claim, is_finished, read_summary
 from .resources import Resources, SlurmSettings, resolve_resources, resolve_slurm
-from .runs import as_outcome, busy
+from .runs import as_outcome, busy, interrupted
 
 #: Which submitit executor runs the array: `slurm` (sbatch), or `local` (submitit's local executor: the same tasks,
 #: requeue and records, minus sbatch; for tests and for trying the executor on one machine).
@@ -169,7 +169,7 @@ class ArrayTask:
                 summary, _ = execute(cfg, Path(sweep_dir), progress=False, force=force)
             except RunInterrupted as e:
                 requeue()  # returns only when no requeue was asked for (SIGTERM, scancel)
-                return {"run_id": cfg.run_id, "status": "interrupted", "step": e.step}
+                return interrupted(cfg, e.step)
         return {"run_id": cfg.run_id, "status": summary["status"], "skipped": bool(summary.get("skipped"))}
 
     def checkpoint(self, *args, **kwargs):  # submitit's name: it requeues only callables with a `checkpoint`
