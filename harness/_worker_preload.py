@@ -18,5 +18,5 @@ atexit.register(_skip_teardown)
 
 import torch._dynamo  # noqa: E402,F401  (torch.optim imports it on first use; seconds on a small CPU)
 
-import seqbench.harness.executors  # noqa: E402,F401
+import seqbench.harness.executors.local  # noqa: E402,F401
 import seqbench.harness.train  # noqa: E402,F401

@@ -196,7 +196,8 @@ def describe_summary(s: dict, run_dir: Path) -> str:
 
 
 def cmd_sweep(args) -> int:
-    from .executors import default_workers
+    from .executors import EXECUTORS, Plan, refuse_others_flags
+    from .executors.base import default_workers
     from .records import is_finished
     from .sweep import describe_point, expand, load_spec, recorded_threads, run_state, to_rerun
 
@@ -220,21 +221,14 @@ def cmd_sweep(args) -> int:
     sweep_dir = output_folder(str(out / spec.name), "--out")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
+    refuse_others_flags(args)
     if args.workers_per_gpu is not None:
         _check_workers_per_gpu(args, configs)
-    if args.ray_address and args.executor != "ray":
-        raise ConfigError("--ray-address needs --executor ray")
-    from .slurm import slurm_settings
-
-    slurm_settings(args, spec)  # SLURM flags and settings are checked here, before anything is written
     from .resources import resolve_resources
 
-    resolve_resources(spec.resources, args)  # the resource flags too, whatever the executor, dry run or not
-    if args.executor == "local":  # local workers share this machine's cores (--workers); they ask for nothing
-        for flag in ("cpus_per_run", "gpus_per_run", "resource"):
-            if getattr(args, flag, None) not in (None, []):
-                raise ConfigError(f"--{flag.replace('_', '-')} needs --executor ray or slurm (local runs share this "
-                                  "machine's cores: use --workers)")
+    resolve_resources(spec.resources, args)  # the resource flags, whatever the executor, dry run or not
+    executor = EXECUTORS[args.executor]
+    settings = executor.prepare(args, spec)  # its flags and settings are checked here, before anything is written
     if args.force and args.retry_failed:
         raise ConfigError("--force reruns every run, failed ones included; give --force or --retry-failed, not both")
     states = {c.run_id: run_state(sweep_dir / c.run_id) for c in configs}  # a corrupt record fails here, not midway
@@ -247,27 +241,16 @@ def cmd_sweep(args) -> int:
             states.update({c.run_id: run_state(sweep_dir / c.run_id) for c in configs if c.run_id not in states})
             rerun |= to_rerun(configs, sweep_dir, args.force, args.retry_failed)
             todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
-        return _sweep_dry_run(spec, configs, sweep_dir, states, rerun, todo, args.json, args.executor == "local",
+        return _sweep_dry_run(spec, configs, sweep_dir, states, rerun, todo, args.json, executor.here,
                               phases, pending)
     workers = args.workers or default_workers(configs[0].device, args.workers_per_gpu or 1)
-    if tuned and not todo:  # the final runs take the selection runs' shapes: check those when none is left to run
-        todo = configs
-    if args.executor == "local" and todo:  # Ray and SLURM run elsewhere: their nodes' memory is not known here
-        from .memory import available, check
-
-        free = available(todo[0].device)
-        at_once = min(workers, len(todo))
-        if todo[0].device == "cuda":  # the workers are spread over the GPUs; `free` is one GPU's
-            import torch
-
-            at_once = min(-(-workers // max(1, torch.cuda.device_count())), len(todo))
-        for cfg in todo:
-            try:
-                check(cfg, at_once, free)
-            except ConfigError as e:
-                raise ConfigError(f"{source}: at {describe_point(cfg, spec)}: {e}") from None
     threads, note = recorded_threads(sweep_dir, workers)
-    return _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun, tuned)
+    plan = Plan(sweep_dir, workers, threads, on_progress=lambda event: None,
+                describe=lambda cfg: f"{source}: at {describe_point(cfg, spec)}")
+    # before anything is written: refuse runs the executor cannot hold (this machine's memory, a cluster's nodes); a
+    # tuned sweep's final runs take its selection runs' shapes: those are checked when none is left to run
+    executor.preflight(settings, plan, todo or (configs if tuned else []))
+    return _run_sweep(args, spec, source, configs, plan, note, rerun, executor, settings, tuned)
 
 
 def _devices_here_or_elsewhere(args):
@@ -275,7 +258,9 @@ def _devices_here_or_elsewhere(args):
     CPU-only driver is fine)."""
     from .config import devices_elsewhere
 
-    return devices_elsewhere() if args.executor in ("ray", "slurm") else contextlib.nullcontext()
+    from .executors import EXECUTORS
+
+    return contextlib.nullcontext() if EXECUTORS[args.executor].here else devices_elsewhere()
 
 
 def _final_configs(args, spec, source, tuned, choices) -> list:
@@ -309,9 +294,6 @@ def _check_workers_per_gpu(args, configs) -> None:
         raise ConfigError(f"--workers-per-gpu {args.workers_per_gpu}: must be >= 1")
     if args.workers is not None:
         raise ConfigError("--workers-per-gpu and --workers both set the number of workers: give one")
-    if args.executor != "local":
-        raise ConfigError(f"--workers-per-gpu is for --executor local (with {args.executor}, each run asks for "
-                          "its share of a GPU: --gpus-per-run 0.25 runs four to a GPU)")
     cpu = sorted({c.device for c in configs} - {"cuda"})
     if cpu:
         raise ConfigError(f"--workers-per-gpu needs device=cuda; this sweep has runs on device={cpu[0]} "
@@ -361,7 +343,7 @@ def _sweep_dry_run(spec, configs, sweep_dir: Path, states: dict, rerun, todo, as
     return 0
 
 
-def _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, rerun, tuned=None) -> int:
+def _run_sweep(args, spec, source, configs, plan, note, rerun, executor, settings, tuned=None) -> int:
     """Run the sweep's runs through its executor and end with the results table and the tally. A tuned sweep
     (`tuned`: its points) runs in two phases through the same executor: the selection runs (`configs`), then, once
     tuning.json records the choice, the chosen candidates on the final seeds."""
@@ -369,14 +351,7 @@ def _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, r
     from .records import is_finished
     from .sweep import report_lines, results_table, to_rerun, write_runs_table, write_sweep_file
 
-    resources = None
-    if args.executor == "ray":  # before anything is written: refuse runs that no node of the cluster can hold
-        from .executors import check_ray
-        from .resources import resolve_resources
-
-        resources = resolve_resources(spec.resources, args)
-        todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
-        check_ray(todo or (configs if tuned else []), sweep_dir, threads, args.ray_address, resources)  # finals: alike
+    sweep_dir, workers, threads = plan.sweep_dir, plan.workers, plan.threads
     tuning = {"tuned": True, "tuning": "tuning.json", "selection_run_ids": [c.run_id for c in configs]} if tuned else {}
     write_sweep_file(sweep_dir, spec, source, args.overrides, configs, threads, tuning)
     results, finals, unchosen = [], [], []
@@ -388,12 +363,13 @@ def _run_sweep(args, spec, source, configs, sweep_dir, workers, threads, note, r
           file=sys.stderr)
     try:
         with SweepProgress(total, spec.name) as bar, _sigterm_as_interrupt():
-            _execute(args, spec, configs, sweep_dir, workers, threads, rerun, resources, bar, results)
+            plan.on_progress = bar.step
+            _execute(args, executor, settings, plan, configs, rerun, bar, results)
             if tuned:
                 finals, unchosen = _select(args, spec, source, tuned, sweep_dir)
                 write_sweep_file(sweep_dir, spec, source, args.overrides, [*configs, *finals], threads, tuning)
-                _execute(args, spec, finals, sweep_dir, workers, threads,
-                         to_rerun(finals, sweep_dir, args.force, args.retry_failed), resources, bar, results)
+                _execute(args, executor, settings, plan, finals,
+                         to_rerun(finals, sweep_dir, args.force, args.retry_failed), bar, results)
     except KeyboardInterrupt:
         write_runs_table(sweep_dir, [c.run_id for c in [*configs, *finals]])
         print(f"sweep {spec.name}: interrupted; run the same command to resume (each unfinished run from its last "
@@ -424,13 +400,13 @@ def _select(args, spec, source, tuned, sweep_dir) -> tuple[list, list[dict]]:
     return _final_configs(args, spec, source, tuned, choices), [c["point"] for c in choices if c["chosen"] is None]
 
 
-def _execute(args, spec, configs, sweep_dir, workers, threads, rerun, resources, bar, results: list) -> None:
-    """Run `configs` through the sweep's executor, appending each run's summary to `results` (finished runs not in
+def _execute(args, executor, settings, plan, configs, rerun, bar, results: list) -> None:
+    """Run `configs` through the sweep's executor, appending each run's outcome to `results` (finished runs not in
     `rerun` as skipped); a run another sweep holds is waited for, then looked at again."""
-    from .executors import run_local, run_ray
     from .records import is_finished, read_summary, wait_for_claim
     from .sweep import to_rerun
 
+    sweep_dir = plan.sweep_dir
     todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
     todo_ids = {c.run_id for c in todo}
     for cfg in configs:
@@ -438,14 +414,7 @@ def _execute(args, spec, configs, sweep_dir, workers, threads, rerun, resources,
             results.append({**read_summary(sweep_dir / cfg.run_id), "skipped": True})
             bar.finished(results[-1])
     while todo:
-        if args.executor == "slurm":
-            from .slurm import run_slurm, slurm_settings
-
-            runs = run_slurm(todo, sweep_dir, threads, *slurm_settings(args, spec), bar.step, rerun)
-        elif args.executor == "ray":
-            runs = run_ray(todo, sweep_dir, threads, args.ray_address, bar.step, rerun=rerun, resources=resources)
-        else:
-            runs = run_local(todo, sweep_dir, workers, threads, bar.step, rerun)
+        runs = executor.run(settings, plan, todo, frozenset(rerun))
         busy = []
         for summary in runs:
             if summary["status"] == "busy":  # another sweep holds it: wait for it below, then look again
@@ -642,13 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("overrides", nargs="*", default=[], metavar="key=value",
                     help="overrides applied to every run, over the spec's base, grid and zip, anywhere on the line "
                          "(default: none); the seeds come from the spec's `seeds:`")
-    sw.add_argument("--executor", choices=("local", "ray", "slurm"), default="local",
-                    help="where the runs run: local worker processes, a Ray cluster or a SLURM array job")
     sw.add_argument("--workers", type=int, help="parallel runs (default: one per GPU, else one per core up to 8)")
-    sw.add_argument("--workers-per-gpu", type=int, metavar="N",
-                    help="device=cuda: N runs at a time on each GPU (small models leave a GPU mostly idle; "
-                         "workers are given GPUs in turn)")
-    sw.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local one)")
     sw.add_argument("--out", default="results", help="output folder; records go to OUT/<sweep name>/")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and what is already done; run nothing")
     sw.add_argument("--json", action="store_true", help="with --dry-run: print the list as JSON")
@@ -656,9 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run again the runs whose record says failed (each old record is replaced only once the new "
                          "run is finished); without it a failed run is not rerun")
     sw.add_argument("--force", action="store_true", help="run every run again, finished or not")
-    from .resources import add_arguments as add_resource_arguments
+    from .executors import add_arguments as add_executor_arguments
 
-    add_resource_arguments(sw)
+    add_executor_arguments(sw)
     add_tracker_flag(sw)
     sw.set_defaults(func=cmd_sweep)
     rpt = sub.add_parser("report", help="figures, tables and an HTML/Markdown page from any results folder")

@@ -199,32 +199,22 @@ class RunConfig(Strict):
             raise ValueError(f"model.params={budget}: model {self.model.name} names no width knob (its config's "
                              f"width_key), so no budget can choose its size; set its width keys instead")
         given = getattr(self.model, key) if key in self.model.model_fields_set else None
-        follows = key == "hidden" and hasattr(self.model, "_embed_given")  # embed follows hidden unless given
-        fixed_embed = follows and self.model._embed_given and self.model.embed != given
-        modes = [fixed_embed] if given is None or fixed_embed else [False, True]
-        embed = getattr(self.model, "embed", None)
-        for fixed in modes:  # a recorded config cannot tell whether embed followed hidden: either reading may match
-            width = self._closest_width(budget, key, follows and not fixed, embed)
+        saved = dict(self.model.__dict__)
+        for reading in self.model.width_readings():  # a recorded config may be read more than one way: any may match
+            width = self._closest_width(budget, reading)
             if given is None or width == given:
                 return
-        setattr(self.model, key, given)
-        if follows and not fixed_embed:
-            self.model.embed = embed
+        self.model.__dict__.update(saved)
         raise ValueError(f"model.params={budget} and model.{key}={given}: the budget chooses model.{key}={width}; "
                          f"give one of the two")
 
-    def _closest_width(self, budget: int, key: str, follow: bool, embed) -> int:
+    def _closest_width(self, budget: int, reading) -> int:
         from .memory import parameter_count
 
-        step = self.model.width_step()
-        has_embed = hasattr(self.model, "_embed_given")
+        step, key = self.model.width_step(), self.model.width_key
 
         def count(units: int) -> int:
-            setattr(self.model, key, units * step)
-            if follow:
-                self.model.embed = units * step
-            elif has_embed and key == "hidden":
-                self.model.embed = embed
+            self.model.set_width(units * step, reading)
             return parameter_count(self)
 
         lo, hi = 1, self.MAX_WIDTH // step

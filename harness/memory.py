@@ -4,11 +4,12 @@ written, a run its device cannot hold (`train.memory_check=false` runs it anyway
 The estimate adds what a run allocates: the parameters with their gradients and optimiser state (and the float64 copy
 the gradient profile trains through), the task's data tensors (evaluation and test sets, profile batch, training batch;
 the test set is drawn only at the end, so this is an upper bound), and the largest of three phases that never overlap:
-a training step (the activations kept for backward), an evaluation chunk and a gradient profile. Activations are counted in values kept per sequence, position and unit of width (hidden size or
-d_model); those constants were measured as the peak RSS growth of short CPU runs under torch 2.13 (oneDNN) and are
-checked against fresh measurements, within a factor of 2, by tests/harness/test_memory.py. On CUDA (cuDNN, the fused
-kernels) the same constants apply, unmeasured; the float64 gradient profile of a Transformer adds attention's T^2
-there, where scaled_dot_product_attention falls back to its math kernel.
+a training step (the activations kept for backward), an evaluation chunk and a gradient profile. Activations are counted in
+values kept per sequence, position and unit of width (hidden size or d_model), which each model's config gives
+(`activation_values`, `profile_extra_bytes`; the built-in models' constants were measured as the peak RSS growth of
+short CPU runs under torch 2.13 and are checked against fresh measurements, within a factor of 2, by
+tests/harness/test_memory.py). So are the parameters (`param_count`). A model that gives neither has its parameters
+counted on the meta device and only its outputs' activations estimated.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import dataclasses
 from pathlib import Path
 
 from .errors import ConfigError
-from .models.configs import GATES, MIN_GATES
+from .models import MODELS
+from .models.configs import GATES
 
 #: the evaluation's batch, fixed so that results never depend on how evaluation is batched (train.py evaluates with it)
 EVAL_CHUNK = 256
@@ -26,26 +28,6 @@ EVAL_CHUNK = 256
 EVAL_TOKENS = 1 << 15
 OVERHEAD = 16 * 2**20  # allocator and oneDNN workspaces of even the smallest run (measured: 12-16 MiB)
 LOGIT_VALUES = 2.5  # per output value and position: the logits, the loss's saved softmax and their gradient
-
-#: values kept per (sequence, position, hidden unit) in a training step of a recurrent model: (per layer, once), the
-#: latter for the encoder output, the head's input and the backward pass's transients. `triton` runs the reference loop
-#: on a CPU; on a GPU its fused kernels keep less (the gates and states), so the reference's figures are an upper bound.
-RECURRENT = {
-    ("torch", "lstm"): (6.7, 11.8), ("torch", "gru"): (8.3, 4.6), ("torch", "rnn"): (2.5, 3.5),
-    ("reference", "lstm"): (11.5, 1.5), ("reference", "gru"): (15.8, 3.4), ("reference", "rnn"): (4.5, 1.2),
-    # minGRU/minLSTM blocks (LayerNorms, the scan's log-space intermediates, the MLP at mlp_ratio 4), measured the
-    # same way; `triton` on a CPU runs the torch scan
-    ("torch", "mingru"): (31.7, 14.1), ("torch", "minlstm"): (35.7, 14.0),
-    ("reference", "mingru"): (24.1, 6.9), ("reference", "minlstm"): (26.7, 11.4),
-}
-PROBES = 4  # the gradient profile's extra values per position and unit: zero probes on x_t and every h_t, and grads
-
-
-def transformer_values(ff_mult: int) -> tuple[float, float]:
-    """Per layer: LayerNorms, q/k/v, the attention output, the projection and the MLP's two ff-wide tensors; once:
-    the encoder output, the final LayerNorm and the head's input (measured 16.25 and 4.9 at ff_mult 4)."""
-    return 8 + 2 * ff_mult, 5.0
-
 
 @dataclasses.dataclass
 class Estimate:
@@ -64,25 +46,10 @@ class Estimate:
 
 def parameter_count(cfg) -> int:
     """The number of trainable parameters `cfg.model.build(task)` makes (checked against built models in the tests):
-    in closed form for the built-in models, by building a model from outside the package on the meta device."""
-    task, m = cfg.task.build(), cfg.model
-    if m.name not in MIN_GATES and m.name not in GATES and m.name != "transformer":
-        return _built_count(m, task)
-    width = m.d_model if m.name == "transformer" else getattr(m, "embed", None) or m.hidden
-    enc = task.input_size * width + (0 if task.input_kind == "tokens" else width)
-    if m.name == "transformer":
-        d, ff = m.d_model, m.ff_mult * m.d_model
-        block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * ff + ff + ff * d + d)
-        pos = (m.max_len or task.seq_len) * d if m.pos_encoding == "learned" else 0
-        return enc + pos + m.layers * block + 2 * d + d * task.output_size + task.output_size
-    H = m.hidden
-    if m.name in MIN_GATES:  # per block: two LayerNorms, the gate projection, the MLP; then a final LayerNorm
-        G, F = MIN_GATES[m.name], m.mlp_ratio * H
-        block = 4 * H + G * H * H + G * H + (H * F + F + F * H + H)
-        return enc + m.layers * block + 2 * H + H * task.output_size + task.output_size
-    G = GATES[m.name]
-    core = sum(G * H * ((m.embed if layer == 0 else H) + H) + 2 * G * H for layer in range(m.layers))
-    return enc + core + H * task.output_size + task.output_size
+    the model's closed form (`param_count`), or counted on a model built on the meta device."""
+    task = cfg.task.build()
+    count = cfg.model.param_count(task)
+    return _built_count(cfg.model, task) if count is None else count
 
 
 def _built_count(m, task) -> int:
@@ -120,21 +87,6 @@ def _sequence_bytes(task) -> int:
 LONG_SEQUENCE = 100_000  # positions; above it one sequence is measured without allocating it
 
 
-def _values_per_position(m) -> tuple[float, float, float]:
-    """Values kept per (sequence, position, unit of width) by a training step, an evaluation chunk (no grad) and the
-    gradient profile (the reference loop with zero probes, or the Transformer itself)."""
-    if m.name == "transformer":
-        per_layer, once = transformer_values(m.ff_mult)
-        train_values = once + per_layer * m.layers
-        return train_values, 4 + 2 * m.ff_mult + m.layers, train_values + PROBES  # eval: measured 14.4 at 2 layers
-    if m.name not in GATES and m.name not in MIN_GATES:  # a model from outside the package: unknown, not counted
-        return 0.0, 0.0, 0.0
-    on_cpu = "torch" if m.name in MIN_GATES else "reference"  # what backend=triton runs without a GPU
-    per_layer, once = RECURRENT[(m.backend if m.backend != "triton" else on_cpu, m.name)]
-    ref_layer, ref_once = RECURRENT[("reference", m.name)]
-    return once + per_layer * m.layers, 3 + m.layers, ref_once + ref_layer * m.layers + PROBES
-
-
 def estimate(cfg) -> Estimate:
     task, m, t = cfg.task.build(), cfg.model, cfg.train
     L, out = task.seq_len, task.output_size
@@ -147,7 +99,8 @@ def estimate(cfg) -> Estimate:
     key = m.width_key or "width"
     width = getattr(m, key, 0) if m.width_key else 0  # a plugin's activations are not estimated (see above)
     width_key = f"model.{key}={width}"
-    train_values, eval_values, profile_values = _values_per_position(m)
+    values = m.activation_values(cfg.device)
+    train_values, eval_values, profile_values = values if values is not None else (0.0, 0.0, 0.0)
     scored = max(t.eval_size, cfg.eval.test_size)  # the larger of the two sets fills the larger chunk
     chunk = min(scored, EVAL_CHUNK)
     size_key = "train.eval_size" if scored == t.eval_size else "eval.test_size"
@@ -164,16 +117,16 @@ def estimate(cfg) -> Estimate:
         "gradient-profile activations": (t.grad_profile_batch * L * (width * profile_values + out * LOGIT_VALUES)
                                          * profile_bytes, f"train.grad_profile_batch={t.grad_profile_batch}"),
     }
-    if m.name == "transformer" and cfg.device == "cuda" and profile_bytes == 8:  # math-kernel attention: (B, h, L, L)
+    extra = m.profile_extra_bytes(t.grad_profile_batch, L, cfg.device, profile_bytes)
+    if extra:
         size, why = phases["gradient-profile activations"]
-        attention = (m.layers + 2) * t.grad_profile_batch * m.heads * L * L * 8
-        phases["gradient-profile activations"] = (size + attention, why)
+        phases["gradient-profile activations"] = (size + extra, why)
     phase = max(phases, key=lambda k: phases[k][0])
     parts[phase] = int(phases[phase][0])
     parts["overhead"] = OVERHEAD
     length = f"sequence length {L} (task.length={task.length})"
     layers = f"model.layers={m.layers}" if hasattr(m, "layers") else f"model={m.name}"
-    builtin = m.name in GATES or m.name in MIN_GATES or m.name == "transformer"
+    builtin = values is not None
     per_position = f"{width_key} x {layers}" if builtin else "the outputs (a plugin's own activations are not estimated)"
     if builtin and out * LOGIT_VALUES > width * train_values:  # the head's outputs, not the body, fill the activations
         per_position = f"{out} outputs" + (f" (task.n_symbols={task.n_symbols})" if hasattr(task, "n_symbols") else "")
@@ -249,9 +202,10 @@ def bench_bytes(cell: str, B: int, T: int, H: int) -> int:
     """What `seqbench bench` holds for one (cell, B, T, H): the input and the output-gradient weight (float32), the
     input in float64, the float64 reference's activations and gradients, the timed module's, and three copies of the
     weights (float32, float64, gradients)."""
-    ref_layer, ref_once = RECURRENT[("reference", cell)]
-    torch_layer, torch_once = RECURRENT[("torch", cell)]
-    params = GATES[cell] * H * 2 * H + 2 * GATES[cell] * H if cell in GATES else MIN_GATES[cell] * H * (H + 1)
+    model = MODELS[cell]
+    ref_layer, ref_once = model.activations["reference"]
+    torch_layer, torch_once = model.activations["torch"]
+    params = model.gates * H * 2 * H + 2 * model.gates * H if cell in GATES else model.gates * H * (H + 1)
     return int(B * T * H * (4 * 2 + 8 + 8 * (ref_layer + ref_once) + 4 * (torch_layer + torch_once))) \
         + params * 4 * 6 + OVERHEAD
 

@@ -6,6 +6,8 @@ import sys
 
 from tqdm import tqdm
 
+from .runs import Outcome, ProgressEvent
+
 
 def _fmt(row: dict) -> dict[str, str]:
     keys = {"train_loss": "loss", "eval_loss": "eval", "eval_accuracy": "acc"}
@@ -55,16 +57,15 @@ class SweepProgress:
             self.bar = tqdm(total=self.total, desc=self.label, unit="run", file=self.stream, dynamic_ncols=True)
         return self
 
-    def step(self, event: tuple) -> None:
-        """(run_id, step, total, train_loss, eval_accuracy) from a worker."""
-        run_id, step, total, *_ = event
-        if step >= total:
-            self.running.pop(run_id, None)
+    def step(self, event: ProgressEvent) -> None:
+        """A run's progress, from an executor."""
+        if event.step >= event.total:
+            self.running.pop(event.run_id, None)
         else:
-            self.running[run_id] = f"{step}/{total}"
+            self.running[event.run_id] = f"{event.step}/{event.total}"
         self._postfix()
 
-    def finished(self, summary: dict) -> None:
+    def finished(self, summary: Outcome) -> None:
         self.running.pop(summary["run_id"], None)
         self.failed += summary["status"] == "failed"
         self.done += 1

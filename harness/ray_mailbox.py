@@ -1,6 +1,6 @@
-"""The Ray executor's mailbox actor (see executors.py), in a module of its own that imports nothing but the standard
+"""The Ray executor's mailbox actor (see executors/ray.py), in a module of its own that imports nothing but the standard
 library: Ray starts a worker process for each sweep's actor, and that process imports the module the class comes
-from. From executors.py it imported torch and pydantic too (over a CPU-second here, at the start of every Ray sweep)."""
+from. From executors/ray.py it would import torch and pydantic too (over a CPU-second here, at the start of every Ray sweep)."""
 
 import threading
 

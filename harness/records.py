@@ -8,17 +8,74 @@ Non-finite floats are written as null (strict JSON); a diverged run's summary sa
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import json
 import math
 import os
 import shutil
 from pathlib import Path
+from typing import TypedDict
 
 from .errors import RecordError
 
-FINISHED = ("completed", "diverged", "failed")
 CHECKPOINT = "checkpoint.pt"
+
+
+class Status(str, enum.Enum):
+    """Every status a run can come back with, from `seqbench run` or an executor. Only the first three are written
+    in a record (summary.json): they make it finished."""
+
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # a non-finite loss stopped it
+    FAILED = "failed"  # its code raised, or its worker kept dying
+    #: stopped by a signal to its worker alone (e.g. a SLURM task cancelled with scancel) and checkpointed: the next
+    #: run of the sweep resumes it
+    INTERRUPTED = "interrupted"
+    SKIPPED = "skipped"  # recorded earlier: not run again
+    BUSY = "busy"  # held by another process (another sweep on the same folder): not touched
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: the statuses a record's summary.json holds
+FINISHED = (Status.COMPLETED.value, Status.DIVERGED.value, Status.FAILED.value)
+
+
+class Summary(TypedDict, total=False):
+    """A run's summary.json: the schema of a finished record, in one place. The first six fields identify the run
+    whatever its status. A failed run has `error` (and `traceback` when its own code raised) and lacks the training
+    fields that its failure left unknown; a diverged run's `final` values are all None."""
+
+    run_id: str
+    task: str
+    model: str
+    backend: str  # the cells' implementation: torch, reference, triton; a plugin's is its own
+    seed: int
+    data_seed: int
+    status: str  # one of FINISHED
+    error: str
+    traceback: str
+    params: int  # trainable parameters
+    baseline_loss: float | None  # the task's loss of a model that ignores its inputs
+    chance_accuracy: float | None  # the task's accuracy by guessing; None where the task has none
+    kernel_path: str  # the path the recurrent cells took (after training), e.g. "triton:fused" or "torch"
+    resumed_from_step: int | None
+    steps_done: int
+    diverged_step: int | None
+    final: dict  # eval_* at the end of training and test_* on the held-out test set (None when diverged)
+    last_eval: dict
+    solved_step: int | None
+    solved_criterion: str
+    tokens_per_s: float | None
+    peak_mem_bytes: int
+    peak_mem_kind: str  # cuda_max_allocated or process_peak_rss
+    train_wall_s: float
+    wall_s: float
+    grad_profile_note: str | None
+    config: dict  # the run's config, as config.json holds it
+    provenance: dict  # code, machine, library versions, threads, command
 
 
 def strict(obj):

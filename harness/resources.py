@@ -49,20 +49,12 @@ def _pair(text: str, flag: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The resource and SLURM flags of `seqbench sweep`."""
+    """The resource flags of `seqbench sweep` (Ray's and SLURM's alike)."""
     g = parser.add_argument_group("resources per run (Ray and SLURM; override the spec's `resources:`)")
     g.add_argument("--cpus-per-run", type=int, help="CPUs each run asks for (default: the run's thread count)")
     g.add_argument("--gpus-per-run", type=float, help="GPUs each run asks for (default: 1 on cuda, 0 on cpu)")
     g.add_argument("--resource", action="append", default=[], metavar="NAME=AMOUNT",
                    help="a Ray custom resource each run asks for; repeatable (default: none)")
-    s = parser.add_argument_group("SLURM (--executor slurm; override the spec's `slurm:`)")
-    s.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
-    s.add_argument("--slurm-time", type=int, metavar="MINUTES",
-                   help="time limit per run in minutes (required: here or as slurm.time in the spec); a run that "
-                        "reaches it checkpoints and is requeued")
-    s.add_argument("--slurm-array-parallelism", type=int, metavar="N", help="runs of the array at once (default: all)")
-    s.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a further sbatch parameter by submitit's name (account=proj, qos=high); repeatable")
 
 
 def resolve_resources(spec_resources: Resources, args: argparse.Namespace) -> Resources:

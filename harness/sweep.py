@@ -24,10 +24,10 @@ from .dotted import flatten
 from .loaders import load_runs
 from .provenance import git_state
 from .resources import Resources, SlurmSettings
-from .runs import Status
-from .records import CHECKPOINT, FINISHED, read_json, read_summary, remove_stale_temps, write_json
+from .records import CHECKPOINT, FINISHED, Status, read_json, read_summary, remove_stale_temps, write_json
+from .runs import Outcome
 
-#: what a sweep's run can come back as (runs.Status), in the order the tally names them
+#: what a sweep's run can come back as (records.Status), in the order the tally names them
 STATUSES = tuple(status.value for status in Status)
 #: the most runs one sweep may have: counted before the points are expanded, so that `seeds: 100000000` or a grid of
 #: ten keys with ten values each is refused in one line instead of exhausting memory (100,000 runs expand in about a
@@ -349,7 +349,7 @@ def recorded_threads(sweep_dir: Path, workers: int) -> tuple[int, str]:
     """CPU threads per run for the runs of this sweep that set none: decided when the sweep first runs (its share of
     the cores, `threads_per_worker`) and kept in sweep.json, so resuming with another --workers changes no bits.
     Returns (threads, a note for the user when they come from the record)."""
-    from .executors import threads_per_worker
+    from .executors.base import threads_per_worker
 
     try:
         recorded = read_json(sweep_dir / "sweep.json").get("threads")
@@ -397,14 +397,14 @@ def write_runs_table(sweep_dir: Path, run_ids: list[str]) -> Path:
     return path
 
 
-def tally(results: list[dict]) -> dict[str, int]:
+def tally(results: list[Outcome]) -> dict[str, int]:
     counts = dict.fromkeys(STATUSES, 0)
     for r in results:
         counts["skipped" if r.get("skipped") else r["status"]] += 1
     return counts
 
 
-def report_lines(name: str, results: list[dict], sweep_dir: Path) -> list[str]:
+def report_lines(name: str, results: list[Outcome], sweep_dir: Path) -> list[str]:
     counts = tally(results)
     earlier = {k: sum(r.get("skipped", False) and r["status"] == k for r in results) for k in FINISHED}
     parts = [f"{k} {v}" + (f" (recorded earlier: {', '.join(f'{s} {n}' for s, n in earlier.items() if n)})"

@@ -22,9 +22,8 @@ from .memory import EVAL_CHUNK, EVAL_TOKENS  # the evaluation's chunks, which th
 from .models.plugins import build_model, describe
 from .progress import Progress
 from .provenance import provenance
-from .records import (CHECKPOINT, RunWriter, claim, is_finished, load_checkpoint, read_json, read_summary, record_head,
-                      replace_dir)
-from .runs import busy
+from .records import CHECKPOINT, RunWriter, read_json, record_head
+from .runs import Busy, Skipped, open_run
 
 
 def eval_chunk(seq_len: int) -> int:
@@ -396,23 +395,19 @@ def execute(cfg: RunConfig, out_dir: Path, progress: bool | None = None, force: 
     is not touched (status `busy`). SIGINT/SIGTERM checkpoint the run and raise RunInterrupted. The run computes
     with `cfg.threads` CPU threads, or `threads`, decided when it first starts and recorded (see `settle_threads`).
     """
-    run_dir = Path(out_dir) / cfg.run_id
-    with claim(run_dir) as mine:
-        if not mine:
-            return busy(cfg), run_dir
-        finished = is_finished(run_dir)
-        if finished and not force:
-            return {**read_summary(run_dir), "skipped": True}, run_dir
-        staged = run_dir.with_name(f".{cfg.run_id}.staging") if finished else run_dir
-        ckpt = None if force else load_checkpoint(run_dir)
-        cfg = settle_threads(cfg, run_dir if ckpt else None, threads)
-        writer = RunWriter(staged, resume=ckpt)
+    opened = open_run(out_dir, cfg, rerun=force)
+    if isinstance(opened, Busy):
+        return opened.outcome, Path(out_dir) / cfg.run_id
+    if isinstance(opened, Skipped):
+        return {**opened.summary, "skipped": True}, Path(out_dir) / cfg.run_id
+    with opened:
+        ckpt = opened.checkpoint()
+        cfg = settle_threads(cfg, opened.run_dir if ckpt else None, threads)
+        writer = RunWriter(opened.target, resume=ckpt)
         writer.config(cfg.canonical())
         with run_environment(cfg), stop_on_signals() as stop:
             writer.started(provenance(cfg.device))
             summary = _run_record(cfg, writer, progress, ckpt, stop, sink)  # already in the run's environment
         writer.summary(summary)
-        writer.drop_checkpoint()
-        if staged != run_dir:
-            replace_dir(staged, run_dir)
-    return summary, run_dir
+        opened.commit(writer)
+    return summary, opened.run_dir

@@ -13,10 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 Backend = Literal["torch", "reference", "triton"]
 #: the backends a recurrent model can run on (see recurrent.BACKENDS for the classes behind each name)
 BACKEND_NAMES: tuple[str, ...] = Backend.__args__
-#: gate blocks per recurrent cell: the rows of W_ih and W_hh are this many times the hidden size
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-#: minGRU / minLSTM: the gate projection's outputs per hidden unit (minGRU: z and h~; minLSTM: f, i and h~)
-MIN_GATES = {"mingru": 2, "minlstm": 3}
+#: values of a training step's activations per gradient-profile position and unit: zero probes on x_t and every h_t,
+#: and their gradients (see harness/memory.py)
+PROBES = 4
 
 
 class ModelConfigBase(BaseModel):
@@ -33,12 +32,42 @@ class ModelConfigBase(BaseModel):
                                "trainable parameter count is as close to this as it can be (models with a width knob)")
 
     width_key: ClassVar[str | None] = None
+    #: reports: where the model's rows go among the built-in models (lower first); models from outside the package,
+    #: None here, come after them
+    report_order: ClassVar[int | None] = None
+    #: reports: the model's colour and marker, an index into the report's palette of base models; None takes a spare
+    #: one by a hash of its label (see report/figures.py)
+    palette_slot: ClassVar[int | None] = None
 
     def width_step(self) -> int:
         return 1
 
     def build(self, task):
         raise NotImplementedError(f"{type(self).__name__} defines no build(task)")
+
+    # --- what harness/memory.py and `model.params` need to know of a model -----------------------------------------
+    def param_count(self, task) -> int | None:
+        """Trainable parameters that `build(task)` makes, in closed form; None (the default) has them counted on a
+        model built on the meta device."""
+        return None
+
+    def activation_values(self, device: str) -> tuple[float, float, float] | None:
+        """Values kept per (sequence, position, unit of width) by a training step, an evaluation chunk (no grad) and
+        the gradient profile, on `device`; None (the default): not estimated (only the outputs are counted)."""
+        return None
+
+    def profile_extra_bytes(self, batch: int, seq_len: int, device: str, value_bytes: int) -> int:
+        """Bytes the gradient profile keeps beyond `activation_values` (default none)."""
+        return 0
+
+    def width_readings(self) -> list:
+        """The ways `model.params` may read this config when it resizes it (see `set_width`): one, unless a recorded
+        config cannot tell how a key related to the width (then each is tried)."""
+        return [None]
+
+    def set_width(self, width: int, reading=None) -> None:
+        """Set the width key (`width_key`) to `width`, under one of `width_readings`."""
+        setattr(self, self.width_key, width)
 
 
 #: the name a model from outside the package subclasses (`from seqbench import ModelConfig`)
@@ -47,6 +76,14 @@ ModelConfig = ModelConfigBase
 
 class RecurrentConfig(ModelConfigBase):
     width_key: ClassVar[str] = "hidden"
+    #: gate blocks of the cell: the rows of W_ih and W_hh are this many times the hidden size
+    gates: ClassVar[int]
+    #: values kept per (sequence, position, hidden unit) by a training step, by backend: (per layer, once), the latter
+    #: for the encoder output, the head's input and the backward pass's transients. Measured as the peak RSS growth of
+    #: short CPU runs under torch 2.13 (oneDNN) and checked, within a factor of 2, by tests/harness/test_memory.py.
+    #: `triton` runs the reference loop on a CPU; on a GPU its fused kernels keep less (the gates and states), so the
+    #: reference's figures are an upper bound there.
+    activations: ClassVar[dict[str, tuple[float, float]]]
 
     hidden: int = Field(64, ge=1, description="hidden units per layer")
     layers: int = Field(1, ge=1, description="stacked recurrent layers")
@@ -74,9 +111,35 @@ class RecurrentConfig(ModelConfigBase):
 
         return build_recurrent(self, task)
 
+    def param_count(self, task) -> int:
+        H, G = self.hidden, self.gates
+        core = sum(G * H * ((self.embed if layer == 0 else H) + H) + 2 * G * H for layer in range(self.layers))
+        return _encoder_count(task, self.embed) + core + H * task.output_size + task.output_size
+
+    def activation_values(self, device: str) -> tuple[float, float, float]:
+        per_layer, once = self.activations["reference" if self.backend == "triton" else self.backend]
+        ref_layer, ref_once = self.activations["reference"]  # the profile runs the reference loop
+        return once + per_layer * self.layers, 3 + self.layers, ref_once + ref_layer * self.layers + PROBES
+
+    def width_readings(self) -> list:
+        """`embed` follows `hidden` unless given. A reading is the fixed embed, or None where it follows; a recorded
+        config (which always holds embed) with embed equal to hidden could have been either."""
+        given = self.hidden if "hidden" in self.model_fields_set else None
+        fixed = self._embed_given and self.embed != given
+        if given is None or fixed:
+            return [self.embed if fixed else None]
+        return [None, self.embed]
+
+    def set_width(self, width: int, reading=None) -> None:
+        self.hidden = width
+        self.embed = width if reading is None else reading
+
 
 class RNNConfig(RecurrentConfig):
     name: Literal["rnn"] = "rnn"
+    gates = 1
+    activations = {"torch": (2.5, 3.5), "reference": (4.5, 1.2)}
+    report_order, palette_slot = 0, 0
     nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="RNN activation")
 
     def core_kwargs(self) -> dict:
@@ -85,6 +148,9 @@ class RNNConfig(RecurrentConfig):
 
 class LSTMConfig(RecurrentConfig):
     name: Literal["lstm"] = "lstm"
+    gates = 4
+    activations = {"torch": (6.7, 11.8), "reference": (11.5, 1.5)}
+    report_order, palette_slot = 1, 1
     forget_bias: float | None = Field(1.0, description="initial forget-gate bias (b_ih + b_hh); null = torch's init")
 
     def build(self, task):
@@ -98,6 +164,9 @@ class LSTMConfig(RecurrentConfig):
 
 class GRUConfig(RecurrentConfig):
     name: Literal["gru"] = "gru"
+    gates = 3
+    activations = {"torch": (8.3, 4.6), "reference": (15.8, 3.4)}
+    report_order, palette_slot = 2, 2
 
 
 class TransformerConfig(ModelConfigBase):
@@ -113,9 +182,30 @@ class TransformerConfig(ModelConfigBase):
                                "model.heads) so that the trainable parameter count is as close to this as it can be")
 
     width_key: ClassVar[str] = "d_model"
+    report_order, palette_slot = 5, 3
 
     def width_step(self) -> int:
         return self.heads
+
+    def param_count(self, task) -> int:
+        d, ff = self.d_model, self.ff_mult * self.d_model
+        block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * ff + ff + ff * d + d)
+        pos = (self.max_len or task.seq_len) * d if self.pos_encoding == "learned" else 0
+        return _encoder_count(task, d) + pos + self.layers * block + 2 * d + d * task.output_size + task.output_size
+
+    def activation_values(self, device: str) -> tuple[float, float, float]:
+        """Per layer: LayerNorms, q/k/v, the attention output, the projection and the MLP's two ff-wide tensors (8 +
+        2 ff_mult); once: the encoder output, the final LayerNorm and the head's input (measured 16.25 per layer and
+        4.9 once at ff_mult 4; evaluation 14.4 at 2 layers)."""
+        train = 5.0 + (8 + 2 * self.ff_mult) * self.layers
+        return train, 4 + 2 * self.ff_mult + self.layers, train + PROBES
+
+    def profile_extra_bytes(self, batch: int, seq_len: int, device: str, value_bytes: int) -> int:
+        """A float64 profile on CUDA: scaled_dot_product_attention falls back to its math kernel, which keeps the
+        (batch, heads, L, L) scores per layer (and two more)."""
+        if device == "cuda" and value_bytes == 8:
+            return (self.layers + 2) * batch * self.heads * seq_len * seq_len * 8
+        return 0
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -134,6 +224,11 @@ class MinRNNConfig(ModelConfigBase):
     a parallel scan computes. Stacked as pre-norm residual blocks, each with an MLP (see kernels.minrnn.MinRNNStack)."""
 
     width_key: ClassVar[str] = "hidden"
+    #: the gate projection's outputs per hidden unit (minGRU: z and h~; minLSTM: f, i and h~)
+    gates: ClassVar[int]
+    #: as RecurrentConfig.activations: blocks with their LayerNorms, the scan's log-space intermediates and the MLP at
+    #: mlp_ratio 4; `triton` on a CPU runs the torch scan
+    activations: ClassVar[dict[str, tuple[float, float]]]
 
     hidden: int = Field(64, ge=1, description="hidden units per layer (also the width of the residual stream)")
     layers: int = Field(1, ge=1, description="stacked residual blocks (minRNN layer + MLP)")
@@ -148,10 +243,37 @@ class MinRNNConfig(ModelConfigBase):
 
         return MinRNNModel(self, task)
 
+    def param_count(self, task) -> int:
+        """Per block: two LayerNorms, the gate projection, the MLP; then a final LayerNorm and the head."""
+        H, G, F = self.hidden, self.gates, self.mlp_ratio * self.hidden
+        block = 4 * H + G * H * H + G * H + (H * F + F + F * H + H)
+        return _encoder_count(task, H) + self.layers * block + 2 * H + H * task.output_size + task.output_size
+
+    def activation_values(self, device: str) -> tuple[float, float, float]:
+        per_layer, once = self.activations["torch" if self.backend == "triton" else self.backend]
+        ref_layer, ref_once = self.activations["reference"]
+        return once + per_layer * self.layers, 3 + self.layers, ref_once + ref_layer * self.layers + PROBES
+
 
 class MinGRUConfig(MinRNNConfig):
     name: Literal["mingru"] = "mingru"
+    gates = 2
+    activations = {"torch": (31.7, 14.1), "reference": (24.1, 6.9)}
+    report_order, palette_slot = 3, 4
 
 
 class MinLSTMConfig(MinRNNConfig):
     name: Literal["minlstm"] = "minlstm"
+    gates = 3
+    activations = {"torch": (35.7, 14.0), "reference": (26.7, 11.4)}
+    report_order, palette_slot = 4, 5
+
+
+def _encoder_count(task, width: int) -> int:
+    """The input encoder's parameters: an embedding of token inputs, or a linear layer (with bias) of real ones."""
+    return task.input_size * width + (0 if task.input_kind == "tokens" else width)
+
+
+#: gate blocks per recurrent cell, and per minGRU/minLSTM gate projection (read by bench and the memory check)
+GATES = {cls.model_fields["name"].default: cls.gates for cls in (RNNConfig, LSTMConfig, GRUConfig)}
+MIN_GATES = {cls.model_fields["name"].default: cls.gates for cls in (MinGRUConfig, MinLSTMConfig)}

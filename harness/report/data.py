@@ -29,8 +29,10 @@ from .stats import (ALPHA, clopper_pearson, fisher_p, geo_ci, holm, logrank_p, m
                     smallest_sign_flip_p)
 from .survival import km_median
 
-#: base models in the order (and so the colours) every figure and table uses; variants sort after their base
-MODEL_ORDER = ("rnn", "lstm", "gru", "mingru", "minlstm", "transformer")
+#: the built-in models in the order every figure and table lists them (each model's `report_order`); variants sort
+#: after their base, models from outside the package after the built-in ones
+MODEL_ORDER = tuple(sorted((n for n, c in MODELS.items() if c.report_order is not None),
+                           key=lambda n: MODELS[n].report_order))
 STATUSES = ("completed", "diverged", "failed", "incomplete")
 #: runs that trained to their end or to their divergence: the denominator of a solve rate (a failed run is a harness
 #: or set-up error, not evidence about the model, and an incomplete one has not finished)

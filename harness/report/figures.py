@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
+from ..models import MODELS  # noqa: E402
 from . import data as D  # noqa: E402
 from . import survival, tuning  # noqa: E402
 
@@ -57,9 +58,10 @@ def style():
         yield
 
 
-#: base models in the order they take the colours and markers: models added later come last, so a model keeps its own
-COLOUR_ORDER = ("rnn", "lstm", "gru", "transformer", "mingru", "minlstm")
-assert set(COLOUR_ORDER) == set(D.MODEL_ORDER)
+#: the built-in models by the colour and marker each takes (its config's `palette_slot`: a model added later takes the
+#: next, so every model keeps its own)
+COLOUR_ORDER = tuple(sorted((n for n, c in MODELS.items() if c.palette_slot is not None),
+                            key=lambda n: MODELS[n].palette_slot))
 #: the base models' colours: matplotlib's "petroff6" cycle (M. A. Petroff, "Accessible color sequences for data
 #: visualization", 2021), six colours chosen to stay apart under the common colour-vision deficiencies; written out,
 #: as matplotlib < 3.10 lacks it. Blue, orange, red, purple, grey, violet.

@@ -17,9 +17,9 @@ import ray
 import torch
 import yaml
 
-from seqbench.harness import executors
+from seqbench.harness.executors import ray as executors
 from seqbench.harness.cli import main
-from seqbench.harness.executors import run_ray, unschedulable
+from seqbench.harness.executors.ray import run_ray, unschedulable
 from seqbench.harness.loaders import load_runs
 from seqbench.harness.provenance import command_line, source_digest
 from seqbench.harness.resources import Resources
@@ -97,7 +97,7 @@ def test_a_worker_killed_after_a_checkpoint_is_retried_from_that_checkpoint(loca
     marker = tmp_path / "died-once"
 
     def dies_after_its_first_checkpoint(config, threads, link):
-        from seqbench.harness import executors as ex
+        from seqbench.harness.executors import ray as ex
 
         if not os.path.exists(marker):
             ship = ex._ShippingWriter.checkpoint
@@ -153,7 +153,7 @@ def test_runs_no_node_can_hold_are_refused_at_once_and_nothing_is_written(local_
 def test_a_run_asks_for_its_resources_and_computes_with_its_cpus(local_ray, tmp_path):
     def reports_what_it_was_given(config, threads, link):
         import ray
-        from seqbench.harness.executors import _ray_run
+        from seqbench.harness.executors.ray import _ray_run
 
         result = _ray_run(config, threads, link)
         result["summary"]["assigned"] = ray.get_runtime_context().get_assigned_resources()
@@ -220,7 +220,7 @@ def test_a_worker_running_other_code_than_the_driver_is_refused(local_ray, tmp_p
 DRIVER = textwrap.dedent('''
     import functools, signal, sys, time
 
-    from seqbench.harness import executors
+    from seqbench.harness.executors import ray as executors
 
     DELAY, MARK = 0.0, ""
 
@@ -228,7 +228,7 @@ DRIVER = textwrap.dedent('''
         from pathlib import Path
 
         from seqbench.harness import train
-        from seqbench.harness.executors import _ray_run
+        from seqbench.harness.executors.ray import _ray_run
 
         step, done = train.Trainer.step, [0]
 

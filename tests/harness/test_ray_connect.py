@@ -9,7 +9,7 @@ import pytest
 import ray
 import yaml
 
-from seqbench.harness import executors
+from seqbench.harness.executors import ray as executors
 from seqbench.harness.cli import main
 from seqbench.harness.config import ConfigError
 

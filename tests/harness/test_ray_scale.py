@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from seqbench.harness.cli import main
-from seqbench.harness.executors import run_ray
+from seqbench.harness.executors.ray import run_ray
 from seqbench.harness.sweep import expand, load_spec
 from seqbench.harness.train import execute
 
@@ -38,11 +38,12 @@ def frozen(tmp_path_factory):
 SCALE_DRIVER = textwrap.dedent('''
     import functools, json, os, resource, sys, threading, time
 
-    from seqbench.harness import executors, train
+    from seqbench.harness import train
+    from seqbench.harness.executors import local, ray as executors
     from seqbench.harness.provenance import provenance
     from seqbench.harness.records import record_head
 
-    REAL_LOCAL_RUN = executors._local_run
+    REAL_LOCAL_RUN = local._local_run
 
 
     def stub_run_record(cfg, writer, *args, **kwargs):
@@ -55,10 +56,11 @@ SCALE_DRIVER = textwrap.dedent('''
 
 
     def ray_stub(config, threads, link):  # shipped to the Ray workers by value (it lives in __main__)
-        from seqbench.harness import executors, train
+        from seqbench.harness import train
+        from seqbench.harness.executors.ray import _ray_run
 
         train._run_record = stub_run_record
-        return executors._ray_run(config, threads, link)
+        return _ray_run(config, threads, link)
 
 
     def local_stub(config, out_dir, threads, force):  # the local workers import this file as __mp_main__
@@ -78,7 +80,7 @@ SCALE_DRIVER = textwrap.dedent('''
 
         threading.Thread(target=watch, daemon=True).start()
         executors.run_ray = functools.partial(executors.run_ray, fn=ray_stub)
-        executors._local_run = local_stub
+        local._local_run = local_stub
         from seqbench.harness.cli import exit_now, main
 
         began = time.monotonic()
@@ -190,7 +192,7 @@ def test_a_run_whose_node_dies_resumes_on_another_node_from_its_checkpoint(clust
 
     def slow(config, threads, link):  # slower steps, same numbers
         from seqbench.harness import train
-        from seqbench.harness.executors import _ray_run
+        from seqbench.harness.executors.ray import _ray_run
 
         step = train.Trainer.step
 

@@ -211,7 +211,7 @@ def test_ctrl_c_exits_130_and_keeps_no_partial_rerun(tmp_path, monkeypatch, caps
 def test_ctrl_c_leaves_a_finished_rerun_in_keep_as_it_was(tmp_path, monkeypatch, capsys, when):
     import os
 
-    from seqbench.harness import train
+    from seqbench.harness import runs
 
     _, run_dir = execute(tiny(), tmp_path / "runs", progress=False)
     keep = tmp_path / "keep"
@@ -225,7 +225,7 @@ def test_ctrl_c_leaves_a_finished_rerun_in_keep_as_it_was(tmp_path, monkeypatch,
             os.replace(target, target.with_name(f".{target.name}.old-{os.getpid()}"))
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(train, "replace_dir", first_rename_only)
+        monkeypatch.setattr(runs, "replace_dir", first_rename_only)
     assert main(["reproduce", str(run_dir), "--quiet", "--keep", str(keep)]) == 130
     assert sorted(p.name for p in keep.iterdir()) == [run_dir.name]  # the staged rerun is gone
     assert {p.name: p.read_bytes() for p in kept.iterdir() if p.is_file()} == before

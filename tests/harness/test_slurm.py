@@ -16,7 +16,7 @@ import yaml
 from seqbench.harness.cli import main
 from seqbench.harness.loaders import load_runs
 from seqbench.harness.records import CHECKPOINT
-from seqbench.harness.slurm import CLUSTER_ENV
+from seqbench.harness.executors.slurm import CLUSTER_ENV
 from seqbench.harness.sweep import expand, load_spec
 from seqbench.harness.train import execute
 
@@ -115,7 +115,7 @@ def test_records_equal_the_local_executors_and_a_rerun_submits_nothing(local_clu
 
 def test_run_slurm_skips_finished_runs_without_submitting(local_cluster, tmp_path):
     from seqbench.harness.resources import Resources, SlurmSettings
-    from seqbench.harness.slurm import run_slurm
+    from seqbench.harness.executors.slurm import run_slurm
 
     spec = write_spec(tmp_path, "d", {**TINY_BASE, "threads": 1})
     configs = expand(*load_spec(str(spec)), {})

@@ -15,8 +15,8 @@ import pytest
 from seqbench.harness import trackers
 from seqbench.harness.cli import main
 from seqbench.harness.config import resolve
-from seqbench.harness.executors import write_record
 from seqbench.harness.records import MemoryWriter
+from seqbench.harness.runs import open_run
 from seqbench.harness.sweep import SweepSpec, write_sweep_file
 from seqbench.harness.train import execute, run_record
 
@@ -327,13 +327,15 @@ def test_tracker_is_operational_and_accepts_a_comma_list():
 
 
 def test_the_ray_driver_mirrors_the_record_it_writes(tmp_path):
-    """On Ray the worker records into memory and the driver writes the record (write_record): mirrored there."""
+    """On Ray the worker records into memory and the driver writes the record (runs.Todo.write_record): mirrored
+    there."""
     cfg = tiny("tracker=tensorboard")
     memory = MemoryWriter()
     summary = run_record(cfg, memory, progress=False)
     run_dir = tmp_path / "out" / cfg.run_id
     started = {**summary["provenance"]}
-    write_record(run_dir, cfg.canonical(), {"rows": memory.rows, "profiles": memory.profile_rows, "summary": summary,
+    with open_run(run_dir.parent, cfg) as todo:
+        todo.write_record(cfg.canonical(), {"rows": memory.rows, "profiles": memory.profile_rows, "summary": summary,
                                             "started": started})
     check_tensorboard(tmp_path / "out" / "tensorboard" / cfg.run_id, run_dir)
 

@@ -23,15 +23,15 @@ import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .config import ConfigError, RunConfig
-from .records import claim, is_finished, read_summary
-from .resources import Resources, SlurmSettings, resolve_resources, resolve_slurm
-from .runs import as_outcome, busy, interrupted
+from ..config import ConfigError, RunConfig
+from ..records import read_summary
+from ..resources import Resources, SlurmSettings, resolve_resources, resolve_slurm
+from ..runs import Outcome, ProgressEvent, as_outcome, interrupted, look, record_failure
+from .base import Plan
 
 #: Which submitit executor runs the array: `slurm` (sbatch), or `local` (submitit's local executor: the same tasks,
 #: requeue and records, minus sbatch; for tests and for trying the executor on one machine).
 CLUSTER_ENV = "SEQBENCH_SLURM_CLUSTER"
-SLURM_FLAGS = ("slurm_partition", "slurm_time", "slurm_array_parallelism", "slurm_param")
 RESUBMITS = 2  # a task that ends without a result (node failure, OOM kill): resubmit its run this often
 MAX_TIMEOUTS = 10  # requeues at the time limit per task; each resumes from a checkpoint, so a run always advances
 POLL_S = 1.0
@@ -63,14 +63,9 @@ def _cluster() -> str:
 
 
 # --- settings --------------------------------------------------------------------------------------------------------
-def slurm_settings(args, spec) -> tuple[Resources, SlurmSettings] | None:
+def slurm_settings(args, spec) -> tuple[Resources, SlurmSettings]:
     """The resources and SLURM settings of a `--executor slurm` sweep (spec, then flags), checked before anything is
-    written; None for another executor, which must not be given SLURM flags."""
-    if args.executor != "slurm":
-        for name in SLURM_FLAGS:
-            if getattr(args, name, None):
-                raise ConfigError(f"--{name.replace('_', '-')} needs --executor slurm")
-        return None
+    written."""
     _submitit()
     cluster = _cluster()
     resources, settings = resolve_resources(spec.resources, args), resolve_slurm(spec.slurm, args)
@@ -159,8 +154,8 @@ class ArrayTask:
     on to submitit's handler, which requeues the task with the same arguments (`checkpoint`)."""
 
     def __call__(self, config: dict, sweep_dir: str, force: bool) -> dict:
-        from .executors import limit_threads
-        from .train import RunInterrupted, execute
+        from ..train import RunInterrupted, execute
+        from .base import limit_threads
 
         cfg = RunConfig.model_validate(config)
         limit_threads(cfg.threads)
@@ -214,21 +209,16 @@ def run_slurm(configs: list[RunConfig], sweep_dir: Path, threads: int, resources
     Finished runs are skipped unless in `rerun`; runs held by another process are yielded `busy`. A task that ends
     without a result is resubmitted (resuming from the run's checkpoint) up to RESUBMITS times, then recorded failed.
     Stopping the generator (Ctrl-C, SIGTERM) cancels the tasks still running; each checkpoints its run."""
-    from .executors import _record_failure
-    from .train import settle_threads
+    from ..train import settle_threads
 
     sweep_dir = Path(sweep_dir).absolute()
     todo = []
     for cfg in configs:
-        run_dir = sweep_dir / cfg.run_id
-        with claim(run_dir) as free:  # only a look: the task claims the run itself
-            finished = free and is_finished(run_dir) and cfg.run_id not in rerun
-            if free and not finished:
-                todo.append(settle_threads(cfg, run_dir, resources.cpus or threads))
-        if not free:
-            yield busy(cfg)
-        elif finished:
-            yield {**_summary(run_dir), "skipped": True}
+        seen = look(sweep_dir, cfg, rerun=cfg.run_id in rerun)  # only a look: the task claims the run itself
+        if seen is None:
+            todo.append(settle_threads(cfg, sweep_dir / cfg.run_id, resources.cpus or threads))
+        else:
+            yield seen.outcome
     if not todo:
         return
     executor = _executor(sweep_dir / ".slurm", job_parameters(resources, settings, todo, sweep_dir.name))
@@ -248,7 +238,7 @@ def run_slurm(configs: list[RunConfig], sweep_dir: Path, threads: int, resources
     for cfg, job in ended:
         error = (f"its SLURM task ended without a result {RESUBMITS + 1} times (last: job {job.job_id}, state "
                  f"{job.state}); log: {job.paths.stderr}")
-        yield _record_failure(cfg, sweep_dir, error)
+        yield as_outcome(record_failure(sweep_dir, cfg, error))
 
 
 def _submit(executor, configs: list[RunConfig], sweep_dir: Path, rerun: frozenset[str]) -> list:
@@ -276,8 +266,8 @@ def _as_they_end(jobs: list, configs: list[RunConfig], sweep_dir: Path, on_progr
                 row = _latest_row(sweep_dir / cfg.run_id)
                 if row is not None and row.get("step") != steps.get(cfg.run_id):
                     steps[cfg.run_id] = row.get("step")
-                    on_progress((cfg.run_id, row.get("step", 0), cfg.train.steps, row.get("train_loss"),
-                                 row.get("eval_accuracy")))
+                    on_progress(ProgressEvent(cfg.run_id, row.get("step", 0), cfg.train.steps,
+                                              row.get("train_loss"), row.get("eval_accuracy")))
             if pending:
                 time.sleep(POLL_S)
     finally:
@@ -298,15 +288,13 @@ def _outcome(cfg: RunConfig, job, sweep_dir: Path) -> dict | None:
     task raised (e.g. seqbench cannot be imported on the node), or None when it left no result (it was killed)."""
     from submitit.core.utils import pickle_load
 
-    from .executors import _record_failure
-
     if not job.paths.result_pickle.exists():
         return None
     outcome, result = pickle_load(job.paths.result_pickle)
     if outcome != "success":
         lines = [line for line in str(result).splitlines() if line.strip()]
-        return _record_failure(cfg, sweep_dir, f"SLURM task failed: {lines[-1] if lines else 'no traceback'}; "
-                                               f"log: {job.paths.stderr}")
+        return as_outcome(record_failure(sweep_dir, cfg, f"SLURM task failed: {lines[-1] if lines else 'no traceback'}; "
+                                                         f"log: {job.paths.stderr}"))
     if result["status"] in ("interrupted", "busy"):
         return result
     summary = _summary(sweep_dir / cfg.run_id)  # the record, not the task's word, says how the run ended
@@ -332,3 +320,34 @@ def _latest_row(run_dir: Path) -> dict | None:
         with contextlib.suppress(ValueError):
             return json.loads(line)
     return None
+
+
+class SlurmExecutor:
+    """One SLURM array job per sweep (submitit), its tasks writing their records into a shared sweep folder."""
+
+    name = "slurm"
+    help = "a SLURM array job"
+    here = False
+    flags = {"slurm_partition": "", "slurm_time": "", "slurm_array_parallelism": "", "slurm_param": "",
+             "cpus_per_run": "", "gpus_per_run": "", "resource": ""}
+
+    def add_arguments(self, parser) -> None:
+        s = parser.add_argument_group("SLURM (--executor slurm; override the spec's `slurm:`)")
+        s.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
+        s.add_argument("--slurm-time", type=int, metavar="MINUTES",
+                       help="time limit per run in minutes (required: here or as slurm.time in the spec); a run that "
+                            "reaches it checkpoints and is requeued")
+        s.add_argument("--slurm-array-parallelism", type=int, metavar="N",
+                       help="runs of the array at once (default: all)")
+        s.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
+                       help="a further sbatch parameter by submitit's name (account=proj, qos=high); repeatable")
+
+    def prepare(self, args, spec) -> tuple[Resources, SlurmSettings]:
+        return slurm_settings(args, spec)
+
+    def preflight(self, settings, plan: Plan, todo: list[RunConfig]) -> None:
+        pass  # the nodes' memory and devices are not known here; sbatch refuses what the cluster cannot hold
+
+    def run(self, settings: tuple[Resources, SlurmSettings], plan: Plan, configs: list[RunConfig],
+            rerun: frozenset[str]) -> Iterator[Outcome]:
+        return run_slurm(configs, plan.sweep_dir, plan.threads, *settings, plan.on_progress, rerun)

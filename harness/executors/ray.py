@@ -1,8 +1,10 @@
-"""Executors carry out a sweep's runs: `local` (worker processes on this machine) or `ray` (tasks on a Ray cluster).
+"""The `ray` executor: each run a task on a Ray cluster, which needs no filesystem shared with the driver.
 
-Both hand back one summary per run as runs finish, and both checkpoint and resume. Local workers write their own
-records; Ray workers ship their checkpoints and return their record to the driver, which writes them, so a cluster
-needs no shared filesystem.
+The driver claims each run while it is in flight and writes every file of its record (through harness/runs.py). A
+Ray task trains in memory, ships each checkpoint to a mailbox actor beside the driver and returns the whole record;
+the driver writes the checkpoints it collects into the runs' folders. When a task's worker or node dies, the driver
+submits the run again with its latest checkpoint, to whatever node Ray picks; a new driver resumes runs from the
+checkpoints the last one wrote (the same files the local executor writes and resumes from).
 """
 
 from __future__ import annotations
@@ -11,9 +13,7 @@ import collections
 import contextlib
 import dataclasses
 import math
-import multiprocessing as mp
 import os
-import queue
 import resource
 import signal
 import socket
@@ -23,175 +23,16 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-import torch
+from ..config import ConfigError, RunConfig
+from ..records import MemoryWriter, checkpoint_bytes, read_checkpoint, record_head
+from ..ray_mailbox import Mailbox
+from ..resources import Resources, resolve_resources
+from ..runs import Busy, Outcome, ProgressEvent, Skipped, Todo, as_outcome, open_run
+from .base import Plan, limit_threads
 
-from .config import ConfigError, RunConfig
-from .records import (CHECKPOINT, MemoryWriter, RunWriter, alive, checkpoint_bytes, claim, is_finished, read_checkpoint,
-                      read_summary, record_head, replace_dir, write_checkpoint, write_failure, write_json,
-                      write_started)
-from .ray_mailbox import Mailbox
-from .resources import Resources
-from .runs import as_outcome, busy, interrupted
-
-POOL_RESTARTS = 2  # a worker that dies (OOM, segfault) takes its pool down; retry the unfinished runs this often
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def default_workers(device: str, per_gpu: int = 1) -> int:
-    if device == "cuda":
-        return max(1, torch.cuda.device_count()) * per_gpu
-    return max(1, min(cpu_count(), 8))
-
-
-def threads_per_worker(workers: int) -> int:
-    """Split the cores so workers do not oversubscribe the CPU (intra-op threads per worker)."""
-    return max(1, cpu_count() // workers)
-
-
-def limit_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
-    with contextlib.suppress(RuntimeError):  # can only be set before the first parallel region
-        torch.set_num_interop_threads(1)
-
-
-# --- local ---------------------------------------------------------------------------------------------------------
-_progress: mp.Queue | None = None
-
-
-#: set in a local worker once a stop reached it (the driver's SIGTERM): the runs already queued to it return at once
-#: instead of starting (a pool hands each worker its next call before the current one ends)
-_stopping = threading.Event()
-
-
-def _init_worker(threads: int, driver: int, progress: mp.Queue, gpu_counter) -> None:
-    global _progress
-    _progress = progress
-    limit_threads(threads)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it sends SIGTERM to workers
-    # between runs; during one, the run's own handler checkpoints it (train.stop_on_signals) and `_local_run` sets it
-    signal.signal(signal.SIGTERM, lambda *_: _stopping.set())
-    if gpu_counter is not None:
-        with gpu_counter.get_lock():
-            torch.cuda.set_device(gpu_counter.value % torch.cuda.device_count())
-            gpu_counter.value += 1
-
-    def watchdog():  # a worker outliving a killed driver would hold its run's lock and keep writing
-        while alive(driver):
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watchdog, daemon=True).start()
-
-
-def _local_run(config: dict, out_dir: str, threads: int, force: bool) -> dict:
-    from .train import RunInterrupted, execute
-
-    cfg = RunConfig.model_validate(config)
-
-    def report(step: int, total: int, row: dict) -> None:
-        with contextlib.suppress(Exception):
-            _progress.put_nowait((cfg.run_id, step, total, row.get("train_loss"), row.get("eval_accuracy")))
-
-    if _stopping.is_set():  # queued before the stop: not started, so nothing to checkpoint
-        return interrupted(cfg, None)
-    try:
-        summary, _ = execute(cfg, Path(out_dir), progress=False, sink=report, force=force, threads=threads)
-    except RunInterrupted as e:
-        _stopping.set()
-        return interrupted(cfg, e.step)
-    return as_outcome(summary)
-
-
-def _context() -> mp.context.BaseContext:
-    """Workers fork from a clean server process that imported torch and the harness once (the first optimiser
-    alone imports torch._dynamo, ~3 s here): no per-worker start-up, and no fork of a process with threads."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["seqbench.harness._worker_preload"])
-    return ctx
-
-
-def run_local(configs: list[RunConfig], sweep_dir: Path, workers: int, threads: int,
-              on_progress: Callable[[tuple], None], rerun: frozenset[str] = frozenset()) -> Iterator[dict]:
-    """Run `configs` in `workers` processes, each run with `threads` CPU threads unless it recorded its own (see
-    `train.settle_threads`); yields each run's summary as it finishes. Finished runs in `rerun` are run again, their
-    old record replaced once the new one is finished."""
-    ctx = _context()
-    progress = ctx.Queue()
-    gpu_counter = ctx.Value("i", 0) if configs and configs[0].device == "cuda" else None
-    pending = list(configs)
-    for attempt in range(POOL_RESTARTS + 1):
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(threads, os.getpid(), progress, gpu_counter))
-        stop = threading.Event()
-        pump = threading.Thread(target=_pump, args=(progress, on_progress, stop), daemon=True)
-        pump.start()
-        futures = {pool.submit(_local_run, c.canonical(), str(sweep_dir), threads, c.run_id in rerun): c
-                   for c in pending}
-        broken: list[RunConfig] = []
-        try:
-            for fut in as_completed(futures):
-                try:
-                    yield fut.result()
-                except BrokenProcessPool:
-                    broken.append(futures[fut])
-        except BaseException:  # Ctrl-C or SIGTERM: workers checkpoint their runs and stop
-            _terminate_workers(pool)
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-        pending = [c for c in broken if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
-        if not pending:
-            return
-    for cfg in pending:
-        yield _record_failure(cfg, sweep_dir, "worker process died (killed or crashed) on every attempt")
-
-
-def _pump(progress: mp.Queue, on_progress, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            on_progress(progress.get(timeout=0.2))
-        except queue.Empty:
-            continue
-        except (EOFError, OSError):
-            return
-
-
-def _terminate_workers(pool: ProcessPoolExecutor) -> None:
-    for proc in list(getattr(pool, "_processes", {}).values()):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-
-
-def _record_failure(cfg: RunConfig, sweep_dir: Path, error: str, claimed: bool = False) -> dict:
-    """Record a run that could not finish through no error of its own code (its worker kept dying)."""
-    run_dir = sweep_dir / cfg.run_id
-    with contextlib.nullcontext(True) if claimed else claim(run_dir) as mine:
-        if not mine or is_finished(run_dir):
-            return read_summary(run_dir) or busy(cfg)
-        return write_failure(cfg, run_dir, error)
-
-
-# --- ray -----------------------------------------------------------------------------------------------------------
-# The driver claims each run while it is in flight and writes every file of its record. A Ray task trains in memory,
-# ships each checkpoint to a mailbox actor beside the driver and returns the whole record; the driver writes the
-# checkpoints it collects into the runs' folders. When a task's worker or node dies, the driver submits the run again
-# with its latest checkpoint, to whatever node Ray picks; a new driver resumes runs from the checkpoints the last one
-# wrote (the same files the local executor writes and resumes from). So no node needs the driver's filesystem.
 RAY_RETRIES = 3  # a run whose worker or node dies (or is stopped by a signal) is submitted again this often
 POLL_S = 0.5  # the driver collects start notices and checkpoints this often
 PENDING_NOTE_S = 30.0  # say why, when runs wait this long for resources with none of the sweep's runs running
@@ -209,21 +50,6 @@ class RayLink:
     driver: dict
     resume: bytes | None = None
     attempt: int = 1
-
-
-def write_record(run_dir: Path, config: dict, result: dict) -> dict:
-    """A run's record from what a Ray task returned (its config, start notice, metrics and profile rows, summary),
-    written by the driver; summary.json last (it marks the record finished; trackers mirror it then). A finished
-    record being rerun is replaced whole, once the new one is complete. Returns the summary."""
-    staged = run_dir.with_name(f".{run_dir.name}.staging") if is_finished(run_dir) else run_dir
-    writer = RunWriter(staged, resume={"metrics": result["rows"], "profiles": result["profiles"]})
-    writer.config(config)
-    writer.started(result["started"])
-    writer.summary(result["summary"])
-    writer.drop_checkpoint()
-    if staged != run_dir:
-        replace_dir(staged, run_dir)
-    return result["summary"]
 
 
 class _ShippingWriter(MemoryWriter):
@@ -252,7 +78,7 @@ class _ShippingWriter(MemoryWriter):
 
 def driver_identity() -> dict:
     """The driver's code version and command line, which every Ray task checks and records."""
-    from .provenance import command_line, git_state, source_digest
+    from ..provenance import command_line, git_state, source_digest
 
     return {**git_state(), "source_digest": source_digest(), "command": command_line()}
 
@@ -278,8 +104,8 @@ def _ray_run(config: dict, threads: int, link: RayLink) -> dict:
     is recorded failed, saying so."""
     import ray
 
-    from .provenance import provenance
-    from .train import RunInterrupted, run_record, stop_on_signals
+    from ..provenance import provenance
+    from ..train import RunInterrupted, run_record, stop_on_signals
 
     limit_threads(threads)
     cfg = RunConfig.model_validate(config)
@@ -478,7 +304,7 @@ def _slots(need: dict[str, float], nodes: list[dict]) -> int:
 
 
 def _settled(configs: list[RunConfig], sweep_dir: Path, threads: int) -> Iterator[RunConfig]:
-    from .train import settle_threads
+    from ..train import settle_threads
 
     return (settle_threads(c, sweep_dir / c.run_id, threads) for c in configs)
 
@@ -513,20 +339,25 @@ def _fd_budget() -> int:
 
 @dataclasses.dataclass
 class _Flight:
-    """A run in flight: claimed by the driver, submitted to Ray, not yet recorded."""
+    """A run in flight: claimed by the driver (its `todo`), submitted to Ray, not yet recorded."""
 
     cfg: RunConfig
-    run_id: str
     config: dict  # cfg.canonical(), threads settled
-    run_dir: Path
-    rerun: bool  # a finished run run again: its old record stays until the new one is written
-    hold: contextlib.ExitStack  # the run's claim
+    todo: Todo  # the run's folder, claimed
     options: dict
     started: bool = False
-    wrote_config: bool = False
     ckpt_step: int | None = None  # the step of the checkpoint the driver last wrote
     result: Any = None  # what the task returned (or the exception it raised), once it has
     attempt: int = 1
+
+    @property
+    def run_id(self) -> str:
+        return self.cfg.run_id
+
+    @property
+    def returned(self) -> bool:
+        """Whether the task returned the run's record (from then on the driver writes nothing else into its folder)."""
+        return isinstance(self.result, dict) and "summary" in self.result
 
 
 class _RaySweep:
@@ -557,25 +388,17 @@ class _RaySweep:
                   "to use it all", file=sys.stderr, flush=True)
 
     # --- submitting ---------------------------------------------------------------------------------------------
-    def submit(self, cfg: RunConfig) -> dict | None:
-        """Claim `cfg`'s run and hand it to Ray; or its summary when it is not to run here (busy, already finished)."""
-        from .train import settle_threads
+    def submit(self, cfg: RunConfig) -> Outcome | None:
+        """Claim `cfg`'s run and hand it to Ray; or its outcome when it is not to run here (busy, already finished)."""
+        from ..train import settle_threads
 
-        run_id = cfg.run_id
-        run_dir = self.dir / run_id
-        hold = contextlib.ExitStack()
-        if not hold.enter_context(claim(run_dir)):
-            hold.close()
-            return busy(cfg)
-        rerun = run_id in self.rerun
-        if is_finished(run_dir) and not rerun:
-            hold.close()
-            return {**read_summary(run_dir), "skipped": True}
-        cfg = settle_threads(cfg, run_dir, self.threads)
-        resume = None if rerun or not (run_dir / CHECKPOINT).exists() else (run_dir / CHECKPOINT).read_bytes()
-        flight = _Flight(cfg, run_id, cfg.canonical(), run_dir, rerun, hold,
-                         ray_options(self.resources, cfg.threads, cfg.device))
-        self.by_id[run_id] = flight
+        opened = open_run(self.dir, cfg, rerun=cfg.run_id in self.rerun)
+        if isinstance(opened, (Busy, Skipped)):
+            return opened.outcome
+        cfg = settle_threads(cfg, opened.run_dir, self.threads)
+        resume = None if opened.checkpoint_path is None else opened.checkpoint_path.read_bytes()
+        flight = _Flight(cfg, cfg.canonical(), opened, ray_options(self.resources, cfg.threads, cfg.device))
+        self.by_id[cfg.run_id] = flight
         self._launch(flight, resume)
         return None
 
@@ -649,29 +472,15 @@ class _RaySweep:
                 continue
             flight.started, self.last_event = True, time.monotonic()
             self._note_code(info)
-            if self._writable(flight):
-                self._write_config(flight)
-                write_started(flight.run_dir, info)
-            self.on_progress((run_id, 0, flight.cfg.train.steps, None, None))
+            if not flight.returned:
+                flight.todo.write_start(flight.config, info)
+            self.on_progress(ProgressEvent(run_id, 0, flight.cfg.train.steps))
         for run_id, (step, data) in fresh.items():
             flight = self.by_id.get(run_id)
-            if flight is None or not self._writable(flight):
+            if flight is None or flight.returned or not flight.todo.write_checkpoint(flight.config, data):
                 continue
-            self._write_config(flight)
-            write_checkpoint(flight.run_dir, data)
             flight.ckpt_step = step
-            self.on_progress((run_id, step, flight.cfg.train.steps, None, None))
-
-    def _writable(self, flight: _Flight) -> bool:
-        """Whether the driver may write into the run's folder before its record: not over a finished record (a
-        rerun's is replaced only once the new one is finished), not once the run returned its record."""
-        returned = isinstance(flight.result, dict) and "summary" in flight.result
-        return not flight.rerun and not returned
-
-    def _write_config(self, flight: _Flight) -> None:
-        if not flight.wrote_config:  # a checkpoint's threads come from here when the run resumes
-            write_json(flight.run_dir / "config.json", flight.config)
-            flight.wrote_config = True
+            self.on_progress(ProgressEvent(run_id, step, flight.cfg.train.steps))
 
     def _note_code(self, info: dict) -> None:
         node = info["ray"]["node_id"]
@@ -712,12 +521,11 @@ class _RaySweep:
                 return None
             why = (f"{type(result).__name__}: {result}".splitlines()[0] if isinstance(result, BaseException)
                    else "stopped by a signal to its worker (node drained or preempted?)")
-            summary = _record_failure(cfg, self.dir, f"ray task failed on attempt {flight.attempt}: {why}",
-                                      claimed=True)
+            summary = flight.todo.fail(f"ray task failed on attempt {flight.attempt}: {why}")
         else:
-            summary = self._write(flight, result)
+            summary = flight.todo.write_record(flight.config, result)
         self._release(flight)
-        self.on_progress((flight.run_id, steps, steps, None, None))
+        self.on_progress(ProgressEvent(flight.run_id, steps, steps))
         return as_outcome(summary)
 
     def _retry(self, flight: _Flight) -> bool:
@@ -729,8 +537,8 @@ class _RaySweep:
         last = None
         with contextlib.suppress(self.ray.exceptions.RayError):
             last = self.ray.get(self.box.last.remote(flight.run_id))
-        if last is None and not flight.rerun and (flight.run_dir / CHECKPOINT).exists():
-            data = (flight.run_dir / CHECKPOINT).read_bytes()
+        if last is None and flight.todo.checkpoint_path is not None:
+            data = flight.todo.checkpoint_path.read_bytes()
             last = (read_checkpoint(data)["loop"]["step"], data)
         why = type(error).__name__ if isinstance(error, BaseException) else "stopped by a signal"
         flight.attempt, flight.result = flight.attempt + 1, None
@@ -739,11 +547,8 @@ class _RaySweep:
         self._launch(flight, last[1] if last else None)
         return True
 
-    def _write(self, flight: _Flight, result: dict) -> dict:
-        return write_record(flight.run_dir, flight.config, result)
-
     def _release(self, flight: _Flight) -> None:
-        flight.hold.close()
+        flight.todo.release()
         self.by_id.pop(flight.run_id, None)
         self.forget.append(flight.run_id)
         self.last_event = time.monotonic()
@@ -766,13 +571,13 @@ class _RaySweep:
         counts = collections.Counter()
         for flight in list(self.by_id.values()):
             result = flight.result
-            if isinstance(result, dict) and "summary" in result:  # finished meanwhile: never lose a result
+            if flight.returned:  # finished meanwhile: never lose a result
                 self._finish(flight)
                 counts["finished and recorded"] += 1
                 continue
             if isinstance(result, dict) and flight.ckpt_step == result["interrupted"]:
                 counts["checkpointed now"] += 1
-            elif (flight.run_dir / CHECKPOINT).exists():
+            elif flight.todo.checkpoint_path is not None:
                 counts["resume from an earlier checkpoint"] += 1
             else:
                 counts["start again (no checkpoint yet)"] += 1
@@ -782,24 +587,27 @@ class _RaySweep:
 
     def close(self) -> None:
         for flight in list(self.by_id.values()):
-            flight.hold.close()
+            flight.todo.release()
         with contextlib.suppress(Exception):
             self.ray.kill(self.box)
 
 
 def run_ray(configs: list[RunConfig], sweep_dir: Path, threads: int, address: str | None,
-            on_progress: Callable[[tuple], None], fn: Callable[[dict, int, RayLink], dict] = _ray_run,
-            rerun: frozenset[str] = frozenset(), resources: Resources | None = None) -> Iterator[dict]:
+            on_progress: Callable[[ProgressEvent], None], fn: Callable[[dict, int, RayLink], dict] = _ray_run,
+            rerun: frozenset[str] = frozenset(), resources: Resources | None = None,
+            slots: int | None = None) -> Iterator[Outcome]:
     """Each run is a Ray task asking for its `resources` (CPUs default to its threads, GPUs to 1 on cuda); runs no
     node can hold are refused (ConfigError) before any is submitted. Runs compute with `resources.cpus` threads, else
     `threads`, unless they recorded their own (`settle_threads`). The driver holds the claims of the runs in
     flight (a window sized to the cluster and the open-file limit) and writes their records and checkpoints. A run
     whose worker or node dies is submitted again from its last checkpoint; the record is written once, when a task
     returns (for a run in `rerun`, staged beside the old record and moved over it then). Ctrl-C or SIGTERM asks the
-    runs in flight to checkpoint (see `_RaySweep.stop`)."""
+    runs in flight to checkpoint (see `_RaySweep.stop`). `slots`: what `check_ray` found for these runs, when it has
+    been called already."""
     ray = connect_ray(address)
     resources = resources or Resources()
-    slots = check_ray(configs, sweep_dir, threads, address, resources)
+    if slots is None:
+        slots = check_ray(configs, sweep_dir, threads, address, resources)
     sweep = _RaySweep(ray, sweep_dir, threads, resources, fn, on_progress, rerun, slots)
     queue = collections.deque(configs)
     try:
@@ -815,3 +623,36 @@ def run_ray(configs: list[RunConfig], sweep_dir: Path, threads: int, address: st
         raise
     finally:
         sweep.close()
+
+
+@dataclasses.dataclass
+class RaySettings:
+    address: str | None  # --ray-address; None starts a private local instance
+    resources: Resources
+    slots: int | None = None  # runs the cluster holds at once, once the pre-flight has asked it
+
+
+class RayExecutor:
+    """Tasks on a Ray cluster (--ray-address), or on a private Ray instance on this machine."""
+
+    name = "ray"
+    help = "a Ray cluster"
+    here = False
+    flags = {"ray_address": "", **dict.fromkeys(("cpus_per_run", "gpus_per_run", "resource"),
+                                                "{flag} needs --executor {owners} (local runs share this machine's "
+                                                "cores: use --workers)")}
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local one)")
+
+    def prepare(self, args, spec) -> RaySettings:
+        return RaySettings(args.ray_address, resolve_resources(spec.resources, args))
+
+    def preflight(self, settings: RaySettings, plan: Plan, todo: list[RunConfig]) -> None:
+        """Refuse runs that no node of the cluster can hold (connecting to it, or starting the local instance)."""
+        settings.slots = check_ray(todo, plan.sweep_dir, plan.threads, settings.address, settings.resources)
+
+    def run(self, settings: RaySettings, plan: Plan, configs: list[RunConfig],
+            rerun: frozenset[str]) -> Iterator[Outcome]:
+        return run_ray(configs, plan.sweep_dir, plan.threads, settings.address, plan.on_progress, rerun=rerun,
+                       resources=settings.resources, slots=settings.slots)
