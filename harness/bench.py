@@ -21,13 +21,14 @@ import torch
 from ..kernels import as_reference, minrnn
 from ..kernels.testing import rel_err
 
+from .config import DTYPE_NAMES
 from .models.configs import GATES as RECURRENT_GATES, MIN_GATES
 from .models.minrnn import KERNEL_BACKENDS
 from .models.recurrent import BACKENDS
 from .provenance import git_state, provenance
 from .records import write_json
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # what runs compute in (config.Dtype)
 TOLERANCE = {"float32": 1e-3, "bfloat16": 3e-2}  # relative error vs float64, outputs and every gradient
 GATES = {**RECURRENT_GATES, **MIN_GATES}  # every cell bench times
 

@@ -25,7 +25,6 @@ from .export import add_parser as add_export_parser
 from .trackers import add_flag as add_tracker_flag, with_trackers
 
 EXIT_BAD_INPUT = 2
-BENCH_DTYPES = ("float32", "bfloat16")  # bench.DTYPES' names (bench.py imports torch; a test keeps the two equal)
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -641,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--keep", help="write the rerun's record to this folder (default: a temporary folder, removed)")
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     rep.set_defaults(func=cmd_reproduce)
+    from .config import DTYPE_NAMES
     from .models.configs import BACKEND_NAMES, GATES, MIN_GATES
 
     bn = sub.add_parser("bench", help="time recurrent layers per backend (checked against the reference first)")
@@ -652,8 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--batch", type=_csv(int), default=[64], help="batch sizes, a comma list")
     bn.add_argument("--hidden", type=_csv(int), default=[64, 128, 256, 512], help="hidden sizes (= input sizes)")
     bn.add_argument("--length", type=_csv(int), default=[1024], help="sequence lengths")
-    bn.add_argument("--dtype", type=_csv(str, BENCH_DTYPES), default=["float32"],
-                    help="dtypes, a comma list of " + ", ".join(BENCH_DTYPES) + " (bfloat16 on CUDA only)")
+    bn.add_argument("--dtype", type=_csv(str, DTYPE_NAMES), default=["float32"],
+                    help="dtypes, a comma list of " + ", ".join(DTYPE_NAMES) + " (bfloat16 on CUDA only)")
     bn.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="auto = cuda when available, else cpu")
     bn.add_argument("--no-memory-check", action="store_true",

@@ -29,6 +29,10 @@ from .models import MODELS, ModelConfigBase
 from .models.plugins import canonical_name, known_names, model_class
 from .trackers import parse_names
 
+#: what a run computes in (`dtype`; `seqbench bench --dtype` takes the same names)
+Dtype = Literal["float32", "bfloat16"]
+DTYPE_NAMES: tuple[str, ...] = Dtype.__args__
+
 
 class Strict(BaseModel):
     # inf and nan are refused in every float key: a run with lr=inf would only record a divergence
@@ -140,7 +144,7 @@ class RunConfig(Strict):
     seed: int = Field(0, ge=0, description="model-initialisation seed")
     data_seed: int | None = Field(None, ge=0, description="data seed; default: the value of seed")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16 = autocast on CUDA")
+    dtype: Dtype = Field("float32", description="bfloat16 = autocast on CUDA")
     threads: int | None = Field(None, ge=1, description="CPU threads the run computes with; default: decided when the "
                                 "run first starts (a sweep's share of the cores, else all) and recorded, so a resumed "
                                 "or reproduced run uses the same. Not part of run_id")

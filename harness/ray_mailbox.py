@@ -1,6 +1,7 @@
 """The Ray executor's mailbox actor (see executors/ray.py), in a module of its own that imports nothing but the standard
 library: Ray starts a worker process for each sweep's actor, and that process imports the module the class comes
-from. From executors/ray.py it would import torch and pydantic too (over a CPU-second here, at the start of every Ray sweep)."""
+from. From executors/ray.py it would import the harness's configs and pydantic too (when it imported torch as well, that
+cost over a CPU-second here at the start of every Ray sweep)."""
 
 import threading
 

@@ -60,7 +60,11 @@ class Summary(TypedDict, total=False):
     params: int  # trainable parameters
     baseline_loss: float | None  # the task's loss of a model that ignores its inputs
     chance_accuracy: float | None  # the task's accuracy by guessing; None where the task has none
-    kernel_path: str  # the path the recurrent cells took (after training), e.g. "triton:fused" or "torch"
+    loss_label: str  # the task's words for its loss and accuracy (tasks.base.Task), for figures and tables
+    accuracy_label: str
+    accuracy_note: str | None  # where or how the accuracy is scored
+    kernel_path: str  # the code that computed the model and the path it took (after training), in words
+    kernel: dict | None  # the same, structured: {"backend": torch/reference/triton, "fallback": why, or None}
     resumed_from_step: int | None
     steps_done: int
     diverged_step: int | None

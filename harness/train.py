@@ -263,6 +263,7 @@ class Trainer:
             "peak_mem_kind": "cuda_max_allocated" if self.device.type == "cuda" else "process_peak_rss",
             "train_wall_s": state.elapsed,
             "kernel_path": self.model.kernel_path,  # after training: the path the training steps took
+            "kernel": self.model.kernel,  # the same, structured: backend and fallback reason
             "grad_profile_note": self.model.profile_note,
         }
 
@@ -352,9 +353,11 @@ def _run_record(cfg, writer, progress, ckpt, stop, sink) -> dict:
     try:
         trainer = Trainer(cfg)
         trainer.stop = stop or threading.Event()
-        head.update(params=sum(p.numel() for p in trainer.params), baseline_loss=trainer.task.baseline_loss,
-                    chance_accuracy=trainer.task.chance_accuracy,
-                    kernel_path=trainer.model.kernel_path, resumed_from_step=ckpt["loop"]["step"] if ckpt else None)
+        task = trainer.task
+        head.update(params=sum(p.numel() for p in trainer.params), baseline_loss=task.baseline_loss,
+                    chance_accuracy=task.chance_accuracy, loss_label=task.loss_label,
+                    accuracy_label=task.accuracy_label, accuracy_note=task.accuracy_note,
+                    kernel_path=trainer.model.kernel_path, kernel=trainer.model.kernel, resumed_from_step=ckpt["loop"]["step"] if ckpt else None)
         state = trainer.load_state_dict(ckpt) if ckpt else None
         reset_peak_memory(trainer.device)
         with Progress(cfg.train.steps, cfg.run_id, enabled=progress, start=state.step if state else 0,

@@ -534,6 +534,8 @@ class _Fused:
     max_fused_hidden = 64  # largest hidden_size the one-program kernels take; above it the split kernels run
     max_split_hidden = 512  # largest hidden_size the split kernels take (their W_hh slices fit in shared memory)
     last_path = None  # set by every forward: "fused-triton", "fused-triton-split-<mode>" or "fallback-reference: <why>"
+    #: the same, structured (set by every forward): {"backend": "triton" or "reference", "fallback": why, or None}
+    last_kernel = None
     track_grad_norms = False
     grad_norms = None  # (num_layers, T, B) ||dL/dh_t|| after backward when track_grad_norms; NaN before it
 
@@ -668,10 +670,12 @@ class _Fused:
         reason = self.fallback_reason(x, step_hook)
         if reason is not None:
             self.last_path = f"fallback-reference: {reason}"
+            self.last_kernel = {"backend": "reference", "fallback": reason}
             warn_once(f"kernels.{type(self).__name__} runs the reference step loop: {reason}", stacklevel=5)
             return False, None
         split = self.split_mode(x)
         self.last_path = f"fused-triton-split-{split}" if split else "fused-triton"
+        self.last_kernel = {"backend": "triton", "fallback": None}
         return True, split
 
     def _layers(self, x, states, weights, lengths, step_hook):

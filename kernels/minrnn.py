@@ -55,6 +55,8 @@ from ._support import custom_operator, triton_loader, unsupported_transform, war
 
 KINDS = ("gru", "lstm")
 BACKENDS = ("reference", "scan", "triton")
+#: a backend of this module by the name the harness records it under (its `scan` is the torch backend)
+_RAN_AS = {"reference": "reference", "scan": "torch", "triton": "triton"}
 DEFAULT_H0 = 0.5  # g(0): the state the paper's log-space code starts from when given a zero h_0
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 SCAN_CHUNK = 16  # block length of the "scan" backend's log-space scan (see log_space_scan)
@@ -250,6 +252,9 @@ class _MinRNN(nn.Module):
     num_layers = 1  # what the harness reads off a recurrent core
     batch_first = True
     kernel_path = None  # set by every forward; see the module docstring
+    #: the same, structured (set by every forward): {"backend": "reference", "torch" (the scan) or "triton",
+    #: "fallback": why another than the configured one ran, or None}
+    last_kernel = None
 
     def __init__(self, input_size, hidden_size, bias=True, backend="reference", device=None, dtype=None):
         super().__init__()
@@ -347,10 +352,12 @@ class _MinRNN(nn.Module):
         if reason is not None:
             path = "reference" if step_hook is not None else "scan"
             self.kernel_path = f"fallback-{path}: {reason}"
+            self.last_kernel = {"backend": _RAN_AS[path], "fallback": reason}
             warn_once(f"kernels.minrnn.{type(self).__name__} (backend {self.backend!r}) runs the "
                        f"{'reference step loop' if path == 'reference' else 'torch scan'}: {reason}")
             return path
         self.kernel_path = {"reference": "reference-loop", "scan": "scan-torch", "triton": "fused-triton"}[self.backend]
+        self.last_kernel = {"backend": _RAN_AS[self.backend], "fallback": None}
         return self.backend
 
     def _reference(self, x, h0, step_hook):
@@ -446,6 +453,15 @@ class MinRNNStack(nn.Module):
                                                           for k, block in enumerate(self.blocks))
 
     last_path = kernel_path
+
+    @property
+    def last_kernel(self):
+        """The layers' last_kernel (None before a forward), or where layers differ, each layer's joined by '; '."""
+        kernels = [block.rnn.last_kernel for block in self.blocks]
+        if None in kernels or all(k == kernels[0] for k in kernels):
+            return None if None in kernels else kernels[0]
+        return {key: "; ".join(f"layer {i}: {k[key]}" for i, k in enumerate(kernels) if k[key] is not None) or None
+                for key in ("backend", "fallback")}
 
     def forward(self, x, h0=None, *, step_hook=None):
         x = self.embed(x)

@@ -42,6 +42,7 @@ class _Recurrent(nn.Module):
 
     gates = 1  # rows of weight_ih per hidden unit
     num_states = 1  # h, or (h, c) for the LSTM
+    last_kernel = {"backend": "reference", "fallback": None}  # what computes it (kernels.fused records its own)
 
     def __init__(self, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype):
         super().__init__()

@@ -25,6 +25,9 @@ class AddingTask(Task):
 
     name = "adding"
     input_kind = "features"
+    loss_label = "eval MSE"
+    accuracy_label = f"fraction with |error| < {TOLERANCE:g}"
+    accuracy_note = f"fraction of sequences with |error| < {TOLERANCE:g}"
 
     length: int = param(100, "sequence length T (one marker in each half)", ge=2)
     solved_mse: float = param(0.01, "eval MSE below which the task counts as solved", gt=0)

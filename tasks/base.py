@@ -30,6 +30,25 @@ class Task:
     name: ClassVar[str]
     #: "tokens": x is a LongTensor (B, L) of ids < input_size; "features": x is a float tensor (B, L, input_size).
     input_kind: ClassVar[Literal["tokens", "features"]]
+    #: what the task's loss and accuracy are, in a few words: recorded with every run (summary.json), where reports
+    #: read them for axis labels and table notes
+    loss_label: ClassVar[str] = "eval loss"
+    accuracy_label: ClassVar[str] = "eval accuracy"
+    #: where or how the accuracy is scored, for a table's note (e.g. "on the recall window"); None: nothing to add
+    accuracy_note: ClassVar[str | None] = None
+
+    if TYPE_CHECKING:
+        #: the task's length parameter (each task says what it measures: a copy task's delay, the adding problem's
+        #: sequence length): what `eval.lengths` varies for length generalisation and what reports group and plot
+        #: by. Every task declares it as a `param`, with its default and help, where its fields read best (a field
+        #: here would come first in every task); `__init_subclass__` refuses a task without it.
+        length: int
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if not any("length" in vars(k).get("__annotations__", {}) for k in cls.__mro__ if k is not Task):
+            raise TypeError(f"task {cls.__name__} declares no `length` parameter (every task has one: what "
+                            "length generalisation varies)")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

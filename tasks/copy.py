@@ -34,6 +34,9 @@ class CopyTask(SolvedByAccuracy, Task):
 
     name = "copy"
     input_kind = "tokens"
+    loss_label = "eval cross-entropy (nats/position)"
+    accuracy_label = "recall accuracy"
+    accuracy_note = "on the recall window"
 
     length: int = param(100, "delay T: the data symbols are followed by T - 1 blanks and the delimiter (with "
                         "variable_delay, the largest delay)", ge=1)

@@ -31,6 +31,9 @@ class InductionTask(SolvedByAccuracy, Task):
 
     name = "induction"
     input_kind = "tokens"
+    loss_label = "eval cross-entropy (nats/sequence)"
+    accuracy_label = "accuracy at the last step"
+    accuracy_note = "at the last step"
 
     length: int = param(256, "sequence length T (the trigger at a uniform position in [0, T-3] and at T-1)", ge=3)
     vocab: int = param(16, "vocabulary size A: ordinary tokens 0..A-2 and the trigger A-1", ge=3)

@@ -42,6 +42,9 @@ class MQARTask(SolvedByAccuracy, Task):
 
     name = "mqar"
     input_kind = "tokens"
+    loss_label = "eval cross-entropy (nats/query)"
+    accuracy_label = "recall accuracy (queries)"
+    accuracy_note = "on the queries"
 
     vocab: int = param(8192, "vocabulary size V: keys 1..V/2-1, values V/2..V-1, filler anywhere in 0..V-1", ge=4)
     num_kv_pairs: int = param(8, "number D of key-value pairs in the prefix, each queried once", ge=1)

@@ -35,6 +35,9 @@ class SelectiveCopyTask(SolvedByAccuracy, Task):
 
     name = "selective_copy"
     input_kind = "tokens"
+    loss_label = "eval cross-entropy (nats/target)"
+    accuracy_label = "accuracy at the markers"
+    accuracy_note = "at the markers"
 
     length: int = param(256, "noise length L: the M data tokens are scattered among L + M slots", ge=1)
     n_tokens: int = param(16, "number M of data tokens to recall, in order, at the M markers", ge=1)

@@ -21,6 +21,13 @@ class SequenceModel(nn.Module):
 
     #: which code computes the recurrence (or attention): recorded with every run
     kernel_path = "torch"
+
+    @property
+    def kernel(self) -> dict | None:
+        """What computed the model, structured, for the record: {"backend": torch, reference or triton, "fallback":
+        why the configured backend did not run, or None}; None where it is not known yet (a fused module before its
+        first forward)."""
+        return {"backend": "torch", "fallback": None}
     #: what the gradient profile cannot record for this model, and why (None: it records all there is)
     profile_note: str | None = None
 

@@ -46,6 +46,14 @@ class RecurrentModel(SequenceModel):
         path = getattr(self.core, "last_path", None)
         return f"{name}: {path}" if path else name
 
+    @property
+    def kernel(self) -> dict | None:
+        """The core's own record of what its last forward ran (kernels.fused, kernels.minrnn, kernels.reference);
+        torch.nn's modules keep none: torch."""
+        if hasattr(self.core, "last_kernel"):
+            return self.core.last_kernel
+        return {"backend": "torch", "fallback": None}
+
     def body(self, e: torch.Tensor, probes: list[torch.Tensor] | None = None) -> torch.Tensor:
         if probes is None:
             return self.core(e)[0]

@@ -35,6 +35,12 @@ class PluginModel(SequenceModel):
         return own if isinstance(own, str) else f"{type(self.inner).__module__}.{type(self.inner).__qualname__}"
 
     @property
+    def kernel(self) -> dict | None:
+        """A plugin's code is its own: what it records as `kernel`, if it does (see the report for its backend)."""
+        own = getattr(self.inner, "kernel", None)
+        return own if isinstance(own, dict) else None
+
+    @property
     def profile_note(self) -> str | None:
         if self.exposes_states:
             return None

@@ -21,6 +21,7 @@ from ..config import OPERATIONAL_KEYS
 from ..errors import RecordError
 from ..loaders import load_grad_profiles, load_metrics, load_runs
 from ..records import json_kind, read_json
+from ...tasks import TASKS, get_task
 from ..models import MODELS
 from ..models.plugins import PLUGIN_BACKEND
 from . import tuning
@@ -82,6 +83,11 @@ class ReportData:
     #: values on the evaluation set, and only the expected-best figure shows them)
     tuning: list = dataclasses.field(default_factory=list)
     selection: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+
+    def words(self, task: str) -> dict[str, str | None]:
+        """The task's loss and accuracy labels and accuracy note (`loss_label`, `accuracy_label`, `accuracy_note`),
+        as its runs recorded them (see `task_words`)."""
+        return task_words(self.runs, task)
 
     @property
     def record_warnings(self) -> list[str]:
@@ -160,7 +166,8 @@ def label_order(label: str) -> tuple:
 
 
 def backend_name(kernel_path) -> str | None:
-    """What computed the recurrence, from a record's `kernel_path` (see seqbench.harness.models.recurrent and seqbench.kernels.fused):
+    """What computed the recurrence, read from the words of a record's `kernel_path`, for records made before the
+    structured `kernel` (see seqbench.harness.models.recurrent and seqbench.kernels.fused):
     `triton` where a fused path ran, `reference (fallback)` where a fused module fell back to its step loop,
     `reference` for the reference backend, `torch` for torch.nn modules and the Transformer's attention; None where
     the record does not say (no path recorded, or a fused module that never ran a forward)."""
@@ -184,6 +191,10 @@ def _backends(runs: pd.DataFrame) -> pd.Series:
     """Each run's backend as recorded; a run whose record does not say (unfinished, or failed before a forward)
     takes what its otherwise identical runs (other seeds) recorded, else its configured backend."""
     recorded = runs.get("kernel_path", pd.Series(None, index=runs.index, dtype=object)).map(backend_name)
+    if "kernel.backend" in runs:  # the structured record (`kernel`); older records say it in kernel_path alone
+        fallback = runs.get("kernel.fallback", pd.Series(None, index=runs.index, dtype=object))
+        structured = runs["kernel.backend"].where(fallback.isna(), runs["kernel.backend"] + " (fallback)")
+        recorded = structured.where(runs["kernel.backend"].notna(), recorded)
     identity = [c for c in runs.columns if c.startswith("config.") and c not in SEED
                 and c.removeprefix("config.") not in OPERATIONAL_KEYS]
     same = pd.Series([repr(row) for row in runs[identity].itertuples(index=False)], index=runs.index)
@@ -414,11 +425,47 @@ def summarise_cell(g: pd.DataFrame) -> dict:
 
 
 def _chance(g: pd.DataFrame) -> float:
-    """The task's chance accuracy, as the runs recorded it (`chance_accuracy`); records from before that field: the
-    copy task's 1/n_symbols."""
+    """The task's chance accuracy, as the runs recorded it (`chance_accuracy`); records from before that field: what
+    the task (its registered class, with the runs' task keys) says."""
     if "chance_accuracy" in g and g.chance_accuracy.notna().any():
         return _column(g, "chance_accuracy").median()
-    return 1 / _column(g, "config.task.n_symbols").median() if "config.task.n_symbols" in g else math.nan
+    task = _task_of(g.iloc[0]) if len(g) else None
+    chance = task.chance_accuracy if task is not None else None
+    return math.nan if chance is None else chance
+
+
+#: what a task says of its own numbers (tasks.base.Task), recorded in every summary: field -> what a report shows
+#: where neither a record nor the task says
+TASK_WORDS = {"loss_label": "eval loss", "accuracy_label": "eval accuracy", "accuracy_note": None}
+
+
+def task_words(runs: pd.DataFrame, task: str) -> dict[str, str | None]:
+    """A task's loss and accuracy labels and accuracy note, as its runs recorded them; records from before these
+    fields: the registered task's own, and for a task not registered here the plain defaults."""
+    rows = runs[runs.task == task] if "task" in runs else runs.iloc[:0]
+    cls = TASKS.get(task)
+    words = {}
+    for field, default in TASK_WORDS.items():
+        recorded = rows[field].dropna() if field in rows else ()
+        words[field] = recorded.iloc[0] if len(recorded) else getattr(cls, field, default)
+    return words
+
+
+def _task_of(row: pd.Series):
+    """The task a run's record describes, built from its config's task keys (`config.task.*`); None for a task this
+    installation does not have, or keys it does not take."""
+    params = {k.removeprefix("config.task."): v for k, v in row.items()
+              if k.startswith("config.task.") and k != "config.task.name" and not _missing(v)}
+    if row.get("task") not in TASKS:
+        return None
+    try:
+        return get_task(row["task"], **params)
+    except (ValueError, TypeError):
+        return None
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 #: column names of the cells table and runs: config keys are never shown under them

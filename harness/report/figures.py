@@ -32,12 +32,6 @@ from . import data as D  # noqa: E402
 from . import survival, tuning  # noqa: E402
 
 DPI = 150
-LOSS_LABEL = {"copy": "eval cross-entropy (nats/position)", "adding": "eval MSE",
-              "selective_copy": "eval cross-entropy (nats/target)", "mqar": "eval cross-entropy (nats/query)",
-              "induction": "eval cross-entropy (nats/sequence)"}
-ACCURACY_LABEL = {"copy": "recall accuracy", "adding": "fraction with |error| < 0.04",
-                  "selective_copy": "accuracy at the markers", "mqar": "recall accuracy (queries)",
-                  "induction": "accuracy at the last step"}
 # Reference levels are dotted, a style no configuration takes (DASHES has no dotted pattern), and drawn above the
 # curves that sit on them: the analytic baseline black, chance accuracy grey and more loosely dotted.
 BASELINE = dict(color="black", linestyle=":", linewidth=1.6, zorder=5)
@@ -394,7 +388,7 @@ TRUNCATED_NOTE = ("Where runs stop early (train.early_stop), the median and band
 
 
 def learning_curves(d: D.ReportData):
-    return _curves(d, "eval_loss", lambda task: LOSS_LABEL.get(task, "eval loss"),
+    return _curves(d, "eval_loss", lambda task: d.words(task)["loss_label"],
                    f"Eval loss during training ({CURVES}; hollow markers: seeds that stopped early at their last "
                    "value)",
                    baseline=True, carry=True)
@@ -508,24 +502,24 @@ def final_vs_budget(d: D.ReportData):
     labels = [lab for lab in d.labels if lab in set(stats.label)]
     handles = _legend_data(labels, look, True, style, d.cells.chance.notna().any())
     return _finish(fig, grid, handles, f"Final {which} loss and accuracy vs parameter budget: {FINAL_STATS}",
-                   "parameter budget (model.params)", _final_ylabel(which, lambda key: key[1].split(",")[0]))
+                   "parameter budget (model.params)", _final_ylabel(d, which, lambda key: key[1].split(",")[0]))
 
 
 FINAL_STATS = f"statistic and 95% interval as in the summary table; points: each seed (cells of ≤ {D.FEW_SEEDS})"
 
 
-def _final_ylabel(which: str, task_of: Callable):
+def _final_ylabel(d: D.ReportData, which: str, task_of: Callable):
     """y label of a final-metric panel keyed (metric, ...): the task's loss or accuracy, on the set the values come
     from (`which`: test, eval)."""
     def ylabel(key) -> str:
         task, name = task_of(key), ("test" if which == "test" else "eval" if which == "eval" else "test/eval")
-        text = LOSS_LABEL.get(task, "eval loss") if key[0] == "loss" else ACCURACY_LABEL.get(task, "eval accuracy")
+        text = d.words(task)["loss_label" if key[0] == "loss" else "accuracy_label"]
         return "final " + (name + text.removeprefix("eval") if text.startswith("eval") else f"{name} {text}")
     return ylabel
 
 
 def _chance(ax, cells, task) -> None:
-    """Chance accuracy (the runs' recorded `chance_accuracy`; older copy records: 1/n_symbols), loosely dotted."""
+    """Chance accuracy (the runs' recorded `chance_accuracy`), loosely dotted."""
     chance = cells.chance[cells.task == task].dropna()
     if len(chance):
         ax.axhline(chance.median(), **CHANCE)
@@ -559,7 +553,7 @@ def final_vs_length(d: D.ReportData):
     chance = d.cells.chance.notna().any()
     return _finish(fig, grid, _legend_data(labels, look, True, style, chance),
                    f"Final {which} loss and accuracy vs length: {FINAL_STATS}", "length T",
-                   _final_ylabel(which, lambda key: key[1]))
+                   _final_ylabel(d, which, lambda key: key[1]))
 
 
 # --- 2b: length generalisation -------------------------------------------------------------------------------------
@@ -607,7 +601,7 @@ def accuracy_vs_eval_length(d: D.ReportData):
     return _finish(fig, grid, handles, "Final accuracy vs evaluation length (mean over seeds, band: 95% interval; "
                    f"points: each seed where a cell has ≤ {D.FEW_SEEDS}); dashed: the training length",
                    "evaluation length",
-                   lambda key: "final " + ACCURACY_LABEL.get(key[0], "eval accuracy"))
+                   lambda key: "final " + d.words(key[0])["accuracy_label"])
 
 
 # --- 2c: time to solve ---------------------------------------------------------------------------------------------

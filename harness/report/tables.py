@@ -204,9 +204,6 @@ def summary(cells: pd.DataFrame, keys=()) -> pd.DataFrame:
 # --- the paper table ------------------------------------------------------------------------------------------------
 #: the settings a paper table names once, in its caption, where all its rows share them: short name -> config columns
 PAPER_SETTINGS = {"optimizer": ("config.train.optimizer",), **D.SETTINGS}
-#: each task's accuracy, in a few words
-ACCURACY_TEXT = {"adding": "fraction of sequences with |error| < 0.04", "copy": "on the recall window",
-                 "selective_copy": "at the markers", "mqar": "on the queries", "induction": "at the last step"}
 PAPER_FILE = "summary_paper.tex"
 
 
@@ -277,7 +274,8 @@ def paper(d: D.ReportData) -> tuple[pd.DataFrame, str]:
         seeds = f"seeds {_seeds(done['config.seed'])} (n: those with a final value)"
     else:
         seeds = f"{c.n.iloc[0]} seeds ({_seeds(done['config.seed'])})"
-    accuracy = "; ".join(f"{t}: {ACCURACY_TEXT[t]}" for t in c.task.unique() if t in ACCURACY_TEXT)
+    notes = {t: d.words(t)["accuracy_note"] for t in c.task.unique()}
+    accuracy = "; ".join(f"{t}: {note}" for t, note in notes.items() if note)
     where = set_text(c.final_set) if not _mixed(c) else "(set: test = held-out test set, eval = evaluation set)"
     caption = (f"Final values {where}. Loss: geometric mean over seeds ×/÷ its 95% Student-t factor (log scale). "
                f"Accuracy{f' ({accuracy})' if accuracy else ''}: mean over seeds [95% Gaffke interval]. Solved: runs "

@@ -13,7 +13,7 @@ import pytest
 
 import seqbench
 from seqbench.harness.bench import DTYPES
-from seqbench.harness.cli import BENCH_DTYPES, build_parser, main
+from seqbench.harness.cli import build_parser, main
 from seqbench.harness.config import RunConfig, TrainConfig, describe_keys, parse_overrides, resolve
 from seqbench.tasks import TASKS
 
@@ -118,8 +118,14 @@ def test_sweep_help_names_every_preset():
         assert re.search(rf"(^|[ :,]){re.escape(name)}(,|$)", text), f"preset {name} not in {text!r}"
 
 
-def test_bench_dtype_names_match_the_benchmark():
-    assert BENCH_DTYPES == tuple(DTYPES)
+def test_bench_takes_the_dtypes_a_run_takes(capsys):
+    """`bench --dtype` and a run's `dtype` take one list of names (config.Dtype), which bench times in."""
+    from seqbench.harness.config import DTYPE_NAMES
+
+    assert tuple(DTYPES) == DTYPE_NAMES and "float16" not in DTYPE_NAMES
+    assert build_parser().parse_args(["bench", "--dtype", ",".join(DTYPE_NAMES)]).dtype == list(DTYPE_NAMES)
+    assert main(["bench", "--dtype", "float16"]) == 2
+    assert ", ".join(DTYPE_NAMES) in capsys.readouterr().err
 
 
 # --- list -------------------------------------------------------------------------------------------------------------

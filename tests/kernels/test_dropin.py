@@ -139,6 +139,8 @@ def test_module_db_samples_match_torch(module_db_samples, kind, dtype):
         what = f"module_db {kind} {s['kwargs']} {dtype}"
         if dtype == "torch.float64":
             assert ours.last_path.startswith("fallback-reference: "), what
+            assert ours.last_kernel == {"backend": "reference",
+                                        "fallback": ours.last_path.removeprefix("fallback-reference: ")}, what
             assert_matches(want, got, what, 1e-12, 1e-12)
         else:
             assert ours.last_path == ("fallback-reference: proj_size=2 (the kernels have no projection)"
@@ -243,6 +245,7 @@ def test_packed_sequence_matches_torch(monkeypatch, kind, bidirectional, split, 
     packed = pack_sequence(sorted(seqs, key=len, reverse=True) if enforce_sorted else seqs, enforce_sorted)
     got = outputs_and_grads(ours, fresh(packed), fresh(hx))
     assert ours.last_path == ("fused-triton-split-stepwise" if split else "fused-triton")
+    assert ours.last_kernel == {"backend": "triton", "fallback": None}
     assert_matches(outputs_and_grads(theirs, fresh(packed), fresh(hx)), got, f"packed {kind}")
 
 

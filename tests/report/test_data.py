@@ -236,3 +236,46 @@ def test_load_bench_names_a_file_of_another_schema(tmp_path):
     (tmp_path / "bench" / "odd.json").write_text(json.dumps({"results": [{"cell": "lstm", "time": 1}]}))
     with pytest.raises(ValueError, match="odd.json"):
         D.load_bench(tmp_path)
+
+
+def test_a_tasks_words_come_from_its_records_and_older_records_take_the_tasks_own():
+    """Labels and notes are recorded with every run (the task's class attributes); a report reads them from the
+    records, and for records made before they were recorded, from the registered task."""
+    from seqbench.tasks import TASKS
+
+    recorded = pd.DataFrame({"task": ["copy", "copy"], "loss_label": ["nats, as recorded", None],
+                             "accuracy_label": ["recall, as recorded", None], "accuracy_note": [None, None]})
+    assert D.task_words(recorded, "copy") == {"loss_label": "nats, as recorded", "accuracy_label": "recall, as recorded",
+                                              "accuracy_note": TASKS["copy"].accuracy_note}
+    older = pd.DataFrame({"task": ["mqar"]})
+    assert D.task_words(older, "mqar") == {f: getattr(TASKS["mqar"], f) for f in D.TASK_WORDS}
+    assert D.task_words(older, "a-task-from-elsewhere") == D.TASK_WORDS
+    # and the chance level an older record lacks is the task's own, from the record's task keys
+    old_copy = pd.DataFrame({"task": ["copy"], "config.task.n_symbols": [5], "config.task.length": [10]})
+    assert D._chance(old_copy) == pytest.approx(TASKS["copy"](n_symbols=5, length=10).chance_accuracy)
+
+
+def test_the_structured_kernel_record_is_read_before_the_words_of_kernel_path():
+    """Records say what ran as `kernel` (backend, fallback reason); a record made before it says so in kernel_path's
+    words alone, which are read for it."""
+    rows = synthetic_runs({"config.model.backend": "triton"}, {"config.model.backend": "triton", "config.model.hidden": 16})
+    rows = rows.assign(kernel_path=["kernels.fused.LSTM: fused-triton"] * 4,  # what the words would say
+                       **{"kernel.backend": ["reference", "triton", None, "reference"],
+                          "kernel.fallback": ["CPU tensors", None, None, None]})
+    assert list(D.add_keys(rows)[0].backend) == ["reference (fallback)", "triton", "triton", "reference"]
+
+
+@pytest.mark.parametrize("overrides", [["model=lstm", "model.backend=triton"], ["model=gru", "model.backend=reference"],
+                                       ["model=rnn"], ["model=mingru", "model.backend=triton"],
+                                       ["model=minlstm", "model.backend=reference"], ["model=transformer"]],
+                         ids=lambda o: "-".join(x.split("=")[1] for x in o))
+def test_a_runs_kernel_record_says_what_its_kernel_path_says(overrides):
+    from seqbench.harness.records import MemoryWriter
+    from seqbench.harness.train import run_record
+
+    from ..harness.conftest import tiny
+
+    summary = run_record(tiny("train.steps=2", "train.eval_every=2", *overrides), MemoryWriter(), progress=False)
+    kernel, words = summary["kernel"], D.backend_name(summary["kernel_path"])
+    assert kernel["backend"] + (" (fallback)" if kernel["fallback"] else "") == words
+    assert (kernel["fallback"] is not None) == ("fallback" in summary["kernel_path"])

@@ -234,3 +234,17 @@ def test_no_configuration_takes_the_baselines_dotted_line(grid_data):
         assert dotted(legend["baseline"]) and legend["baseline"].get_color() == F.BASELINE["color"]
         assert not any(dotted(legend[v]) for v in legend if v.startswith("backend="))
         plt.close(fig)
+
+
+def test_every_built_in_model_has_its_own_place_colour_and_marker():
+    """Each model's config gives its report order and palette slot: every built-in model has both, no two share one,
+    and every slot is a colour and a marker of the base palette (a model added later takes the next)."""
+    from seqbench.harness.models import MODELS
+
+    orders = [cls.report_order for cls in MODELS.values()]
+    slots = [cls.palette_slot for cls in MODELS.values()]
+    assert None not in orders and None not in slots
+    assert len(set(orders)) == len(orders) and len(set(slots)) == len(slots)
+    assert max(slots) < min(len(F.MODEL_COLOURS), len(F.MODEL_MARKERS))
+    assert set(F.COLOUR_ORDER) == set(D.MODEL_ORDER) == set(MODELS)
+    assert F.palette(F.COLOUR_ORDER) == dict(zip(F.COLOUR_ORDER, map(to_rgb, F.MODEL_COLOURS)))

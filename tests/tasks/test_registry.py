@@ -10,6 +10,7 @@ import torch
 
 from seqbench import tasks
 from seqbench.tasks import TASKS, AddingTask, CopyTask, InductionTask, MQARTask, SelectiveCopyTask, Task, get_task
+from seqbench.tasks.base import param
 
 #: a short length every task accepts (MQAR needs an even length >= 4 * num_kv_pairs)
 SHORT = {"mqar": 32}
@@ -94,3 +95,17 @@ def test_every_task_says_its_chance_accuracy_or_that_it_has_none():
     for name, cls in TASKS.items():
         chance = cls().chance_accuracy
         assert chance is None if name == "adding" else 0 < chance < 1, (name, chance)
+
+
+def test_every_task_declares_its_length_and_the_words_reports_use():
+    """`length` (what length generalisation varies) is a parameter of every task, and a task without one is refused
+    when it is defined; each task names its loss and accuracy (and may note how accuracy is scored)."""
+    for name, cls in TASKS.items():
+        assert "length" in {f.name for f in dataclasses.fields(cls)}, name
+        assert cls.loss_label != Task.loss_label and cls.accuracy_label != Task.accuracy_label, name
+        assert isinstance(cls.accuracy_note, str) and cls.accuracy_note, name
+    with pytest.raises(TypeError, match="declares no `length`"):
+        @dataclasses.dataclass(frozen=True)
+        class Lengthless(Task):
+            name = "lengthless"
+            n: int = param(1, "a parameter")
