@@ -26,7 +26,8 @@ def finished_records(root: Path) -> tuple[list[trackers.Record], int]:
     do); a completed run whose metrics are lost is a RecordError: a tracker run without its curves would look whole."""
     from .errors import RecordError
     from .loaders import metrics_lost, read_jsonl, record_warnings, run_config, run_dirs, warn
-    from .records import FINISHED, read_summary
+    from .records import read_summary
+    from .status import FINISHED
 
     records, unfinished, notes = [], 0, []
     for folder in run_dirs(root):

@@ -8,7 +8,6 @@ Non-finite floats are written as null (strict JSON); a diverged run's summary sa
 from __future__ import annotations
 
 import contextlib
-import enum
 import fcntl
 import json
 import math
@@ -18,29 +17,9 @@ from pathlib import Path
 from typing import TypedDict
 
 from .errors import RecordError
+from .status import FINISHED
 
 CHECKPOINT = "checkpoint.pt"
-
-
-class Status(str, enum.Enum):
-    """Every status a run can come back with, from `seqbench run` or an executor. Only the first three are written
-    in a record (summary.json): they make it finished."""
-
-    COMPLETED = "completed"
-    DIVERGED = "diverged"  # a non-finite loss stopped it
-    FAILED = "failed"  # its code raised, or its worker kept dying
-    #: stopped by a signal to its worker alone (e.g. a SLURM task cancelled with scancel) and checkpointed: the next
-    #: run of the sweep resumes it
-    INTERRUPTED = "interrupted"
-    SKIPPED = "skipped"  # recorded earlier: not run again
-    BUSY = "busy"  # held by another process (another sweep on the same folder): not touched
-
-    def __str__(self) -> str:
-        return self.value
-
-
-#: the statuses a record's summary.json holds
-FINISHED = (Status.COMPLETED.value, Status.DIVERGED.value, Status.FAILED.value)
 
 
 class Summary(TypedDict, total=False):

@@ -23,8 +23,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple, TypedDict
 
-from .records import (CHECKPOINT, RunWriter, Status, Summary, claim, is_finished, load_checkpoint, read_summary,
-                      replace_dir, write_checkpoint, write_failure, write_json, write_started)
+from .records import (CHECKPOINT, RunWriter, Summary, claim, is_finished, load_checkpoint, read_summary, replace_dir,
+                      write_checkpoint, write_failure, write_json, write_started)
+from .status import Status
 
 
 class Outcome(TypedDict, total=False):

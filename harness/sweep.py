@@ -24,10 +24,11 @@ from .dotted import flatten
 from .loaders import load_runs
 from .provenance import git_state
 from .resources import Resources, SlurmSettings
-from .records import CHECKPOINT, FINISHED, Status, read_json, read_summary, remove_stale_temps, write_json
+from .records import CHECKPOINT, read_json, read_summary, remove_stale_temps, write_json
+from .status import FINISHED, Status
 from .runs import Outcome
 
-#: what a sweep's run can come back as (records.Status), in the order the tally names them
+#: what a sweep's run can come back as (status.Status), in the order the tally names them
 STATUSES = tuple(status.value for status in Status)
 #: the most runs one sweep may have: counted before the points are expanded, so that `seeds: 100000000` or a grid of
 #: ten keys with ten values each is refused in one line instead of exhausting memory (100,000 runs expand in about a

@@ -27,6 +27,7 @@ from urllib.parse import unquote
 
 from .dotted import flatten as dotted
 from .errors import ConfigError
+from .status import Status
 
 #: tracker name -> the module it needs; each is also the name of the seqbench extra that installs it
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
@@ -373,7 +374,7 @@ def _send_mlflow(record: Record, client, experiment_id: str) -> None:
         with contextlib.suppress(Exception):
             client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FAILED" if record.summary.get("status") == "failed" else "FINISHED")
+    client.set_terminated(run_id, "FAILED" if record.summary.get("status") == Status.FAILED else "FINISHED")
 
 
 def _create_experiment(client, name: str, artifact_location: str | None) -> str:

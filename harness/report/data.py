@@ -21,6 +21,7 @@ from ..config import OPERATIONAL_KEYS
 from ..errors import RecordError
 from ..loaders import load_grad_profiles, load_metrics, load_runs
 from ..records import json_kind, read_json
+from ..status import FINISHED as RECORD_FINISHED, Status
 from ...tasks import TASKS, get_task
 from ..models import MODELS
 from ..models.plugins import PLUGIN_BACKEND
@@ -34,10 +35,11 @@ from .survival import km_median
 #: after their base, models from outside the package after the built-in ones
 MODEL_ORDER = tuple(sorted((n for n, c in MODELS.items() if c.report_order is not None),
                            key=lambda n: MODELS[n].report_order))
-STATUSES = ("completed", "diverged", "failed", "incomplete")
+#: what a report counts a record as: a finished record's status (status.FINISHED), or incomplete (no summary yet)
+STATUSES = (*RECORD_FINISHED, "incomplete")
 #: runs that trained to their end or to their divergence: the denominator of a solve rate (a failed run is a harness
 #: or set-up error, not evidence about the model, and an incomplete one has not finished)
-FINISHED = ("completed", "diverged")
+FINISHED_TRAINING = (Status.COMPLETED.value, Status.DIVERGED.value)
 #: the fixed part of a cell's key; the config keys that vary in a report follow (backend is what ran, so that
 #: tokens/s of different kernels are never averaged together)
 CELL = ["task", "length", "label", "backend"]
@@ -403,7 +405,7 @@ def summarise_cell(g: pd.DataFrame) -> dict:
     final = final_values(done, which)
     gmean, factor, n = geo_ci(final.loss)
     acc, acc_lo, acc_hi, _ = proportion_ci(final.accuracy[final.loss.notna()])
-    finished = one[one.status.isin(FINISHED)]
+    finished = one[one.status.isin(FINISHED_TRAINING)]
     # a diverged run is never solved, whatever it met before diverging; it stays in the denominator
     steps, solved = solve_times(finished)
     rate, rate_lo, rate_hi = clopper_pearson(int(solved.sum()), len(finished))
@@ -622,7 +624,7 @@ def comparisons(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> pd.
                         "backend_a": a.backend, "backend_b": b.backend, "cell_a": a.name, "cell_b": b.name,
                         **{k: a[k] if not pd.isna(a[k]) else b[k] for k in keys}}
             if early_stopped(runs_a) or early_stopped(runs_b):
-                finished = [r[r.status.isin(FINISHED)] for r in (runs_a, runs_b)]
+                finished = [r[r.status.isin(FINISHED_TRAINING)] for r in (runs_a, runs_b)]
                 rows += [identity | row for row in _solving(*finished)]
                 continue
             which = "test" if sets.get(a.name) == sets.get(b.name) == "test" else "eval"

@@ -618,7 +618,7 @@ def solve_times(runs: pd.DataFrame) -> pd.DataFrame:
     budget, `config.train.steps`; a diverged run (never solved, whatever it met before) is censored ("diverged") at
     its last step. Only runs whose record names a `solved_criterion`; failed and unfinished runs are left out."""
     criterion = runs.get("solved_criterion", pd.Series(None, index=runs.index, dtype=object))
-    r = runs[runs.counted & runs.status.isin(D.FINISHED) & criterion.notna()]
+    r = runs[runs.counted & runs.status.isin(D.FINISHED_TRAINING) & criterion.notna()]
     step, solved = D.solve_times(r)  # the summary's steps to solve is the median of these curves
     completed = r.status == "completed"
     censored = np.where(solved, "", np.where(completed, "budget", "diverged"))
