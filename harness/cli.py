@@ -197,7 +197,6 @@ def describe_summary(s: dict, run_dir: Path) -> str:
 def cmd_sweep(args) -> int:
     from .executors import EXECUTORS, Plan, refuse_others_flags
     from .executors.base import default_workers
-    from .records import is_finished
     from .sweep import describe_point, expand, load_spec, recorded_threads, run_state, to_rerun
 
     from .config import parse_overrides
@@ -205,8 +204,6 @@ def cmd_sweep(args) -> int:
     _json_or_text(args)
     out = output_folder(args.out, "--out")
     spec, source = load_spec(args.spec)
-    from .config import devices_elsewhere
-
     tuned = None  # a tuned sweep's points (harness.tune.Point): its final runs depend on its selection runs
     with _devices_here_or_elsewhere(args):
         if spec.tune:
@@ -220,26 +217,26 @@ def cmd_sweep(args) -> int:
     sweep_dir = output_folder(str(out / spec.name), "--out")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
+    from .resources import resolve_resources
+
+    resolve_resources(spec.resources, args)  # a resource flag's value is checked first, whichever executor
     refuse_others_flags(args)
     if args.workers_per_gpu is not None:
         _check_workers_per_gpu(args, configs)
-    from .resources import resolve_resources
-
-    resolve_resources(spec.resources, args)  # the resource flags, whatever the executor, dry run or not
     executor = EXECUTORS[args.executor]
     settings = executor.prepare(args, spec)  # its flags and settings are checked here, before anything is written
     if args.force and args.retry_failed:
         raise ConfigError("--force reruns every run, failed ones included; give --force or --retry-failed, not both")
     states = {c.run_id: run_state(sweep_dir / c.run_id) for c in configs}  # a corrupt record fails here, not midway
     rerun = to_rerun(configs, sweep_dir, args.force, args.retry_failed)
-    todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
+    todo = _to_run(configs, sweep_dir, rerun)
     if args.dry_run:
         phases, pending = {}, []
         if tuned:
             configs, phases, pending = _tuned_listing(args, spec, source, tuned, configs, sweep_dir)
             states.update({c.run_id: run_state(sweep_dir / c.run_id) for c in configs if c.run_id not in states})
             rerun |= to_rerun(configs, sweep_dir, args.force, args.retry_failed)
-            todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
+            todo = _to_run(configs, sweep_dir, rerun)
         return _sweep_dry_run(spec, configs, sweep_dir, states, rerun, todo, args.json, executor.here,
                               phases, pending)
     workers = args.workers or default_workers(configs[0].device, args.workers_per_gpu or 1)
@@ -249,7 +246,14 @@ def cmd_sweep(args) -> int:
     # before anything is written: refuse runs the executor cannot hold (this machine's memory, a cluster's nodes); a
     # tuned sweep's final runs take its selection runs' shapes: those are checked when none is left to run
     executor.preflight(settings, plan, todo or (configs if tuned else []))
-    return _run_sweep(args, spec, source, configs, plan, note, rerun, executor, settings, tuned)
+    return _run_sweep(args, spec, source, configs, todo, plan, note, rerun, executor, settings, tuned)
+
+
+def _to_run(configs, sweep_dir: Path, rerun) -> list:
+    """The runs of `configs` to run: those not finished, and the finished ones in `rerun`."""
+    from .records import is_finished
+
+    return [c for c in configs if c.run_id in rerun or not is_finished(sweep_dir / c.run_id)]
 
 
 def _devices_here_or_elsewhere(args):
@@ -342,19 +346,17 @@ def _sweep_dry_run(spec, configs, sweep_dir: Path, states: dict, rerun, todo, as
     return 0
 
 
-def _run_sweep(args, spec, source, configs, plan, note, rerun, executor, settings, tuned=None) -> int:
+def _run_sweep(args, spec, source, configs, todo, plan, note, rerun, executor, settings, tuned=None) -> int:
     """Run the sweep's runs through its executor and end with the results table and the tally. A tuned sweep
     (`tuned`: its points) runs in two phases through the same executor: the selection runs (`configs`), then, once
     tuning.json records the choice, the chosen candidates on the final seeds."""
     from .progress import SweepProgress
-    from .records import is_finished
     from .sweep import report_lines, results_table, to_rerun, write_runs_table, write_sweep_file
 
     sweep_dir, workers, threads = plan.sweep_dir, plan.workers, plan.threads
     tuning = {"tuned": True, "tuning": "tuning.json", "selection_run_ids": [c.run_id for c in configs]} if tuned else {}
     write_sweep_file(sweep_dir, spec, source, args.overrides, configs, threads, tuning)
     results, finals, unchosen = [], [], []
-    todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
     total = len(configs) + (spec.point_count() * spec.seed_count() if tuned else 0)
     phases = f" ({len(configs)} selection runs, then {total - len(configs)} final runs)" if tuned else ""
     print(f"sweep {spec.name}: {total} runs{phases} ({len(configs) - len(todo)} already recorded), "
@@ -363,7 +365,7 @@ def _run_sweep(args, spec, source, configs, plan, note, rerun, executor, setting
     try:
         with SweepProgress(total, spec.name) as bar, _sigterm_as_interrupt():
             plan.on_progress = bar.step
-            _execute(args, executor, settings, plan, configs, rerun, bar, results)
+            _execute(args, executor, settings, plan, configs, rerun, bar, results, todo)
             if tuned:
                 finals, unchosen = _select(args, spec, source, tuned, sweep_dir)
                 write_sweep_file(sweep_dir, spec, source, args.overrides, [*configs, *finals], threads, tuning)
@@ -399,14 +401,15 @@ def _select(args, spec, source, tuned, sweep_dir) -> tuple[list, list[dict]]:
     return _final_configs(args, spec, source, tuned, choices), [c["point"] for c in choices if c["chosen"] is None]
 
 
-def _execute(args, executor, settings, plan, configs, rerun, bar, results: list) -> None:
+def _execute(args, executor, settings, plan, configs, rerun, bar, results: list, todo: list | None = None) -> None:
     """Run `configs` through the sweep's executor, appending each run's outcome to `results` (finished runs not in
-    `rerun` as skipped); a run another sweep holds is waited for, then looked at again."""
-    from .records import is_finished, read_summary, wait_for_claim
+    `rerun` as skipped); a run another sweep holds is waited for, then looked at again. `todo`: the runs to run, when
+    the caller has just found them."""
+    from .records import read_summary, wait_for_claim
     from .sweep import to_rerun
 
     sweep_dir = plan.sweep_dir
-    todo = [c for c in configs if not is_finished(sweep_dir / c.run_id) or c.run_id in rerun]
+    todo = _to_run(configs, sweep_dir, rerun) if todo is None else todo
     todo_ids = {c.run_id for c in todo}
     for cfg in configs:
         if cfg.run_id not in todo_ids:

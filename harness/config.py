@@ -25,7 +25,7 @@ from ..tasks.base import Task
 
 from .dotted import flatten
 from .errors import ConfigError
-from .models import MODELS, ModelConfigBase
+from .models import ModelConfigBase
 from .models.plugins import canonical_name, known_names, model_class
 from .trackers import parse_names
 

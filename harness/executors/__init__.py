@@ -14,6 +14,8 @@ from .local import LocalExecutor
 from .ray import RayExecutor
 from .slurm import SlurmExecutor
 
+__all__ = ["EXECUTORS", "Executor", "Plan", "add_arguments", "refuse_others_flags"]
+
 EXECUTORS: dict[str, Executor] = {e.name: e for e in (LocalExecutor(), RayExecutor(), SlurmExecutor())}
 
 
@@ -37,7 +39,8 @@ def refuse_others_flags(args: argparse.Namespace) -> None:
         for dest in executor.flags:
             owners.setdefault(dest, []).append(executor)
     for dest, takers in owners.items():
-        if dest in chosen.flags or getattr(args, dest, None) in (None, [], False):
+        value = getattr(args, dest, None)
+        if dest in chosen.flags or value is None or value is False or value == []:
             continue
         message = next((t.flags[dest] for t in takers if t.flags[dest]), "") or "{flag} needs --executor {owners}"
         raise ConfigError(message.format(flag="--" + dest.replace("_", "-"), executor=chosen.name,

@@ -511,7 +511,7 @@ class _RaySweep:
     # --- recording ------------------------------------------------------------------------------------------------
     def _finish(self, flight: _Flight) -> dict | None:
         """Record a run whose task returned; None when it goes on (resubmitted) or stays unfinished (stopping)."""
-        cfg, result, steps = flight.cfg, flight.result, flight.cfg.train.steps
+        result, steps = flight.result, flight.cfg.train.steps
         if isinstance(result, dict):
             self._note_code(result["started"])
         if isinstance(result, BaseException) or "interrupted" in result:

@@ -93,3 +93,10 @@ def test_every_registered_executor_keeps_the_contract(name):
     for method in ("add_arguments", "prepare", "preflight", "run"):
         assert callable(getattr(executor, method)), method
     assert all(isinstance(message, str) for message in executor.flags.values())
+
+
+def test_a_flag_of_another_executor_is_refused_even_when_its_value_is_zero(tmp_path, capsys):
+    spec = write_spec(tmp_path)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--slurm-array-parallelism", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "seqbench: error: --slurm-array-parallelism needs --executor slurm"
+    assert not (tmp_path / "out").exists()
