@@ -129,7 +129,8 @@ class SameAs(NamedTuple):
 #: before `eval.test_size` existed had no test set: its default size leaves the id as it was (the test set adds
 #: numbers to the record but changes nothing the run did before)
 LATER_KEYS = {"eval.lengths": [], "task.variable_delay": False, "model.max_len": None, "model.params": None,
-              "eval.test_size": SameAs("train.eval_size")}
+              "eval.test_size": SameAs("train.eval_size"), "task.random_non_queries": True,
+              "task.loss_positions": "last"}
 
 #: dotted keys that say how a run is carried out, not which experiment it is: left out of run_id (and of a report's
 #: cells). `threads` can change the last bits of a CPU run, so it is recorded and reused, but the experiment is the same.

@@ -39,6 +39,8 @@ class Summary(TypedDict, total=False):
     params: int  # trainable parameters
     baseline_loss: float | None  # the task's loss of a model that ignores its inputs
     chance_accuracy: float | None  # the task's accuracy by guessing; None where the task has none
+    no_binding_accuracy: float | None  # recall tasks: the level without cue-answer binding (MQAR: 1/D); else None
+    no_binding_loss: float | None  # and its loss (MQAR: ln D)
     loss_label: str  # the task's words for its loss and accuracy (tasks.base.Task), for figures and tables
     accuracy_label: str
     accuracy_note: str | None  # where or how the accuracy is scored

@@ -355,7 +355,8 @@ def _run_record(cfg, writer, progress, ckpt, stop, sink) -> dict:
         trainer.stop = stop or threading.Event()
         task = trainer.task
         head.update(params=sum(p.numel() for p in trainer.params), baseline_loss=task.baseline_loss,
-                    chance_accuracy=task.chance_accuracy, loss_label=task.loss_label,
+                    chance_accuracy=task.chance_accuracy, no_binding_accuracy=task.no_binding_accuracy,
+                    no_binding_loss=task.no_binding_loss, loss_label=task.loss_label,
                     accuracy_label=task.accuracy_label, accuracy_note=task.accuracy_note,
                     kernel_path=trainer.model.kernel_path, kernel=trainer.model.kernel, resumed_from_step=ckpt["loop"]["step"] if ckpt else None)
         state = trainer.load_state_dict(ckpt) if ckpt else None

@@ -106,6 +106,18 @@ class Task:
         return None
 
     @property
+    def no_binding_accuracy(self) -> float | None:
+        """For recall tasks: the accuracy of a model that finds the candidate answers in the sequence but does not bind
+        each to its cue (MQAR: 1/D); recorded with every run and drawn by reports. None where the task has no such
+        level."""
+        return None
+
+    @property
+    def no_binding_loss(self) -> float | None:
+        """The loss at that level (MQAR: ln D); None where the task has none."""
+        return None
+
+    @property
     def solved_criterion(self) -> str:
         """Human-readable form of :meth:`solved`, e.g. ``"eval_accuracy >= 0.99"``."""
         raise NotImplementedError

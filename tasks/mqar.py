@@ -26,8 +26,9 @@ class MQARTask(SolvedByAccuracy, Task):
     is queried once, key j at slot s_j: the D slots are drawn without replacement (in order, Plackett-Luce) with
     p(i) ∝ a·i^(a-1) over slot i = 1..(T - 2D)/2 (a = ``power_a``; a < 1 favours short gaps, a = 1 is uniform), and
     slot i sits at position 2D + 2(i - 1). All other positions after the prefix (the other slots and the odd offsets,
-    where the value is *not* repeated) hold filler drawn uniformly from 0..V-1, so a key may reappear as filler;
-    such a repeat carries no target (as in Zoology).
+    where the value is *not* repeated) hold filler: with ``random_non_queries`` (the default) tokens drawn uniformly
+    from 0..V-1, so a key may reappear as filler, and such a repeat carries no target; without it token 0, which is
+    neither a key nor a value (Zoology's ``random_non_queries: False``, the setting of its Figure 2 configs).
     Target y (B, T), LongTensor: at each query position the next-token target is the queried key's value; every
     other position holds ``IGNORE`` (-100). Each sequence has exactly D targets.
     Output (B, T, V): next-token logits over the whole vocabulary, as Zoology's language models predict (only the D
@@ -36,8 +37,10 @@ class MQARTask(SolvedByAccuracy, Task):
     Loss: cross-entropy over the D·B query positions (non-query positions ignored). Metrics per sequence:
     ``accuracy`` over its D query positions and ``exact`` (all D recalled). Chance: a memoryless predictor knows only
     that the target is a value, uniform over the V - K values, so its best loss is ln(V - K) = ln(V/2) for even V and
-    its accuracy 1/(V - K) = 2/V. Validation (Zoology's asserts): T even, 4·D <= T, V > T, and D <= K - 1 so that D
-    distinct keys exist. Defaults are the paper's (T, D) = (128, 8) at V = 8192.
+    its accuracy 1/(V - K) = 2/V. A model that finds the D values in the sequence but does not bind each to its key
+    guesses among them: accuracy 1/D and loss ln D (``no_binding_accuracy``, ``no_binding_loss``), the level a model
+    without associative recall reaches. Validation (Zoology's asserts): T even, 4·D <= T, V > T, and D <= K - 1 so
+    that D distinct keys exist. Defaults are the paper's (T, D) = (128, 8) at V = 8192.
     """
 
     name = "mqar"
@@ -52,6 +55,8 @@ class MQARTask(SolvedByAccuracy, Task):
     power_a: float = param(0.01, "power-law exponent a: query slot i drawn with p(i) ∝ a·i^(a-1) (1 = uniform)", gt=0)
     solved_accuracy: float = param(0.99, "eval accuracy at the query positions at which the task counts as solved",
                                    gt=0, le=1)
+    random_non_queries: bool = param(True, "filler after the prefix: random tokens from 0..V-1 (true), or token 0 "
+                                     "everywhere (false: Zoology's Figure 2 setting)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -109,7 +114,10 @@ class MQARTask(SolvedByAccuracy, Task):
         p = self.slot_probabilities(device=device, dtype=torch.float32)
         slots = torch.multinomial(p.expand(n, -1).contiguous(), D, replacement=False, generator=generator)  # (n, D)
         where = 2 * D + 2 * slots  # query positions
-        x = torch.randint(0, V, (n, T), generator=generator, device=device)  # filler everywhere after the prefix
+        if self.random_non_queries:  # filler everywhere after the prefix
+            x = torch.randint(0, V, (n, T), generator=generator, device=device)
+        else:
+            x = torch.zeros(n, T, dtype=torch.long, device=device)
         x[:, 0:2 * D:2] = keys
         x[:, 1:2 * D:2] = values
         x.scatter_(1, where, keys)
@@ -164,3 +172,13 @@ class MQARTask(SolvedByAccuracy, Task):
     def chance_accuracy(self) -> float:
         """Accuracy of a memoryless predictor: 1/(V - V//2), i.e. 2/V for even V."""
         return 1 / (self.vocab - self.first_value)
+
+    @property
+    def no_binding_accuracy(self) -> float:
+        """Accuracy of a predictor that knows the sequence's D values but not which key each belongs to: 1/D."""
+        return 1 / self.num_kv_pairs
+
+    @property
+    def no_binding_loss(self) -> float:
+        """Its loss, uniform over the D values: ln D."""
+        return math.log(self.num_kv_pairs)

@@ -421,6 +421,9 @@ def summarise_cell(g: pd.DataFrame) -> dict:
         "params": _column(done, "params").median(),
         "baseline_loss": _column(g, "baseline_loss").median(),
         "chance": _chance(g),
+        # recall tasks: the level a model reaches without binding cue to answer (MQAR: 1/D, ln D), as recorded
+        "no_binding": _column(g, "no_binding_accuracy").median() if "no_binding_accuracy" in g else math.nan,
+        "no_binding_loss": _column(g, "no_binding_loss").median() if "no_binding_loss" in g else math.nan,
         **{status: int((g.status == status).sum()) for status in STATUSES},
         "repeated_seeds": len(g) - len(one),
     }
@@ -472,7 +475,7 @@ def _missing(value) -> bool:
 
 #: column names of the cells table and runs: config keys are never shown under them
 RESERVED = frozenset({*CELL, "cell", "variant", "setting", "counted", "tuned", "model", "T", "n", "seed", "status",
-                      "run_id", "path", "chance", "params", "solved", "finished", "no_final_value", "repeated_seeds",
+                      "run_id", "path", "chance", "no_binding", "no_binding_loss", "params", "solved", "finished", "no_final_value", "repeated_seeds",
                       "final_set"})
 
 

@@ -36,6 +36,12 @@ DPI = 150
 # curves that sit on them: the analytic baseline black, chance accuracy grey and more loosely dotted.
 BASELINE = dict(color="black", linestyle=":", linewidth=1.6, zorder=5)
 CHANCE = dict(color="0.45", linestyle=(0, (1, 3)), linewidth=1.6, zorder=5)
+#: recall tasks' no-binding level (MQAR: accuracy 1/D, loss ln D): dark grey, thick, densely dotted
+NO_BINDING = dict(color="0.25", linestyle=(0, (0.6, 1.4)), linewidth=2.6, zorder=5)
+#: the captions' words for the reference levels
+LEVELS_NOTE = ("Dotted (black): the analytic baseline loss; loosely dotted (grey): each task's chance accuracy; thick "
+               "densely dotted (dark grey), on recall tasks that have it: the level without cue-answer binding "
+               "(MQAR: accuracy 1/D, loss ln D, guessing among the sequence's D values).")
 #: configurations' line styles (dash patterns in line widths), the first solid; none dotted, every one has a dash of
 #: two line widths or more
 DASHES = [(), (4, 1.5), (3, 1, 1, 1), (6, 2), (2, 2, 6, 2), (5, 1, 1, 1, 1, 1), (8, 2, 2, 2), (2.5, 1.5)]
@@ -224,7 +230,7 @@ def _plain_log_labels(ax) -> None:
     axis.set_minor_locator(NullLocator())
 
 
-def _legend_data(labels, look, baseline=False, variants: dict | None = None, chance=False) -> dict:
+def _legend_data(labels, look, baseline=False, variants: dict | None = None, chance=False, binding=False) -> dict:
     """Legend entries: a colour and marker per model, a line style per variant, the reference lines."""
     handles = {label: Line2D([], [], color=look[label].colour, marker=look[label].marker, markersize=5, linewidth=2)
                for label in labels}
@@ -237,6 +243,8 @@ def _legend_data(labels, look, baseline=False, variants: dict | None = None, cha
         handles["baseline"] = Line2D([], [], **BASELINE)
     if chance:
         handles["chance"] = Line2D([], [], **CHANCE)
+    if binding:
+        handles["no binding"] = Line2D([], [], **NO_BINDING)
     return handles
 
 
@@ -500,7 +508,7 @@ def final_vs_budget(d: D.ReportData):
 
     which = _set_words(final_sets(d.cells.loc[stats.cell.unique()]))
     labels = [lab for lab in d.labels if lab in set(stats.label)]
-    handles = _legend_data(labels, look, True, style, d.cells.chance.notna().any())
+    handles = _legend_data(labels, look, True, style, d.cells.chance.notna().any(), _binding_shown(d.cells))
     return _finish(fig, grid, handles, f"Final {which} loss and accuracy vs parameter budget: {FINAL_STATS}",
                    "parameter budget (model.params)", _final_ylabel(d, which, lambda key: key[1].split(",")[0]))
 
@@ -519,16 +527,34 @@ def _final_ylabel(d: D.ReportData, which: str, task_of: Callable):
 
 
 def _chance(ax, cells, task) -> None:
-    """Chance accuracy (the runs' recorded `chance_accuracy`), loosely dotted."""
+    """Chance accuracy (the runs' recorded `chance_accuracy`), loosely dotted; and where the task has one, the
+    no-binding level (`no_binding_accuracy`)."""
     chance = cells.chance[cells.task == task].dropna()
     if len(chance):
         ax.axhline(chance.median(), **CHANCE)
+    _no_binding(ax, cells, task, "no_binding")
+
+
+def _no_binding(ax, cells, task, column: str) -> None:
+    """A recall task's no-binding level (accuracy or loss), at each length where its runs recorded one; one level
+    when it does not change with the length (MQAR's depends on D only)."""
+    if column not in cells:
+        return
+    levels = cells[cells.task == task].groupby("length")[column].median().dropna()
+    for level in sorted(set(levels.round(12))):
+        ax.axhline(level, **NO_BINDING)
+
+
+def _binding_shown(cells, tasks=None) -> bool:
+    sel = cells if tasks is None else cells[cells.task.isin(tasks)]
+    return "no_binding" in sel and sel.no_binding.notna().any()
 
 
 def _final_axes(ax, metric: str, cells, task: str, length=None) -> None:
     """A final-metric panel's y axis: loss on a log scale over the analytic baseline, accuracy in [0, 1] over chance."""
     if metric == "loss":
         _baseline(ax, cells, task, length)
+        _no_binding(ax, cells if length is None else cells[cells.length == length], task, "no_binding_loss")
         ax.set_yscale("log")
     else:
         _chance(ax, cells, task)
@@ -551,7 +577,7 @@ def final_vs_length(d: D.ReportData):
     which = _set_words(final_sets(d.cells.loc[stats.cell.unique()]))
     labels = [lab for lab in d.labels if lab in set(stats.label)]
     chance = d.cells.chance.notna().any()
-    return _finish(fig, grid, _legend_data(labels, look, True, style, chance),
+    return _finish(fig, grid, _legend_data(labels, look, True, style, chance, _binding_shown(d.cells)),
                    f"Final {which} loss and accuracy vs length: {FINAL_STATS}", "length T",
                    _final_ylabel(d, which, lambda key: key[1]))
 
@@ -596,7 +622,8 @@ def accuracy_vs_eval_length(d: D.ReportData):
         _chance(ax, d.cells, task)
         ax.set_ylim(-0.02, 1.02)
     labels = [lab for lab in d.labels if lab in set(lc.label)]
-    handles = _legend_data(labels, look, False, style, d.cells.chance[d.cells.task.isin(lc.task)].notna().any())
+    handles = _legend_data(labels, look, False, style, d.cells.chance[d.cells.task.isin(lc.task)].notna().any(),
+                           _binding_shown(d.cells, lc.task))
     handles["training length"] = Line2D([], [], **TRAINED)
     return _finish(fig, grid, handles, "Final accuracy vs evaluation length (mean over seeds, band: 95% interval; "
                    f"points: each seed where a cell has ≤ {D.FEW_SEEDS}); dashed: the training length",
@@ -931,14 +958,12 @@ FIGURES = {
         "its factor (never below zero on the log axis); the accuracy's mean, its interval inside [0, 1]. Accuracy "
         "(adding: fraction of sequences with |error| < 0.04; the others: accuracy on the positions that carry a "
         f"target, e.g. copy's recall window). Points: every seed where a cell has at most {D.FEW_SEEDS}, side by side "
-        "in seed order. Dotted (black): the analytic baseline loss; loosely dotted (grey): each task's chance "
-        f"accuracy. {STYLE_NOTE}", "no completed run with a final eval loss"),
+        f"in seed order. {LEVELS_NOTE} {STYLE_NOTE}", "no completed run with a final eval loss"),
     "final_vs_budget": Spec(
         final_vs_budget, "Parameter-matched comparison: final eval loss and accuracy vs the parameter budget "
         "(model.params; each model's width chosen so that its trainable parameter count is closest to the budget: the "
         "summary table gives the width and the actual count), one panel per task and length. Statistics, bars and "
-        "points as in the figure above. Dotted (black): the analytic baseline loss; loosely dotted (grey): chance "
-        f"accuracy. {STYLE_NOTE}",
+        f"points as in the figure above. {LEVELS_NOTE} {STYLE_NOTE}",
         "no runs compare parameter budgets (model.params with two budgets or more)"),
     "fraction_solved": Spec(
         fraction_solved, "Time to solve as censored data: the Kaplan–Meier estimate of the fraction of seeds that met "
@@ -953,7 +978,8 @@ FIGURES = {
         accuracy_vs_eval_length, "Length generalisation: final accuracy of the runs with eval.lengths at each "
         "evaluation length (log x), one panel per task and training length T (dashed). Mean over seeds, band: the "
         "95% interval of the lengths table (its caption names the method); points: every seed where a cell has at "
-        f"most {D.FEW_SEEDS}. Loosely dotted (grey): chance accuracy. {STYLE_NOTE}",
+        f"most {D.FEW_SEEDS}. Loosely dotted (grey): chance accuracy; thick densely dotted (dark grey): the no-binding "
+        f"level of recall tasks that have one (MQAR: 1/D). {STYLE_NOTE}",
         "no run evaluated at other lengths (eval.lengths)"),
     "expected_best": Spec(
         expected_best, "How much tuning a result took (Dodge et al. 2019, \"Show your work\", EMNLP): for each "

@@ -248,3 +248,27 @@ def test_every_built_in_model_has_its_own_place_colour_and_marker():
     assert max(slots) < min(len(F.MODEL_COLOURS), len(F.MODEL_MARKERS))
     assert set(F.COLOUR_ORDER) == set(D.MODEL_ORDER) == set(MODELS)
     assert F.palette(F.COLOUR_ORDER) == dict(zip(F.COLOUR_ORDER, map(to_rgb, F.MODEL_COLOURS)))
+
+
+def test_an_mqar_panel_draws_the_no_binding_level_its_runs_recorded(tmp_path):
+    """MQAR runs record their no-binding level (accuracy 1/D, loss ln D); the final-metric panels draw it beside
+    chance and the baseline, in a dotted style of its own, and the legend names it."""
+    from seqbench.harness.train import execute
+
+    from ..harness.conftest import tiny
+
+    for seed in (0, 1):
+        mqar = ["task=mqar", "task.vocab=16", "task.num_kv_pairs=2", "task.length=8", "task.random_non_queries=false",
+                f"seed={seed}"]
+        _, run_dir = execute(tiny(*mqar), tmp_path, progress=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["no_binding_accuracy"] == 0.5 and summary["no_binding_loss"] == pytest.approx(math.log(2))
+    fig = F.final_vs_length(D.load(tmp_path))
+    axes = visible(fig)
+    levels = {ax.get_yscale(): [line.get_ydata()[0] for line in ax.lines if line.get_color() == F.NO_BINDING["color"]]
+              for ax in axes}
+    assert levels == {"linear": [pytest.approx(0.5)], "log": [pytest.approx(math.log(2))]}
+    drawn = [line for ax in axes for line in ax.lines if line.get_color() == F.NO_BINDING["color"]]
+    assert all(dotted(line) and line.get_linewidth() > F.CHANCE["linewidth"] for line in drawn)
+    assert "no binding" in [t.get_text() for t in fig.legends[0].get_texts()]
+    plt.close(fig)

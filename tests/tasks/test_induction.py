@@ -197,5 +197,42 @@ def test_solved():
 
 def test_params_are_declared():
     names = [f.name for f in InductionTask.params()]
-    assert names == ["length", "vocab", "solved_accuracy"]
+    assert names == ["length", "vocab", "solved_accuracy", "loss_positions"]
     assert all(f.metadata["help"] for f in InductionTask.params())
+
+
+# --- the H3/safari protocol: next-token loss at every position, scored at the last ----------------------------------
+@pytest.mark.parametrize("A,T", [(16, 256), (3, 3), (5, 12)])
+def test_loss_at_every_position_uses_the_same_draws_and_scores_the_last(A, T):
+    last = InductionTask(length=T, vocab=A)
+    every = InductionTask(length=T, vocab=A, loss_positions="all")
+    x, answer = last.sample(300, gen(2))
+    x2, y = every.sample(300, gen(2))
+    assert torch.equal(x, x2) and y.shape == (300, T)
+    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], answer)  # the next token, then the answer
+    assert every.output_size == A and last.output_size == A - 1  # the trigger is a next token twice
+    # scored at the last position alone: right there and wrong everywhere else is accuracy 1
+    logits = -20.0 * torch.ones(300, T, A, dtype=torch.float64)
+    logits[:, -1].scatter_(1, answer[:, None], 20.0)
+    stats = every.eval_stats(logits, y)
+    assert (stats["accuracy"] == 1).all() and (stats["exact"] == 1).all()
+    assert torch.allclose(stats["loss"], torch.full((300,), (T - 1) / T * math.log(A), dtype=torch.float64))  # all T
+    assert_eval_stats_average_to_loss(every, 64, torch.float64, (5, 6))
+
+
+@pytest.mark.parametrize("A,T", [(16, 64), (4, 10), (3, 3)])
+def test_the_every_position_baseline_is_the_position_only_predictors_loss(A, T):
+    """baseline_loss is the expected loss of the best predictor that ignores the tokens but knows the position:
+    checked against that predictor's loss on sampled sequences (within 4 standard errors)."""
+    task = InductionTask(length=T, vocab=A, loss_positions="all")
+    x, y = task.sample(20000, gen(4))
+    p = torch.zeros(T, A, dtype=torch.float64)
+    q = 1 / (T - 2)
+    p[:T - 3, A - 1], p[:T - 3, :A - 1] = q, (1 - q) / (A - 1)
+    p[T - 3, :A - 1] = p[T - 1, :A - 1] = 1 / (A - 1)
+    p[T - 2, A - 1] = 1.0
+    logits = p.clamp(min=1e-300).log().expand(len(x), T, A)
+    losses = task.eval_stats(logits, y)["loss"]
+    se = losses.std().item() / math.sqrt(len(losses))
+    assert abs(losses.mean().item() - task.baseline_loss) <= 4 * se + 1e-9
+    assert InductionTask(length=T, vocab=A).baseline_loss == pytest.approx(math.log(A - 1))

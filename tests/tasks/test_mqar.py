@@ -247,5 +247,64 @@ def test_solved():
 
 def test_params_are_declared():
     fields = {f.name: f.metadata for f in MQARTask.params()}
-    assert list(fields) == ["vocab", "num_kv_pairs", "length", "power_a", "solved_accuracy"]
+    assert list(fields) == ["vocab", "num_kv_pairs", "length", "power_a", "solved_accuracy", "random_non_queries"]
     assert all(meta["help"] for meta in fields.values())
+
+
+# --- Zoology's filler mode and the no-binding level ------------------------------------------------------------------
+@pytest.mark.parametrize("V,D,T", SIZES)
+def test_without_random_non_queries_every_filler_position_holds_token_0(V, D, T):
+    """Zoology's `random_non_queries: False`: after the prefix, every position but the D queries holds 0 (neither
+    a key nor a value); the prefix, the queries and the targets are laid out as in the random mode."""
+    task = MQARTask(vocab=V, num_kv_pairs=D, length=T, random_non_queries=False)
+    x, y = task.sample(200, gen(3))
+    query = y != IGNORE
+    after = torch.zeros_like(query)
+    after[:, 2 * D:] = True
+    assert (x[after & ~query] == 0).all() and (query.sum(1) == D).all()
+    keys, values = x[:, 0:2 * D:2], x[:, 1:2 * D:2]
+    asked = x.gather(1, query_positions(y))  # the keys at the query positions, in position order
+    answer = y.gather(1, query_positions(y))
+    for row in range(x.shape[0]):
+        value_of = dict(zip(keys[row].tolist(), values[row].tolist()))
+        assert sorted(asked[row].tolist()) == sorted(value_of)  # every key asked once
+        assert answer[row].tolist() == [value_of[k] for k in asked[row].tolist()]
+
+
+def test_the_random_filler_stays_the_default_with_its_draws_and_its_run_ids():
+    """Records made before the mode existed are the random mode: the same draws, and their configs keep their ids."""
+    import json
+    from pathlib import Path
+
+    from seqbench.harness.config import RunConfig
+
+    given = MQARTask(vocab=64, num_kv_pairs=4, length=32, random_non_queries=True)
+    default = MQARTask(vocab=64, num_kv_pairs=4, length=32)
+    assert all(torch.equal(a, b) for a, b in zip(given.sample(64, gen(1)), default.sample(64, gen(1))))
+    recorded = sorted((Path(__file__).parents[2] / "results" / "reference" / "recall").glob("*/config.json"))
+    mqar = [p for p in recorded if json.loads(p.read_text())["task"]["name"] == "mqar"]
+    assert mqar, "the committed recall records include MQAR runs"
+    for path in mqar:
+        config = json.loads(path.read_text())
+        assert "random_non_queries" not in config["task"]  # made before the key existed
+        assert RunConfig.model_validate(config).run_id == path.parent.name
+        zoology = {**config, "task": {**config["task"], "random_non_queries": False}}
+        assert RunConfig.model_validate(zoology).run_id != path.parent.name
+
+
+@pytest.mark.parametrize("random_filler", [True, False])
+def test_guessing_among_the_sequences_values_is_the_no_binding_level(random_filler):
+    """A predictor that finds the D values in the prefix and picks one at random for each query: loss ln D exactly,
+    accuracy 1/D (within 5 standard errors)."""
+    V, D, T, n = 64, 4, 32, 4000
+    task = MQARTask(vocab=V, num_kv_pairs=D, length=T, random_non_queries=random_filler)
+    x, y = task.sample(n, gen(5))
+    values = x[:, 1:2 * D:2]  # (n, D)
+    logits = torch.full((n, T, V), -1e4, dtype=torch.float64)
+    noise = 1e-9 * torch.rand(n, T, D, generator=gen(6), dtype=torch.float64)  # breaks the tie at random
+    logits.scatter_(2, values[:, None, :].expand(n, T, D), noise)
+    stats = task.eval_stats(logits, y)
+    assert task.no_binding_accuracy == 1 / D and task.no_binding_loss == pytest.approx(math.log(D))
+    assert stats["loss"].mean().item() == pytest.approx(task.no_binding_loss, abs=1e-6)
+    se = math.sqrt((1 / D) * (1 - 1 / D) / (n * D))
+    assert abs(stats["accuracy"].mean().item() - task.no_binding_accuracy) < 5 * se
