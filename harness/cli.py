@@ -219,12 +219,12 @@ def cmd_sweep(args) -> int:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
     from .resources import resolve_resources
 
-    resolve_resources(spec.resources, args)  # a resource flag's value is checked first, whichever executor
+    resources = resolve_resources(spec.resources, args)  # a resource flag's value is checked first, any executor
     refuse_others_flags(args)
     if args.workers_per_gpu is not None:
         _check_workers_per_gpu(args, configs)
     executor = EXECUTORS[args.executor]
-    settings = executor.prepare(args, spec)  # its flags and settings are checked here, before anything is written
+    settings = executor.prepare(args, spec, resources)  # its flags and settings: checked before anything is written
     if args.force and args.retry_failed:
         raise ConfigError("--force reruns every run, failed ones included; give --force or --retry-failed, not both")
     states = {c.run_id: run_state(sweep_dir / c.run_id) for c in configs}  # a corrupt record fails here, not midway

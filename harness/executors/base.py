@@ -5,7 +5,8 @@ written each run's record through harness/runs.py. The command line knows execut
 
 1. `add_arguments(parser)`: its own flags on `seqbench sweep` (`flags` names them, so that the command refuses them
    with another executor);
-2. `prepare(args, spec)`: its settings from the spec and the flags, checked before anything is written (ConfigError);
+2. `prepare(args, spec, resources)`: its settings from the spec and the flags, checked before anything is written
+   (ConfigError); `resources` is what each run asks of a cluster (the spec's `resources:` and the resource flags);
 3. `preflight(settings, plan)`: refuse runs it cannot hold (memory, a cluster's nodes), before anything is written;
 4. `run(settings, plan, configs, rerun)`: run them, yielding outcomes.
 
@@ -53,7 +54,7 @@ class Executor(Protocol):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
-    def prepare(self, args: argparse.Namespace, spec) -> Any: ...
+    def prepare(self, args: argparse.Namespace, spec, resources) -> Any: ...
 
     def preflight(self, settings: Any, plan: Plan, todo: list) -> None: ...
 

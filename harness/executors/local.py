@@ -157,7 +157,7 @@ class LocalExecutor:
                             help="device=cuda: N runs at a time on each GPU (small models leave a GPU mostly idle; "
                                  "workers are given GPUs in turn)")
 
-    def prepare(self, args, spec) -> None:
+    def prepare(self, args, spec, resources) -> None:
         return None
 
     def preflight(self, settings, plan: Plan, todo: list[RunConfig]) -> None:

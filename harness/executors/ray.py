@@ -29,7 +29,7 @@ from typing import Any
 from ..config import ConfigError, RunConfig
 from ..records import MemoryWriter, checkpoint_bytes, read_checkpoint, record_head
 from ..ray_mailbox import Mailbox
-from ..resources import Resources, resolve_resources
+from ..resources import Resources
 from ..runs import Busy, Outcome, ProgressEvent, Skipped, Todo, as_outcome, open_run
 from .base import Plan, limit_threads
 
@@ -645,8 +645,8 @@ class RayExecutor:
     def add_arguments(self, parser) -> None:
         parser.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local one)")
 
-    def prepare(self, args, spec) -> RaySettings:
-        return RaySettings(args.ray_address, resolve_resources(spec.resources, args))
+    def prepare(self, args, spec, resources: Resources) -> RaySettings:
+        return RaySettings(args.ray_address, resources)
 
     def preflight(self, settings: RaySettings, plan: Plan, todo: list[RunConfig]) -> None:
         """Refuse runs that no node of the cluster can hold (connecting to it, or starting the local instance)."""

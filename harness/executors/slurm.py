@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..config import ConfigError, RunConfig
 from ..records import read_summary
-from ..resources import Resources, SlurmSettings, resolve_resources, resolve_slurm
+from ..resources import Resources, SlurmSettings, resolve_slurm
 from ..runs import Outcome, ProgressEvent, as_outcome, interrupted, look, record_failure
 from .base import Plan
 
@@ -63,12 +63,12 @@ def _cluster() -> str:
 
 
 # --- settings --------------------------------------------------------------------------------------------------------
-def slurm_settings(args, spec) -> tuple[Resources, SlurmSettings]:
-    """The resources and SLURM settings of a `--executor slurm` sweep (spec, then flags), checked before anything is
-    written."""
+def slurm_settings(args, spec, resources: Resources) -> tuple[Resources, SlurmSettings]:
+    """The resources (resolved from the spec and the flags) and the SLURM settings (the spec's `slurm:`, then the
+    flags) of a `--executor slurm` sweep, checked for SLURM before anything is written."""
     _submitit()
     cluster = _cluster()
-    resources, settings = resolve_resources(spec.resources, args), resolve_slurm(spec.slurm, args)
+    settings = resolve_slurm(spec.slurm, args)
     if resources.custom:
         where = "--resource" if getattr(args, "resource", None) else "resources.custom"
         raise ConfigError(f"{where} {resources.custom}: custom resources are Ray's; on SLURM ask with --slurm-param "
@@ -342,8 +342,8 @@ class SlurmExecutor:
         s.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
                        help="a further sbatch parameter by submitit's name (account=proj, qos=high); repeatable")
 
-    def prepare(self, args, spec) -> tuple[Resources, SlurmSettings]:
-        return slurm_settings(args, spec)
+    def prepare(self, args, spec, resources: Resources) -> tuple[Resources, SlurmSettings]:
+        return slurm_settings(args, spec, resources)
 
     def preflight(self, settings, plan: Plan, todo: list[RunConfig]) -> None:
         pass  # the nodes' memory and devices are not known here; sbatch refuses what the cluster cannot hold

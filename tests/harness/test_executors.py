@@ -27,7 +27,7 @@ class InlineExecutor:
     def add_arguments(self, parser) -> None:
         parser.add_argument("--inline-label", help="a flag of this executor alone")
 
-    def prepare(self, args, spec):
+    def prepare(self, args, spec, resources):
         return {"label": args.inline_label}
 
     def preflight(self, settings, plan, todo) -> None:
