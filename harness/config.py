@@ -248,8 +248,8 @@ class RunConfig(Strict):
         limit = getattr(self.model, "max_len", None)
         if getattr(self.model, "pos_encoding", None) != "learned":
             if limit is not None:
-                raise ValueError(f"model.max_len={limit}: applies to model.pos_encoding=learned only (the sinusoidal "
-                                 f"encoding has every position)")
+                raise ValueError(f"model.max_len={limit}: applies to model.pos_encoding=learned only (with "
+                                 f"{self.model.pos_encoding} there is no table of positions to size)")
             return
         if limit is not None and task.seq_len > limit:
             raise ValueError(f"model.max_len={limit}: the training sequences have {task.seq_len} steps "

@@ -16,9 +16,9 @@ if typing.TYPE_CHECKING:
 
 
 class Block(nn.Module):
-    def __init__(self, d: int, heads: int, ff: int):
+    def __init__(self, d: int, heads: int, ff: int, rope: bool = False):
         super().__init__()
-        self.heads = heads
+        self.heads, self.rope = heads, rope
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.mlp = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Linear(ff, d))
@@ -27,6 +27,8 @@ class Block(nn.Module):
         B, L, D = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
         q, k, v = (z.view(B, L, self.heads, D // self.heads).transpose(1, 2) for z in (q, k, v))  # (B, nh, L, hd)
+        if self.rope:
+            q, k = rotary(q), rotary(k)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, L, D)
         x = x + self.proj(a)
         return x + self.mlp(self.ln2(x))
@@ -37,7 +39,8 @@ class Transformer(SequenceModel):
         super().__init__()
         L, d = task.seq_len, cfg.d_model
         self.encoder = _Encoder(encoder(task, d), cfg.max_len or L, d, cfg.pos_encoding)
-        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.ff_mult * d) for _ in range(cfg.layers))
+        rope = cfg.pos_encoding == "rope"
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.ff_mult * d, rope) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, task.output_size)
         self.kernel_path = "torch.nn.functional.scaled_dot_product_attention"
@@ -58,18 +61,21 @@ class Transformer(SequenceModel):
 
 
 class _Encoder(nn.Module):
-    """Token embedding (or linear input) plus positional encoding: x_t is the sum, the input to the first block."""
+    """Token embedding (or linear input) plus an additive positional encoding (sinusoidal, learned): x_t is the sum,
+    the input to the first block. With rope (applied in every block) or none, x_t is the embedding alone."""
 
     def __init__(self, inp: nn.Module, max_len: int, d: int, kind: str):
         super().__init__()
         self.inp, self.kind = inp, kind
         if kind == "learned":
             self.pos = nn.Parameter(torch.randn(max_len, d) * 0.02)
-        else:
+        elif kind == "sinusoidal":
             self.register_buffer("pos", sinusoidal(max_len, d), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.inp(x)  # (B, L, d)
+        if self.kind in ("rope", "none"):
+            return e
         L = e.shape[1]
         pos = self.pos
         if L > len(pos):
@@ -79,6 +85,19 @@ class _Encoder(nn.Module):
             # the sinusoidal table extends: its first rows are the same numbers, whatever its length
             pos = sinusoidal(L, e.shape[2]).to(e.device)
         return e + pos[:L].to(e.dtype)
+
+
+def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (Su et al. 2021, RoFormer), in its original interleaved form: in each head, the
+    pair of dimensions (2i, 2i+1) of position m is rotated by the angle m·θ_i, θ_i = base^(-2i/hd). x (B, nh, L, hd),
+    hd even. A query at m and a key at n then meet through their relative position m - n alone. The angles are
+    computed in float64 and the rotation in x's dtype."""
+    L, hd = x.shape[-2], x.shape[-1]
+    theta = base ** (-torch.arange(0, hd, 2, dtype=torch.float64, device=x.device) / hd)  # (hd/2,)
+    angle = torch.arange(L, dtype=torch.float64, device=x.device)[:, None] * theta  # (L, hd/2)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
 
 def sinusoidal(length: int, d: int) -> torch.Tensor:

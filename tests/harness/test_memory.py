@@ -21,6 +21,7 @@ from .conftest import tiny
     ["model=transformer", "model.pos_encoding=learned", "model.ff_mult=3"],
     ["model=transformer", "model.pos_encoding=learned", "model.max_len=300"],
     ["model=transformer", "task=copy", "model.layers=3"],
+    ["model=transformer", "model.pos_encoding=rope"],
     ["model=mingru", "model.layers=2", "model.hidden=20"],
     ["model=minlstm", "task=copy", "model.mlp_ratio=2"],
 ], ids=lambda o: "-".join(o))
@@ -73,6 +74,8 @@ MEASURED = [
     "model=lstm model.layers=2 model.hidden=96 task=copy task.length=150 train.batch_size=192",
     "model=gru model.backend=reference model.hidden=48 task.length=200 train.batch_size=96",
     "model=transformer model.d_model=48 model.heads=4 model.layers=3 task.length=500 train.batch_size=48",
+    "model=transformer model.d_model=32 model.heads=2 model.layers=2 task.length=400 train.batch_size=64 "
+    "model.pos_encoding=rope",
     "model=rnn model.layers=2 model.hidden=128 task.length=600 train.batch_size=4 train.eval_size=256",
     "model=lstm model.hidden=64 task.length=200 train.batch_size=4 train.grad_profile_batch=48",
     "model=gru model.hidden=160 task.length=200 train.batch_size=128 train.optimizer=sgd",

@@ -95,3 +95,48 @@ def test_triton_backend_above_the_one_program_limit_takes_the_split_kernels(tmp_
     assert summary["status"] == "completed"
     # on CPU (the interpreter) the split kernels launch once per step
     assert summary["kernel_path"].endswith("fused-triton-split-stepwise"), summary["kernel_path"]
+
+
+# --- rotary and no positional encoding ----------------------------------------------------------------------------
+def test_rotary_attention_depends_on_relative_position_only_and_keeps_norms():
+    from seqbench.harness.models.transformer import rotary
+
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, 1, 1, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    L = 12
+
+    def at(x, m):  # x placed at position m of a sequence of L, rotated
+        seq = torch.zeros(1, 1, L, 8, dtype=torch.float64)
+        seq[:, :, m] = x
+        return rotary(seq)[0, 0, m]
+
+    for m, n in [(3, 1), (7, 5), (11, 9), (2, 0)]:  # the same offset m - n = 2 everywhere
+        assert torch.dot(at(q[0, 0, 0], m), at(k[0, 0, 0], n)).item() == pytest.approx(
+            torch.dot(at(q[0, 0, 0], 2), at(k[0, 0, 0], 0)).item(), rel=1e-12)
+    assert torch.dot(at(q[0, 0, 0], 5), at(k[0, 0, 0], 1)).item() != pytest.approx(
+        torch.dot(at(q[0, 0, 0], 2), at(k[0, 0, 0], 0)).item(), rel=1e-6)  # another offset, another score
+    x = torch.randn(2, 3, L, 8, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(rotary(x).norm(dim=-1), x.norm(dim=-1))  # a rotation
+    torch.testing.assert_close(rotary(x)[:, :, 0], x[:, :, 0])  # position 0: angle 0
+
+
+@pytest.mark.parametrize("pos", ["rope", "none"])
+def test_a_transformer_with_rope_or_no_encoding_is_causal_and_adds_nothing_to_its_input(pos):
+    t = build("task=copy", "task.length=5", "model=transformer", "model.d_model=16", "model.heads=2",
+              f"model.pos_encoding={pos}")
+    assert not hasattr(t.model.encoder, "pos")  # nothing added to the embedding
+    assert all(block.rope == (pos == "rope") for block in t.model.blocks)
+    x, _ = t.eval_set
+    x2 = x.clone()
+    x2[:, 9:] = (x2[:, 9:] + 1) % t.task.input_size
+    with torch.no_grad():
+        a, b = t.model(x[:4]), t.model(x2[:4])
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+def test_rope_needs_an_even_head_dimension():
+    from seqbench.harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.pos_encoding=rope .* = 3 must be even"):
+        build("model=transformer", "model.d_model=6", "model.heads=2", "model.pos_encoding=rope")
