@@ -41,9 +41,11 @@ class Strict(BaseModel):
 
 class _TaskConfig(Strict):
     task_class: ClassVar[type[Task]]
+    #: keys of the `task` section that are the harness's, not the task's: how training uses the task
+    HARNESS_KEYS: ClassVar[tuple[str, ...]] = ("name", "length_dist")
 
     def build(self) -> Task:
-        return self.task_class(**self.model_dump(exclude={"name"}))
+        return self.task_class(**self.model_dump(exclude=set(self.HARNESS_KEYS)))
 
 
 def _task_config(task_cls: type[Task]) -> type[_TaskConfig]:
@@ -53,6 +55,10 @@ def _task_config(task_cls: type[Task]) -> type[_TaskConfig]:
     for f in dataclasses.fields(task_cls):
         bounds = {k: v for k, v in f.metadata.items() if k in ("ge", "gt", "le", "lt")}
         fields[f.name] = (hints[f.name], Field(f.default, description=f.metadata.get("help", ""), **bounds))
+    fields["length_dist"] = (Literal["fixed", "uniform"], Field(
+        "fixed", description="training lengths: every batch at task.length (fixed), or each batch at a length drawn "
+        "uniformly from the task's valid lengths up to task.length (uniform: Delétang et al. 2023's protocol for "
+        "length generalisation); evaluation stays at task.length and eval.lengths"))
     model = create_model(f"{task_cls.__name__}Config", __base__=_TaskConfig, **fields)
     model.task_class = task_cls
     return model
@@ -88,6 +94,25 @@ class TrainConfig(Strict):
                                "exceeds what its device has available; false = run anyway. Not part of run_id")
 
 
+def _length_range(text: str) -> list[int]:
+    """`A..B` (every length from A to B) or `A..B:S` (every S-th): the lengths, or ValueError saying what is allowed."""
+    span, _, step = text.partition(":")
+    first, _, last = span.partition("..")
+    try:
+        a, b, s = int(first), int(last), int(step) if step else 1
+    except ValueError:
+        raise ValueError(f"{text!r}: a range is FIRST..LAST or FIRST..LAST:STEP, in integers") from None
+    if s < 1 or b < a:
+        raise ValueError(f"{text!r}: a range needs FIRST <= LAST and STEP >= 1")
+    if (b - a) // s + 1 > MAX_LENGTHS:
+        raise ValueError(f"{text!r}: {(b - a) // s + 1} lengths; at most {MAX_LENGTHS} (use a STEP)")
+    return list(range(a, b + 1, s))
+
+
+#: evaluation lengths one run may have (each is its own evaluation set, scored at every evaluation)
+MAX_LENGTHS = 1000
+
+
 class EvalConfig(Strict):
     lengths: list[int] = Field([], description="length generalisation: evaluate also at these task lengths (each "
                                "task says what its length is; e.g. copy: the delay T) besides the training length, at "
@@ -96,10 +121,14 @@ class EvalConfig(Strict):
     @field_validator("lengths", mode="before")
     @classmethod
     def _from_text(cls, value):
-        """On the command line: `eval.lengths=128,256` or `eval.lengths=[128,256]` (a single `256` too)."""
+        """On the command line: `eval.lengths=128,256` or `eval.lengths=[128,256]` (a single `256` too); a range
+        `17..64` is every length from 17 to 64, `17..64:4` every fourth (17, 21, ..., 61), in a list too."""
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             text = str(value).strip().removeprefix("[").removesuffix("]")
-            return [part.strip() for part in text.split(",") if part.strip()]
+            value = [part.strip() for part in text.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [n for part in value for n in (_length_range(part) if isinstance(part, str) and ".." in part
+                                                  else [part])]
         return value
 
     @field_validator("lengths")
@@ -130,7 +159,7 @@ class SameAs(NamedTuple):
 #: numbers to the record but changes nothing the run did before)
 LATER_KEYS = {"eval.lengths": [], "task.variable_delay": False, "model.max_len": None, "model.params": None,
               "eval.test_size": SameAs("train.eval_size"), "task.random_non_queries": True,
-              "task.loss_positions": "last"}
+              "task.loss_positions": "last", "task.length_dist": "fixed"}
 
 #: dotted keys that say how a run is carried out, not which experiment it is: left out of run_id (and of a report's
 #: cells). `threads` can change the last bits of a CPU run, so it is recorded and reused, but the experiment is the same.

@@ -93,7 +93,10 @@ class Trainer:
                 self.length_sets[length] = (task, task.sample(cfg.train.eval_size, self._generator("eval"), self.device))
         self.profile_batch = self.task.sample(cfg.train.grad_profile_batch, self._generator("profile"), self.device)
         self.max_norm = cfg.train.clip if cfg.train.clip > 0 else math.inf
-        self.tokens_per_step = cfg.train.batch_size * self.task.seq_len
+        # task.length_dist=uniform: each step's batch at a length drawn from the task's valid lengths up to its own
+        self.train_lengths = valid_lengths(self.task) if cfg.task.length_dist == "uniform" else [self.task.length]
+        self._at_length: dict[int, object] = {self.task.length: self.task}
+        self.at_step: int | None = None  # the training loop's step, while it runs
         self.stop = threading.Event()  # set by a signal handler: the loop checkpoints and stops after the step
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.dtype == "bfloat16"
                          else contextlib.nullcontext())
@@ -101,11 +104,25 @@ class Trainer:
     def _generator(self, stream: str) -> torch.Generator:
         return torch.Generator(self.device).manual_seed(derive_seed(self.cfg.data_seed, stream))
 
+    def task_at(self, step: int | None):
+        """The task that training step `step` samples its batch from: the task itself, or under length_dist=uniform
+        the task at that step's length. The length is a function of the data seed and the step alone (not of a
+        generator's state), so a resumed run draws the same lengths and an interval's tokens can be counted again."""
+        if len(self.train_lengths) == 1 or step is None:
+            return self.task
+        draw = torch.Generator().manual_seed(derive_seed(self.cfg.data_seed, f"length-{step}"))
+        length = self.train_lengths[int(torch.randint(len(self.train_lengths), (1,), generator=draw))]
+        if length not in self._at_length:
+            self._at_length[length] = dataclasses.replace(self.task, length=length)
+        return self._at_length[length]
+
     def step(self, group_norms: bool = False):
-        """One optimiser step on a fresh batch -> (loss, grad norm before clipping, {group: norm} or None)."""
-        x, y = self.task.sample(self.cfg.train.batch_size, self.gen, self.device)
+        """One optimiser step on a fresh batch -> (loss, grad norm before clipping, {group: norm} or None). In the
+        training loop the batch is at the loop's step's length (`task_at(self.at_step)`)."""
+        task = self.task_at(self.at_step)
+        x, y = task.sample(self.cfg.train.batch_size, self.gen, self.device)
         with self.autocast:
-            loss = self.task.loss(self.model(x), y)
+            loss = task.loss(self.model(x), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         groups = self.group_norms() if group_norms else None
@@ -167,6 +184,7 @@ class Trainer:
             step = state.step
             is_eval = step == t.steps or (t.eval_every and step % t.eval_every == 0)
             is_row = is_eval or step % t.log_every == 0
+            self.at_step = step
             loss, norm, groups = self.step(group_norms=is_row)
             state.losses.append(loss)
             state.norms.append(norm)
@@ -197,7 +215,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - tick
-        state.intervals.append((len(state.losses) * self.tokens_per_step, seconds))
+        steps = range(step - len(state.losses) + 1, step + 1)
+        state.intervals.append((sum(self.cfg.train.batch_size * self.task_at(k).seq_len for k in steps), seconds))
         losses, norms = torch.stack([torch.stack(state.losses).float(), torch.stack(state.norms).float()]).tolist()
         bad = [i for i, (a, b) in enumerate(zip(losses, norms)) if not (math.isfinite(a) and math.isfinite(b))]
         row = {"step": step, "train_loss": sum(losses) / len(losses), "grad_norm": norms[-1],
@@ -266,6 +285,19 @@ class Trainer:
             "kernel": self.model.kernel,  # the same, structured: backend and fallback reason
             "grad_profile_note": self.model.profile_note,
         }
+
+
+def valid_lengths(task) -> list[int]:
+    """The lengths 1..task.length at which the task can be built (MQAR: even ones from 4·num_kv_pairs; induction:
+    from 3), for training at lengths drawn uniformly up to the task's."""
+    lengths = []
+    for length in range(1, task.length + 1):
+        try:
+            dataclasses.replace(task, length=length)
+        except ValueError:
+            continue
+        lengths.append(length)
+    return lengths
 
 
 def _stack(values: list[torch.Tensor]) -> torch.Tensor:

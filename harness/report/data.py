@@ -704,18 +704,27 @@ def length_cells(lengths: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def beyond_training(lengths: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: the length-generalisation score of Delétang et al. 2022, each seed's mean accuracy over the lengths
-    above its training length, summarised over seeds as mean (95% interval) and best seed (what the paper
-    reported), with the number of seeds and of lengths averaged. The interval is `stats.proportion_ci`'s."""
+def beyond_training(lengths: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per cell: each seed's mean accuracy over the lengths above its training length, summarised over seeds as mean
+    (95% interval, `stats.proportion_ci`'s) and best seed, with the number of seeds and of lengths averaged.
+    `deletang`: whether this is the score of Delétang et al. (2023), i.e. whether the cell followed their protocol:
+    every run trained at lengths drawn per batch up to T (task.length_dist=uniform, read from `runs`) and evaluated
+    at every length from T + 1 to its longest."""
     above = lengths[lengths.eval_length > lengths.length].dropna(subset=["accuracy"])
+    uniform = set()
+    if runs is not None and "config.task.length_dist" in runs:
+        dist = runs.groupby("cell")["config.task.length_dist"].agg(lambda v: set(v.fillna("fixed")))
+        uniform = {cell for cell, values in dist.items() if values == {"uniform"}}
     rows = []
     for cell, g in above.groupby("cell", sort=True):
         per_seed = g.groupby("run_id").accuracy.mean()
         mean, lo, hi, n = proportion_ci(per_seed)
+        evaluated, T = set(g.eval_length), int(g.length.iloc[0])
+        every = evaluated == set(range(T + 1, max(evaluated) + 1))
         rows.append({"cell": cell, "mean": mean, "lo": lo, "hi": hi, "best": per_seed.max(), "n": n,
-                     "lengths": g.eval_length.nunique()})
-    return pd.DataFrame(rows, columns=["cell", "mean", "lo", "hi", "best", "n", "lengths"]).set_index("cell")
+                     "lengths": len(evaluated), "deletang": cell in uniform and every})
+    columns = ["cell", "mean", "lo", "hi", "best", "n", "lengths", "deletang"]
+    return pd.DataFrame(rows, columns=columns).set_index("cell")
 
 
 def load_bench(root: Path) -> pd.DataFrame:

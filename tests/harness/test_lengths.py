@@ -37,7 +37,7 @@ def test_without_lengths_the_run_id_is_what_it_was_before_the_key_existed():
     old = cfg.canonical()
     old.pop("eval"), old.pop("threads"), old.pop("tracker")
     old["train"].pop("checkpoint_every"), old["train"].pop("memory_check")
-    old["task"].pop("variable_delay", None), old["model"].pop("params", None)
+    old["task"].pop("variable_delay", None), old["model"].pop("params", None), old["task"].pop("length_dist", None)
     blob = json.dumps(old, sort_keys=True, separators=(",", ":"))
     assert cfg.run_id == hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -53,6 +53,9 @@ def test_a_later_key_at_its_old_behaviour_leaves_the_run_id_and_otherwise_change
     ("12,12", "eval.lengths=12,12: length 12 is given twice; give each length once"),
     ("0", "eval.lengths=0: every length must be an integer >= 1 (got 0)"),
     ("twelve", "eval.lengths.0=twelve: Input should be a valid integer"),
+    ("20..10", "eval.lengths=20..10: '20..10': a range needs FIRST <= LAST and STEP >= 1"),
+    ("8..x", "eval.lengths=8..x: '8..x': a range is FIRST..LAST or FIRST..LAST:STEP, in integers"),
+    ("1..5000", "eval.lengths=1..5000: '1..5000': 5000 lengths; at most 1000 (use a STEP)"),
 ])
 def test_bad_lengths_are_refused_with_the_key(value, message):
     with pytest.raises(ConfigError) as err:
@@ -169,3 +172,64 @@ def test_a_sweep_can_vary_the_lengths_and_tabulates_them(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[6, 12]" in out and "[10]" in out and (tmp_path / "lg" / "runs.parquet").exists()
     assert set(load_lengths(tmp_path / "lg").length) == {3, 5, 6, 10, 12}
+
+
+# --- Delétang et al.'s training protocol: lengths drawn per batch ---------------------------------------------------
+def test_uniform_training_lengths_cover_the_tasks_valid_lengths_evenly_and_depend_on_the_step_alone():
+    from seqbench.harness.train import Trainer
+
+    uniform = Trainer(tiny("task=mqar", "task.vocab=64", "task.num_kv_pairs=2", "task.length=16",
+                           "task.length_dist=uniform"))
+    assert uniform.train_lengths == [8, 10, 12, 14, 16]  # MQAR: even lengths from 4D
+    drawn = [uniform.task_at(k).length for k in range(1, 5001)]
+    for length in uniform.train_lengths:  # 1000 expected each; 5 standard deviations is about 140
+        assert abs(drawn.count(length) - 1000) < 140, (length, drawn.count(length))
+    again = Trainer(uniform.cfg)
+    assert [again.task_at(k).length for k in range(1, 200)] == drawn[:199]  # no generator state: resumable
+    other = Trainer(tiny("task=mqar", "task.vocab=64", "task.num_kv_pairs=2", "task.length=16",
+                         "task.length_dist=uniform", "data_seed=5"))
+    assert [other.task_at(k).length for k in range(1, 200)] != drawn[:199]
+    fixed = Trainer(tiny("task=copy", "task.length=6"))
+    assert fixed.train_lengths == [6] and {fixed.task_at(k).length for k in range(1, 50)} == {6}
+    assert tiny("task=copy", "task.length=6", "task.length_dist=fixed").run_id == fixed.cfg.run_id
+
+
+@pytest.mark.parametrize("model", ["lstm", "transformer"])
+def test_a_run_at_uniform_lengths_trains_on_them_and_resumes_bitwise(tmp_path, monkeypatch, model):
+    from seqbench.harness.records import CHECKPOINT
+    from seqbench.harness.train import RunInterrupted, Trainer
+
+    from .test_resume import interrupt_at
+    from .test_train import records, untimed
+
+    cfg = tiny(f"model={model}", "task=copy", "task.length=6", "task.length_dist=uniform", "train.steps=8",
+               "train.eval_every=4", "train.log_every=2")
+    seen, forward = [], Trainer.step
+
+    def step(self, group_norms=False):
+        seen.append(self.task_at(self.at_step).seq_len)
+        return forward(self, group_norms)
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "step", step)
+        _, ref_dir = execute(cfg, tmp_path / "ref", progress=False)
+    assert len(set(seen)) > 1 and max(seen) <= cfg.task.build().seq_len  # L = T + 2c, T drawn from 1..6
+    with monkeypatch.context() as m:
+        interrupt_at(m, 3)
+        with pytest.raises(RunInterrupted):
+            execute(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / cfg.run_id / CHECKPOINT).exists()
+    execute(cfg, tmp_path / "run", progress=False)
+    (m_ref, s_ref), (m_run, s_run) = records(ref_dir), records(tmp_path / "run" / cfg.run_id)
+    assert untimed(m_run) == untimed(m_ref) and s_run["final"] == s_ref["final"]
+
+
+def test_a_range_of_lengths_is_every_length_or_every_step_th_and_the_same_run_as_its_list():
+    ranged = tiny(*COPY, "eval.lengths=12..20:4")
+    assert ranged.eval.lengths == [12, 16, 20] and ranged.run_id == tiny(*COPY, "eval.lengths=12,16,20").run_id
+    assert tiny(*COPY, "eval.lengths=[9..11, 30]").eval.lengths == [9, 10, 11, 30]
+
+
+def test_length_dist_takes_fixed_or_uniform():
+    with pytest.raises(ConfigError, match="^task.length_dist=random: Input should be 'fixed' or 'uniform'"):
+        tiny(*COPY, "task.length_dist=random")

@@ -61,7 +61,8 @@ def test_the_table_has_a_column_per_multiple_of_the_training_length(lengths_resu
     d = data.load(lengths_results)
     table = tables.lengths(d)
     assert list(table.columns) == ["model", "task", "T", "backend", "1×", "2×", "4×", "beyond T: mean",
-                                   "beyond T: best seed", "n"]
+                                   "beyond T: best seed", "protocol", "n"]
+    assert set(table.protocol) == {"fixed T"}  # trained at T alone, and 8, 16 skip lengths: not Delétang's score
     assert list(table.model) == ["gru", "transformer-L1"] and set(table["T"]) == {"4"} and set(table.n) == {"3"}
     lc = data.length_cells(d.lengths)
     gru = lc[(lc.label == "gru") & (lc.eval_length == 16)].iloc[0]
@@ -90,3 +91,20 @@ def test_without_eval_lengths_there_is_no_table_and_the_figure_says_why(tmp_path
     assert not (tmp_path / "report" / "tables" / "lengths.md").exists()
     d = data.load(tmp_path / "runs")
     assert d.lengths.empty and data.beyond_training(d.lengths).empty and tables.lengths(d).empty
+
+
+def test_the_score_is_named_delétangs_only_where_the_runs_followed_their_protocol(tmp_path):
+    """Trained at lengths drawn up to T (task.length_dist=uniform) and evaluated at every length above T: their score.
+    The same runs evaluated at every other length, or trained at T alone, are the same average, not their score."""
+    common = ["model=gru", "task=copy", "task.length=4", "task.copy_len=2"]
+    for seed in (0, 1):
+        execute(tiny(*common, "task.length_dist=uniform", "eval.lengths=5..8", f"seed={seed}"), tmp_path / "theirs",
+                progress=False)
+        execute(tiny(*common, "task.length_dist=uniform", "eval.lengths=6..8:2", f"seed={seed}"), tmp_path / "gaps",
+                progress=False)
+        execute(tiny(*common, "eval.lengths=5..8", f"seed={seed}"), tmp_path / "fixed", progress=False)
+    for folder, protocol in (("theirs", "Delétang et al."), ("gaps", "fixed T"), ("fixed", "fixed T")):
+        d = data.load(tmp_path / folder)
+        score = data.beyond_training(d.lengths, d.runs)
+        assert list(score.deletang) == [protocol != "fixed T"], folder
+        assert list(tables.lengths(d).protocol) == [protocol], folder
