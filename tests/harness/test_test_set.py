@@ -30,7 +30,7 @@ def old_run_id(cfg: RunConfig) -> str:
     old = cfg.canonical()
     old.pop("eval"), old.pop("threads"), old.pop("tracker")
     old["train"].pop("checkpoint_every"), old["train"].pop("memory_check")
-    old["task"].pop("variable_delay", None), old["model"].pop("params", None)
+    old["task"].pop("variable_delay", None), old["model"].pop("params", None), old["task"].pop("length_dist", None)
     return hashlib.sha256(json.dumps(old, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
