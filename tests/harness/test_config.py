@@ -134,3 +134,17 @@ def test_train_key_bound_accepted_at_the_edge_refused_past_it(key, bound, b, acc
     with pytest.raises(ConfigError) as e:
         cfg(f"train.{key}={refused}")
     assert str(e.value) == f"train.{key}={refused}: Input should be {WORDS[bound]} {b}"
+
+
+def test_every_committed_records_config_still_resolves_to_its_run_id():
+    """Keys added since (LATER_KEYS) leave the identity of the records made before them: each committed config.json
+    resolves to the run_id its folder is named by."""
+    import json
+    from pathlib import Path
+
+    from seqbench.harness.config import RunConfig
+
+    folders = sorted((Path(__file__).parents[2] / "results" / "reference").rglob("config.json"))
+    assert len(folders) > 100
+    moved = [p for p in folders if RunConfig.model_validate(json.loads(p.read_text())).run_id != p.parent.name]
+    assert not moved, moved[:3]
