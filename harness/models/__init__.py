@@ -5,7 +5,7 @@ built. Models from outside the package (an import path `pkg.module:Class`, or an
 `seqbench.models`) are found by `plugins.model_class`.
 """
 
-from .configs import (GRUConfig, LSTMConfig, MinGRUConfig, MinLSTMConfig, ModelConfigBase, RNNConfig,
+from .configs import (GRUConfig, LRUConfig, LSTMConfig, MinGRUConfig, MinLSTMConfig, ModelConfigBase, RNNConfig,
                       TransformerConfig)
 
 MODELS = {
@@ -15,7 +15,8 @@ MODELS = {
     "transformer": TransformerConfig,
     "mingru": MinGRUConfig,
     "minlstm": MinLSTMConfig,
+    "lru": LRUConfig,
 }
 
 __all__ = ["MODELS", "ModelConfigBase", "RNNConfig", "LSTMConfig", "GRUConfig", "TransformerConfig", "MinGRUConfig",
-           "MinLSTMConfig"]
+           "MinLSTMConfig", "LRUConfig"]

@@ -184,7 +184,7 @@ class TransformerConfig(ModelConfigBase):
                                "model.heads) so that the trainable parameter count is as close to this as it can be")
 
     width_key: ClassVar[str] = "d_model"
-    report_order, palette_slot = 5, 3
+    report_order, palette_slot = 6, 3
 
     def width_step(self) -> int:
         return self.heads
@@ -280,6 +280,62 @@ class MinLSTMConfig(MinRNNConfig):
     gates = 3
     activations = {"torch": (35.7, 14.0), "reference": (26.7, 11.4)}
     report_order, palette_slot = 4, 5
+
+
+class LRUConfig(ModelConfigBase):
+    """The Linear Recurrent Unit (Orvieto et al. 2023): a linear time-invariant recurrence with a complex diagonal
+    state matrix, in minGRU's residual blocks (see kernels.lru). The LTI baseline of the selective-copy comparison."""
+
+    name: Literal["lru"] = "lru"
+    width_key: ClassVar[str] = "hidden"
+    report_order, palette_slot = 5, 6
+    #: values kept per (sequence, position, unit of width) by a training step, measured as RecurrentConfig's at
+    #: state = hidden (H = 64, 1 and 2 layers, T = 300); a larger state keeps more; `triton` runs the torch scan
+    activations: ClassVar[dict[str, tuple[float, float]]] = {"torch": (30.5, 11.8), "reference": (40.2, 1.5)}
+    #: of each per-layer figure, the values that scale with the state (N/H) rather than the width: all but the ~12 of
+    #: the LayerNorms, the MLP and the residual
+    state_share: ClassVar[dict[str, float]] = {"torch": 18.5, "reference": 28.2}
+
+    hidden: int = Field(64, ge=1, description="width of the residual stream (each LRU's input and output)")
+    state: int | None = Field(None, ge=1, description="complex state units N of each LRU layer; default: hidden")
+    layers: int = Field(1, ge=1, description="stacked residual blocks (LRU + MLP)")
+    backend: Backend = Field("torch", description="torch (chunked scan in torch) | reference (per-step loop) | triton "
+                             "(no kernel yet: runs the torch scan, recorded)")
+    mlp_ratio: int = Field(4, ge=1, description="MLP width of each block as a multiple of hidden")
+    r_min: float = Field(0.9, ge=0, lt=1, description="initial |λ|: the inner radius of the ring it is drawn on")
+    r_max: float = Field(0.999, gt=0, le=1, description="initial |λ|: the outer radius of the ring it is drawn on")
+    params: int | None = Field(None, ge=1, description="parameter budget: choose model.hidden (and the state with "
+                               "it, unless model.state is given) so that the trainable parameter count is as close "
+                               "to this as it can be")
+
+    @model_validator(mode="after")
+    def _ring(self):
+        if self.r_min >= self.r_max:
+            raise ValueError(f"model.r_min={self.r_min} must be below model.r_max={self.r_max}")
+        return self
+
+    def build(self, task):
+        from .lru import LRUModel
+
+        return LRUModel(self, task)
+
+    def param_count(self, task) -> int:
+        """Per block: two LayerNorms, the LRU (ν, θ, γ: 3N; B and C: 2NH each, real and imaginary; D: H), the MLP;
+        then a final LayerNorm and the head."""
+        H, N, F = self.hidden, self.state or self.hidden, self.mlp_ratio * self.hidden
+        block = 4 * H + (3 * N + 4 * N * H + H) + (H * F + F + F * H + H)
+        return _encoder_count(task, H) + self.layers * block + 2 * H + H * task.output_size + task.output_size
+
+    def activation_values(self, device: str) -> tuple[float, float, float]:
+        ratio = (self.state or self.hidden) / self.hidden
+
+        def per_layer(backend: str) -> tuple[float, float]:
+            value, once = self.activations[backend]
+            return value + self.state_share[backend] * (ratio - 1), once
+
+        train_layer, once = per_layer("torch" if self.backend == "triton" else self.backend)
+        ref_layer, ref_once = per_layer("reference")  # the gradient profile runs the reference loop
+        return once + train_layer * self.layers, 3 + self.layers, ref_once + ref_layer * self.layers + PROBES
 
 
 def _encoder_count(task, width: int) -> int:

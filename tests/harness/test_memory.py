@@ -24,6 +24,7 @@ from .conftest import tiny
     ["model=transformer", "model.pos_encoding=rope"],
     ["model=mingru", "model.layers=2", "model.hidden=20"],
     ["model=minlstm", "task=copy", "model.mlp_ratio=2"],
+    ["model=lru", "model.layers=2", "model.state=24"],
 ], ids=lambda o: "-".join(o))
 def test_parameter_count_is_the_built_models(overrides):
     cfg = tiny(*overrides)
@@ -81,6 +82,8 @@ MEASURED = [
     "model=gru model.hidden=160 task.length=200 train.batch_size=128 train.optimizer=sgd",
     "model=minlstm model.layers=2 model.hidden=48 task=copy task.length=150 train.batch_size=96",
     "model=mingru model.backend=reference model.hidden=80 task.length=300 train.batch_size=64",
+    "model=lru model.layers=2 model.hidden=48 task=copy task.length=150 train.batch_size=96",
+    "model=lru model.hidden=64 model.state=128 task.length=200 train.batch_size=64",
 ]
 BASE = ["device=cpu", "train.steps=2", "train.eval_every=0", "train.log_every=1", "train.eval_size=8",
         "train.grad_profile_batch=2"]
