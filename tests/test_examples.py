@@ -159,7 +159,7 @@ BROKEN = {
     ("notconfig", "notconfig:Model", "model=notconfig:Model: is class Model, not a model config"),
     ("nobuild", "nobuild:Model", "model=nobuild:Model: Model defines no build(self, task)"),
     ("badknob", "badknob:Model", "model=badknob:Model: Model.width_key='size' is not an integer field"),
-    ("unknown", "nosuchmodel", "model=nosuchmodel: unknown model; known: gru, lstm"),
+    ("unknown", "nosuchmodel", "model=nosuchmodel: unknown model; known: gru, lru, lstm"),
 ])
 def test_bad_plugins_exit_2_with_one_line_and_write_nothing(tmp_path, name, model, message, seqbench):
     for file, text in BROKEN.items():
