@@ -34,8 +34,8 @@ from torch.nn import functional as F
 
 from . import reference
 from ._support import warn_once
+from .minrnn import BackendChoice, ResidualBlock, ResidualStack
 
-BACKENDS = ("reference", "scan", "triton")
 #: a backend of this module by the name the harness records it under (its `scan` is the torch backend)
 _RAN_AS = {"reference": "reference", "scan": "torch", "triton": "triton"}
 SCAN_CHUNK = 16  # steps per chunk of the scan: its intra-chunk kernel holds SCAN_CHUNK² · N complex numbers
@@ -43,7 +43,7 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 NO_TRITON = "no Triton kernel for the LRU's complex diagonal recurrence yet: the torch scan ran"
 
 
-class LRU(nn.Module):
+class LRU(BackendChoice, nn.Module):
     """One LRU layer, batch first: forward(x (B, T, H), h0 (B, 2N) or None = zeros, step_hook=None) -> (y (B, T, H),
     h_T (B, 2N)). See the module docstring."""
 
@@ -63,20 +63,6 @@ class LRU(nn.Module):
         self.kernel_path = None  # set by every forward: "reference-loop", "scan-torch" or "fallback-scan: <why>"
         self.last_kernel = None  # the same, structured: {"backend": ..., "fallback": why, or None}
         self.reset_parameters()
-
-    @property
-    def backend(self):
-        return self._backend
-
-    @backend.setter
-    def backend(self, value):
-        if value not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {value!r}")
-        self._backend = value
-
-    @property
-    def last_path(self):
-        return self.kernel_path
 
     @torch.no_grad()
     def reset_parameters(self):
@@ -181,65 +167,18 @@ class LRU(nn.Module):
         return torch.cat([h.real, h.imag], dim=-1)
 
 
-class LRUBlock(nn.Module):
-    """x + LRU(LayerNorm(x)), then + MLP(LayerNorm(.)): the residual block of minGRU/minLSTM's stack."""
-
-    def __init__(self, hidden_size, state_size, backend, mlp_ratio, r_min, r_max):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_size)
-        self.rnn = LRU(hidden_size, state_size, r_min=r_min, r_max=r_max, backend=backend)
-        self.norm2 = nn.LayerNorm(hidden_size)
-        self.mlp = nn.Sequential(nn.Linear(hidden_size, mlp_ratio * hidden_size), nn.GELU(),
-                                 nn.Linear(mlp_ratio * hidden_size, hidden_size))
-
-    def forward(self, x, h0, step_hook):
-        out, h_n = self.rnn(self.norm1(x), h0, step_hook=step_hook)
-        x = x + out
-        return x + self.mlp(self.norm2(x)), h_n
-
-
-class LRUStack(nn.Module):
-    """`layers` LRU blocks and a final LayerNorm: forward(x (B, T, H), h0 (layers, B, 2N) or None, step_hook=None) ->
-    (out (B, T, H), h_T (layers, B, 2N)); step_hook(layer, t, h) sees each layer's state h_t (B, 2N)."""
+class LRUStack(ResidualStack):
+    """`layers` LRU blocks (minGRU's ResidualBlock around an LRU) and a final LayerNorm: forward(x (B, T, H), h0
+    (layers, B, 2N) or None, step_hook=None) -> (out (B, T, H), h_T (layers, B, 2N)); step_hook(layer, t, h) sees
+    each layer's state h_t (B, 2N)."""
 
     def __init__(self, hidden_size, state_size, layers, backend="reference", mlp_ratio=4, r_min=0.9, r_max=0.999):
         super().__init__()
         if not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers must be a positive int, got {layers!r}")
         self.hidden_size, self.state_size, self.num_layers = hidden_size, state_size, layers
-        self.blocks = nn.ModuleList(LRUBlock(hidden_size, state_size, backend, mlp_ratio, r_min, r_max)
-                                    for _ in range(layers))
+        self.embed = nn.Identity()
+        self.blocks = nn.ModuleList(
+            ResidualBlock(LRU(hidden_size, state_size, r_min=r_min, r_max=r_max, backend=backend), hidden_size,
+                          mlp_ratio) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden_size)
-
-    @property
-    def backend(self):
-        return self.blocks[0].rnn.backend
-
-    @backend.setter
-    def backend(self, value):
-        for block in self.blocks:
-            block.rnn.backend = value
-
-    @property
-    def kernel_path(self):
-        paths = list(dict.fromkeys(block.rnn.kernel_path for block in self.blocks))
-        return paths[0] if len(paths) == 1 else "; ".join(f"layer {k}: {block.rnn.kernel_path}"
-                                                          for k, block in enumerate(self.blocks))
-
-    last_path = kernel_path
-
-    @property
-    def last_kernel(self):
-        kernels = [block.rnn.last_kernel for block in self.blocks]
-        if None in kernels or all(k == kernels[0] for k in kernels):
-            return None if None in kernels else kernels[0]
-        return {key: "; ".join(f"layer {i}: {k[key]}" for i, k in enumerate(kernels) if k[key] is not None) or None
-                for key in ("backend", "fallback")}
-
-    def forward(self, x, h0=None, *, step_hook=None):
-        finals = []
-        for k, block in enumerate(self.blocks):
-            hook = None if step_hook is None else (lambda _, t, h, k=k: step_hook(k, t, h))
-            x, h_n = block(x, None if h0 is None else h0[k], hook)
-            finals.append(h_n)
-        return self.norm(x), torch.stack(finals)

@@ -242,7 +242,26 @@ def _differentiable_scan_grads(a, b, h0, dout):
 # ---- modules --------------------------------------------------------------------------------------------------------
 
 
-class _MinRNN(nn.Module):
+class BackendChoice:
+    """A layer's `backend` (one of BACKENDS: reference, scan, triton), checked when set, and `last_path`, the name
+    kernels.fused's modules give `kernel_path`. Shared by minGRU/minLSTM and the LRU (kernels.lru)."""
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @backend.setter
+    def backend(self, value):
+        if value not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {value!r}")
+        self._backend = value
+
+    @property
+    def last_path(self):
+        return self.kernel_path
+
+
+class _MinRNN(BackendChoice, nn.Module):
     """One minGRU/minLSTM layer; subclasses set `kind` and `gates`. Parameters: `weight` (gates * H, I) and `bias`
     (gates * H,) (None when bias=False), one Linear for all gates, initialised as nn.Linear(I, gates * H) -- the
     same distribution as the paper's separate Linear layers, which all have fan-in I."""
@@ -270,21 +289,6 @@ class _MinRNN(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
-
-    @property
-    def backend(self):
-        return self._backend
-
-    @backend.setter
-    def backend(self, value):
-        if value not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {value!r}")
-        self._backend = value
-
-    @property
-    def last_path(self):
-        """`kernel_path` under the name kernels.fused's modules use."""
-        return self.kernel_path
 
     def reset_parameters(self):
         """nn.Linear's init: kaiming_uniform(a=sqrt(5)) on the weight, i.e. uniform(+-1/sqrt(I)), and the bias too."""
@@ -397,13 +401,14 @@ class MinLSTM(_MinRNN):
 LAYERS = {"gru": MinGRU, "lstm": MinLSTM}
 
 
-class MinRNNBlock(nn.Module):
-    """One residual block of MinRNNStack: x + minRNN(LayerNorm(x)), then + MLP(LayerNorm(.))."""
+class ResidualBlock(nn.Module):
+    """A residual block around a recurrent layer `rnn` (forward(x, h0, step_hook) -> (out, h_T)): x + rnn(LayerNorm(x)),
+    then + MLP(LayerNorm(.)). The blocks of minGRU/minLSTM's stack and of the LRU's (kernels.lru)."""
 
-    def __init__(self, kind, hidden_size, backend, mlp_ratio, bias):
+    def __init__(self, rnn: nn.Module, hidden_size: int, mlp_ratio: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size)
-        self.rnn = LAYERS[kind](hidden_size, hidden_size, bias=bias, backend=backend)
+        self.rnn = rnn
         self.norm2 = nn.LayerNorm(hidden_size)
         self.mlp = nn.Sequential(nn.Linear(hidden_size, mlp_ratio * hidden_size), nn.GELU(),
                                  nn.Linear(mlp_ratio * hidden_size, hidden_size))
@@ -414,27 +419,17 @@ class MinRNNBlock(nn.Module):
         return x + self.mlp(self.norm2(x)), h_n
 
 
-class MinRNNStack(nn.Module):
-    """`layers` minGRU/minLSTM layers stacked the way the paper stacks them for its sequence tasks: each layer is a
-    pre-norm residual block, x = x + minRNN(LayerNorm(x)) followed by x = x + MLP(LayerNorm(x)).
+class MinRNNBlock(ResidualBlock):
+    """One residual block of MinRNNStack: x + minRNN(LayerNorm(x)), then + MLP(LayerNorm(.))."""
 
-    Choices made here (the paper describes its blocks in words, not as code): LayerNorm as the normalisation, an MLP of
-    width mlp_ratio * H (4) with GELU, no dropout and no convolution, a Linear from input_size to hidden_size in front
-    when they differ (identity otherwise), and a final LayerNorm on the output. forward(x, h0=None, step_hook=None):
-    x (B, T, input_size), h0 (layers, B, H) or None -> (out (B, T, H), h_T (layers, B, H)); step_hook(layer, t, h) sees
-    each layer's own recurrent state h_t (before the residual and the MLP).
-    """
+    def __init__(self, kind, hidden_size, backend, mlp_ratio, bias):
+        super().__init__(LAYERS[kind](hidden_size, hidden_size, bias=bias, backend=backend), hidden_size, mlp_ratio)
 
-    def __init__(self, kind, input_size, hidden_size, layers, backend="reference", mlp_ratio=4, bias=True):
-        super().__init__()
-        if kind not in LAYERS:
-            raise ValueError(f"kind must be one of {', '.join(LAYERS)}, got {kind!r}")
-        if not isinstance(layers, int) or layers < 1:
-            raise ValueError(f"layers must be a positive int, got {layers!r}")
-        self.kind, self.input_size, self.hidden_size, self.num_layers = kind, input_size, hidden_size, layers
-        self.embed = nn.Linear(input_size, hidden_size) if input_size != hidden_size else nn.Identity()
-        self.blocks = nn.ModuleList(MinRNNBlock(kind, hidden_size, backend, mlp_ratio, bias) for _ in range(layers))
-        self.norm = nn.LayerNorm(hidden_size)
+
+class ResidualStack(nn.Module):
+    """What stacks of ResidualBlocks share: `embed` (a Linear to the stream's width, or identity), `blocks`, a final
+    `norm`; the backend of every layer, the path each took and forward(x, h0=None, step_hook=None) -> (out, h_T)
+    with h_T stacked over the layers; step_hook(layer, t, h) sees each layer's own state."""
 
     @property
     def backend(self):
@@ -471,6 +466,29 @@ class MinRNNStack(nn.Module):
             x, h_n = block(x, None if h0 is None else h0[k], hook)
             finals.append(h_n)
         return self.norm(x), torch.stack(finals)
+
+
+class MinRNNStack(ResidualStack):
+    """`layers` minGRU/minLSTM layers stacked the way the paper stacks them for its sequence tasks: each layer is a
+    pre-norm residual block, x = x + minRNN(LayerNorm(x)) followed by x = x + MLP(LayerNorm(x)).
+
+    Choices made here (the paper describes its blocks in words, not as code): LayerNorm as the normalisation, an MLP of
+    width mlp_ratio * H (4) with GELU, no dropout and no convolution, a Linear from input_size to hidden_size in front
+    when they differ (identity otherwise), and a final LayerNorm on the output. forward(x, h0=None, step_hook=None):
+    x (B, T, input_size), h0 (layers, B, H) or None -> (out (B, T, H), h_T (layers, B, H)); step_hook(layer, t, h) sees
+    each layer's own recurrent state h_t (before the residual and the MLP).
+    """
+
+    def __init__(self, kind, input_size, hidden_size, layers, backend="reference", mlp_ratio=4, bias=True):
+        super().__init__()
+        if kind not in LAYERS:
+            raise ValueError(f"kind must be one of {', '.join(LAYERS)}, got {kind!r}")
+        if not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers must be a positive int, got {layers!r}")
+        self.kind, self.input_size, self.hidden_size, self.num_layers = kind, input_size, hidden_size, layers
+        self.embed = nn.Linear(input_size, hidden_size) if input_size != hidden_size else nn.Identity()
+        self.blocks = nn.ModuleList(MinRNNBlock(kind, hidden_size, backend, mlp_ratio, bias) for _ in range(layers))
+        self.norm = nn.LayerNorm(hidden_size)
 
 
 # ---- timings --------------------------------------------------------------------------------------------------------

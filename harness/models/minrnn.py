@@ -45,6 +45,10 @@ class MinRNNModel(RecurrentModel):
             return "norm"
         if ".mlp." in name:
             return "mlp"
+        return self.rnn_group(name)
+
+    def rnn_group(self, name: str) -> str:
+        """The group of a recurrent layer's own parameter."""
         if ".rnn.weight" in name:
             return "input"  # the gate projections: every weight of the recurrence acts on x_t
         return "bias"
