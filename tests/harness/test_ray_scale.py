@@ -5,6 +5,7 @@ is on, and that a sweep without an address does not join."""
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -222,9 +223,12 @@ def test_a_run_whose_node_dies_resumes_on_another_node_from_its_checkpoint(clust
         killer.join()
         nodes[:] = [n for n in nodes if n.node_id != killed.get("node")] + [head.add_node(num_cpus=1)]
     assert result["status"] == "completed" and killed["step"] >= 50
-    assert f"attempt 2 of 4, from its checkpoint at step {killed['step']}" in capsys.readouterr().err
+    # from the latest checkpoint the driver holds: the one on disk when the node went, or a later one that had
+    # reached the driver's mailbox but not yet its folder (a loaded machine: removing a node takes seconds)
+    said = re.search(r"attempt 2 of 4, from its checkpoint at step (\d+)", capsys.readouterr().err)
+    assert said and int(said[1]) >= killed["step"] and int(said[1]) % 50 == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["resumed_from_step"] == killed["step"]
+    assert summary["resumed_from_step"] == int(said[1])
     assert summary["provenance"]["ray"]["attempt"] == 2 and summary["provenance"]["ray"]["node_id"] != killed["node"]
     _, ref_dir = execute(cfg, tmp_path / "reference", progress=False)
     assert untimed_metrics(run_dir) == untimed_metrics(ref_dir)
