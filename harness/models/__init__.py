@@ -5,7 +5,7 @@ built. Models from outside the package (an import path `pkg.module:Class`, or an
 `seqbench.models`) are found by `plugins.model_class`.
 """
 
-from .configs import (GRUConfig, LRUConfig, LSTMConfig, MinGRUConfig, MinLSTMConfig, ModelConfigBase, RNNConfig,
+from .configs import (GRUConfig, LRUConfig, LSTMConfig, MambaConfig, MinGRUConfig, MinLSTMConfig, ModelConfigBase, RNNConfig,
                       TransformerConfig)
 
 MODELS = {
@@ -16,7 +16,8 @@ MODELS = {
     "mingru": MinGRUConfig,
     "minlstm": MinLSTMConfig,
     "lru": LRUConfig,
+    "mamba": MambaConfig,
 }
 
 __all__ = ["MODELS", "ModelConfigBase", "RNNConfig", "LSTMConfig", "GRUConfig", "TransformerConfig", "MinGRUConfig",
-           "MinLSTMConfig", "LRUConfig"]
+           "MinLSTMConfig", "LRUConfig", "MambaConfig"]

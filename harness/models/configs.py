@@ -6,6 +6,8 @@ torch; `build` imports the module code when a run needs it.
 
 from __future__ import annotations
 
+import math
+
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -184,7 +186,7 @@ class TransformerConfig(ModelConfigBase):
                                "model.heads) so that the trainable parameter count is as close to this as it can be")
 
     width_key: ClassVar[str] = "d_model"
-    report_order, palette_slot = 6, 3
+    report_order, palette_slot = 7, 3
 
     def width_step(self) -> int:
         return self.heads
@@ -336,6 +338,48 @@ class LRUConfig(ModelConfigBase):
         train_layer, once = per_layer("torch" if self.backend == "triton" else self.backend)
         ref_layer, ref_once = per_layer("reference")  # the gradient profile runs the reference loop
         return once + train_layer * self.layers, 3 + self.layers, ref_once + ref_layer * self.layers + PROBES
+
+
+class MambaConfig(ModelConfigBase):
+    """A selective state-space model: Mamba's S6 layer (Gu & Dao 2023) in pure PyTorch (see kernels.mamba), each in a
+    pre-norm residual block as the Mamba architecture stacks them. The selective baseline of the selective-copy
+    comparison."""
+
+    name: Literal["mamba"] = "mamba"
+    width_key: ClassVar[str] = "hidden"
+    report_order, palette_slot = 6, 7
+    #: as LRUConfig.activations, per unit of the residual width at the defaults (state 16, expand 2), measured
+    activations: ClassVar[dict[str, tuple[float, float]]] = {"torch": (211.5, 192.3), "reference": (160.5, 245.6)}
+
+    hidden: int = Field(64, ge=1, description="width of the residual stream (d_model)")
+    state: int = Field(16, ge=1, description="state units N per inner channel (d_state)")
+    expand: int = Field(2, ge=1, description="inner width as a multiple of hidden")
+    d_conv: int = Field(4, ge=1, description="width of the causal depthwise convolution")
+    layers: int = Field(1, ge=1, description="stacked residual blocks")
+    backend: Backend = Field("torch", description="torch (chunked selective scan in torch) | reference (per-step "
+                             "loop) | triton (no kernel here: runs the torch scan, recorded)")
+    params: int | None = Field(None, ge=1, description="parameter budget: choose model.hidden so that the trainable "
+                               "parameter count is as close to this as it can be")
+
+    def build(self, task):
+        from .mamba import MambaModel
+
+        return MambaModel(self, task)
+
+    def param_count(self, task) -> int:
+        """Per block: a LayerNorm, W_in (H → 2E), the convolution (E·d_conv + E), W_x (E → R + 2N), W_dt (R → E,
+        with bias), A_log (E·N), D (E), W_out (E → H); then a final LayerNorm and the head. R = ceil(H/16)."""
+        H, N, E = self.hidden, self.state, self.expand * self.hidden
+        R = math.ceil(H / 16)
+        block = 2 * H + 2 * E * H + (E * self.d_conv + E) + E * (R + 2 * N) + (R * E + E) + E * N + E + E * H
+        return _encoder_count(task, H) + self.layers * block + 2 * H + H * task.output_size + task.output_size
+
+    def activation_values(self, device: str) -> tuple[float, float, float]:
+        per_layer, once = self.activations["torch" if self.backend == "triton" else self.backend]
+        ref_layer, ref_once = self.activations["reference"]
+        scale = self.state * self.expand / 32  # the state's values per unit of width, against the defaults'
+        return (once + per_layer * scale * self.layers, 3 + self.layers,
+                ref_once + ref_layer * scale * self.layers + PROBES)
 
 
 def _encoder_count(task, width: int) -> int:

@@ -64,14 +64,14 @@ COLOUR_ORDER = tuple(sorted((n for n, c in MODELS.items() if c.palette_slot is n
                             key=lambda n: MODELS[n].palette_slot))
 #: the base models' colours: matplotlib's "petroff6" cycle (M. A. Petroff, "Accessible color sequences for data
 #: visualization", 2021), six colours chosen to stay apart under the common colour-vision deficiencies, written out
-#: as matplotlib < 3.10 lacks it (blue, orange, red, purple, grey, violet); then for a seventh model a green chosen
-#: the same way: the sRGB colour (of lightness 30-62 and chroma 35 or more, so that it reads on white and is no grey)
-#: farthest from the six in CIE ΔE, as seen with normal vision, deuteranopia and protanopia
-MODEL_COLOURS = ("#5790fc", "#f89c20", "#e42536", "#964a8b", "#9c9ca1", "#7a21dd", "#37a664")
+#: as matplotlib < 3.10 lacks it (blue, orange, red, purple, grey, violet); then for each further model the sRGB
+#: colour (of lightness 25-62 and chroma 30 or more, so that it reads on white and is no grey) farthest in CIE ΔE from
+#: those before it, as seen with normal vision, deuteranopia and protanopia: a green (LRU), a maroon (Mamba)
+MODEL_COLOURS = ("#5790fc", "#f89c20", "#e42536", "#964a8b", "#9c9ca1", "#7a21dd", "#37a664", "#6f2121")
 #: variants' colours (`lstm-L2`, plugin models): the colours of petroff10 farthest from the six above
 SPARE_COLOURS = ("#a96b59", "#e76300", "#b9ac70", "#92dadd")
 #: markers: the base models', then variants' (each model keeps its marker where colour alone does not tell it apart)
-MODEL_MARKERS, SPARE_MARKERS = "osD^vPX", "*<>dph8"
+MODEL_MARKERS, SPARE_MARKERS = "osD^vPX*", "<>dph8H"
 
 
 def _assign(labels, base, spare) -> dict:

@@ -38,8 +38,8 @@ def test_run_id_is_a_hash_of_the_resolved_config():
 
 @pytest.mark.parametrize("items, key", [
     (["task=nope"], "task=nope: unknown task; known: adding, copy"),
-    (["model=mamba"], "model=mamba: unknown model; known: gru, lru, lstm, mingru, minlstm, rnn, transformer, or an import "
-                      "path"),
+    (["model=s4"], "model=s4: unknown model; known: gru, lru, lstm, mamba, mingru, minlstm, rnn, transformer, or an "
+                   "import path"),
     (["model.backend=cuda"], "model.backend=cuda"),
     (["train.foo=1"], "train.foo: unknown key"),
     (["frobnicate=1"], "frobnicate: unknown key"),

@@ -25,6 +25,7 @@ from .conftest import tiny
     ["model=mingru", "model.layers=2", "model.hidden=20"],
     ["model=minlstm", "task=copy", "model.mlp_ratio=2"],
     ["model=lru", "model.layers=2", "model.state=24"],
+    ["model=mamba", "model.layers=2", "model.state=4", "model.expand=3", "model.d_conv=2"],
 ], ids=lambda o: "-".join(o))
 def test_parameter_count_is_the_built_models(overrides):
     cfg = tiny(*overrides)
@@ -84,6 +85,7 @@ MEASURED = [
     "model=mingru model.backend=reference model.hidden=80 task.length=300 train.batch_size=64",
     "model=lru model.layers=2 model.hidden=48 task=copy task.length=150 train.batch_size=96",
     "model=lru model.hidden=64 model.state=128 task.length=200 train.batch_size=64",
+    "model=mamba model.layers=2 model.hidden=32 task=copy task.length=100 train.batch_size=48",
 ]
 BASE = ["device=cpu", "train.steps=2", "train.eval_every=0", "train.log_every=1", "train.eval_size=8",
         "train.grad_profile_batch=2"]

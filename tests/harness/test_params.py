@@ -12,7 +12,8 @@ from seqbench.harness.train import execute
 
 MODELS = ["model=rnn", "model=lstm", "model=gru", "model=transformer", "model=lstm model.layers=2",
           "model=gru model.layers=3 model.embed=16", "model=transformer model.layers=4 model.heads=2", "model=mingru",
-          "model=minlstm model.layers=2", "model=lru", "model=lru model.layers=2 model.state=32"]
+          "model=minlstm model.layers=2", "model=lru", "model=lru model.layers=2 model.state=32",
+          "model=mamba", "model=mamba model.layers=2 model.state=8"]
 TASKS = ["task=copy", "task=adding", "task=selective_copy", "task=induction"]
 
 

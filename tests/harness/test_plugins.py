@@ -96,7 +96,7 @@ def test_seqbench_list_names_plugins_without_importing_torch(plugpkg, tmp_path):
     out = done.stdout
     assert out.strip().endswith("torch imported: False"), out[-500:]
     assert "plugins:  broken (torchplug_broken:Model), heavy (torchplug:Heavy), wide (plugpkg.models:Wide)" in out
-    assert "broken | gru | heavy | lru | lstm | mingru | minlstm | rnn | transformer | wide | package.module:Config" in out
+    assert "broken | gru | heavy | lru | lstm | mamba | mingru | minlstm | rnn | transformer | wide | package.module:Config" in out
     rows = {line.split()[0] + (" " + line.split()[1] if line.split()[0] == "model.*" else ""): line
             for line in out.splitlines() if line.startswith("  model")}
     assert "[wide] units" in rows["model.width"]
