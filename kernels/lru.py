@@ -33,19 +33,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import reference
-from ._support import warn_once
-from .minrnn import BackendChoice, ResidualBlock, ResidualStack
+from .minrnn import LoopOrScan, ResidualBlock, ResidualStack
 
-#: a backend of this module by the name the harness records it under (its `scan` is the torch backend)
-_RAN_AS = {"reference": "reference", "scan": "torch", "triton": "triton"}
 SCAN_CHUNK = 16  # steps per chunk of the scan: its intra-chunk kernel holds SCAN_CHUNK² · N complex numbers
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 NO_TRITON = "no Triton kernel for the LRU's complex diagonal recurrence yet: the torch scan ran"
 
 
-class LRU(BackendChoice, nn.Module):
+class LRU(LoopOrScan, nn.Module):
     """One LRU layer, batch first: forward(x (B, T, H), h0 (B, 2N) or None = zeros, step_hook=None) -> (y (B, T, H),
     h_T (B, 2N)). See the module docstring."""
+
+    no_triton = NO_TRITON
 
     def __init__(self, hidden_size: int, state_size: int, r_min: float = 0.9, r_max: float = 0.999,
                  max_phase: float = 2 * math.pi, backend: str = "reference"):
@@ -112,23 +111,6 @@ class LRU(BackendChoice, nn.Module):
         y = F.linear(states[..., :N], self.C_re.to(work)) - F.linear(states[..., N:], self.C_im.to(work))
         y = y + self.D.to(work) * xw
         return y.to(x.dtype), states[:, -1].to(x.dtype)
-
-    def _choose_path(self, step_hook):
-        reason = None
-        if step_hook is not None and self.backend != "reference":
-            path, reason = "reference", "step_hook given (it needs every h_t of the step loop)"
-        elif self.backend == "triton":
-            path, reason = "scan", NO_TRITON
-        else:
-            path = self.backend
-        if reason is not None:
-            self.kernel_path = f"fallback-{path}: {reason}"
-            warn_once(f"kernels.lru.LRU (backend {self.backend!r}) runs the "
-                      f"{'reference step loop' if path == 'reference' else 'torch scan'}: {reason}")
-        else:
-            self.kernel_path = {"reference": "reference-loop", "scan": "scan-torch"}[path]
-        self.last_kernel = {"backend": _RAN_AS[path], "fallback": reason}
-        return path
 
     def _reference(self, a_re, a_im, u_re, u_im, h0, step_hook):
         """The specification: h_t = λ h_{t-1} + γ B x_t, one step at a time, in real arithmetic."""

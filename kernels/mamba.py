@@ -32,19 +32,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import reference
-from ._support import warn_once
-from .minrnn import BackendChoice, ResidualStack
+from .minrnn import LoopOrScan, ResidualStack
 
-#: a backend of this module by the name the harness records it under (its `scan` is the torch backend)
-_RAN_AS = {"reference": "reference", "scan": "torch", "triton": "triton"}
 SCAN_CHUNK = 64  # the longest chunk of the scan (chunks are about sqrt(T) long)
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 NO_TRITON = "no fused kernel for the selective scan here: the torch scan ran"
 
 
-class Mamba(BackendChoice, nn.Module):
+class Mamba(LoopOrScan, nn.Module):
     """One S6 layer, batch first: forward(x (B, T, H), h0 (B, E·N) or None = zeros, step_hook=None) -> (y (B, T, H),
     h_T (B, E·N)). The convolution starts from zeros (no carried convolution state). See the module docstring."""
+
+    no_triton = NO_TRITON
 
     def __init__(self, hidden_size: int, state_size: int = 16, expand: int = 2, d_conv: int = 4,
                  dt_rank: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1, backend: str = "reference"):
@@ -105,23 +104,6 @@ class Mamba(BackendChoice, nn.Module):
         y = (states * C[:, :, None, :]).sum(-1) + self.D.to(work) * u  # (B, T, E)
         out = self.out_proj((y * gate).to(x.dtype))
         return out, states[:, -1].flatten(1).to(x.dtype)
-
-    def _choose_path(self, step_hook):
-        reason = None
-        if step_hook is not None and self.backend != "reference":
-            path, reason = "reference", "step_hook given (it needs every h_t of the step loop)"
-        elif self.backend == "triton":
-            path, reason = "scan", NO_TRITON
-        else:
-            path = self.backend
-        if reason is not None:
-            self.kernel_path = f"fallback-{path}: {reason}"
-            warn_once(f"kernels.mamba.Mamba (backend {self.backend!r}) runs the "
-                      f"{'reference step loop' if path == 'reference' else 'torch scan'}: {reason}")
-        else:
-            self.kernel_path = {"reference": "reference-loop", "scan": "scan-torch"}[path]
-        self.last_kernel = {"backend": _RAN_AS[path], "fallback": reason}
-        return path
 
     def _reference(self, log_a, b, h0, step_hook):
         """The specification: h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t u_t) B_t, one step at a time -> (B, T, E, N)."""

@@ -261,6 +261,33 @@ class BackendChoice:
         return self.kernel_path
 
 
+class LoopOrScan(BackendChoice):
+    """A layer computed by its step loop ("reference") or a scan in torch ("scan"), with no Triton kernel of its own
+    (the LRU, Mamba): "triton" runs the scan, and a step_hook the loop, each recorded with why. Subclasses set
+    `no_triton`, the reason given."""
+
+    no_triton: str
+
+    def _choose_path(self, step_hook) -> str:
+        """"reference" or "scan", recording kernel_path and last_kernel (and warning once per fallback reason)."""
+        reason = None
+        if step_hook is not None and self.backend != "reference":
+            path, reason = "reference", "step_hook given (it needs every h_t of the step loop)"
+        elif self.backend == "triton":
+            path, reason = "scan", self.no_triton
+        else:
+            path = self.backend
+        if reason is not None:
+            self.kernel_path = f"fallback-{path}: {reason}"
+            name = f"{type(self).__module__.removeprefix('seqbench.')}.{type(self).__name__}"
+            warn_once(f"{name} (backend {self.backend!r}) runs the "
+                      f"{'reference step loop' if path == 'reference' else 'torch scan'}: {reason}")
+        else:
+            self.kernel_path = {"reference": "reference-loop", "scan": "scan-torch"}[path]
+        self.last_kernel = {"backend": _RAN_AS[path], "fallback": reason}
+        return path
+
+
 class _MinRNN(BackendChoice, nn.Module):
     """One minGRU/minLSTM layer; subclasses set `kind` and `gates`. Parameters: `weight` (gates * H, I) and `bias`
     (gates * H,) (None when bias=False), one Linear for all gates, initialised as nn.Linear(I, gates * H) -- the
