@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from ..kernels import as_reference, minrnn
+from ..kernels import as_reference, lru, mamba, minrnn
 from ..kernels.testing import rel_err
 
 from .config import DTYPE_NAMES
-from .models.configs import GATES as RECURRENT_GATES, MIN_GATES
+from .models import MODELS
+from .models.configs import GATES as RECURRENT_GATES, MIN_GATES, SCAN_CELLS
 from .models.minrnn import KERNEL_BACKENDS
 from .models.recurrent import BACKENDS
 from .provenance import git_state, provenance
@@ -30,11 +31,18 @@ from .records import write_json
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # what runs compute in (config.Dtype)
 TOLERANCE = {"float32": 1e-3, "bfloat16": 3e-2}  # relative error vs float64, outputs and every gradient
-GATES = {**RECURRENT_GATES, **MIN_GATES}  # every cell bench times
+GATES = {**RECURRENT_GATES, **MIN_GATES}  # the gated cells bench times
 
 
 def _min_layer(cell: str, H: int, backend: str = "reference") -> torch.nn.Module:
-    return minrnn.LAYERS[cell.removeprefix("min")](H, H, backend=KERNEL_BACKENDS[backend])  # torch: the scan in torch
+    """A layer of the models whose backends are the step loop and a scan (torch: the scan in torch): minGRU, minLSTM,
+    the LRU (state H) and Mamba (its default state and expansion), input and output width H."""
+    kind = KERNEL_BACKENDS[backend]
+    if cell == "lru":
+        return lru.LRU(H, H, backend=kind)
+    if cell == "mamba":
+        return mamba.Mamba(H, backend=kind)
+    return minrnn.LAYERS[cell.removeprefix("min")](H, H, backend=kind)
 
 
 def make_inputs(cell: str, B: int, T: int, H: int, device, dtype, seed: int = 0):
@@ -48,7 +56,8 @@ def make_inputs(cell: str, B: int, T: int, H: int, device, dtype, seed: int = 0)
 
 
 def minrnn_cells() -> tuple[str, ...]:
-    return ("mingru", "minlstm")
+    """The cells of the residual-block models (built by `_min_layer`, checked against their own float64 loop)."""
+    return (*MIN_GATES, *SCAN_CELLS)
 
 
 def build(cell: str, backend: str, state: dict, H: int, device, dtype) -> torch.nn.Module:
@@ -186,12 +195,25 @@ def floor(cell: str, B: int, H: int, dtype: str, passes: str = "fwd") -> dict:
     gradients of the inputs/states and of the weights), so fwd+bwd is 3x. Bytes: read x_t and write h_t in the storage
     dtype (weights stay on chip, state in registers); fwd+bwd also reads dout_t and writes dx_t, and must read x_t and
     h_t again for the weight gradients: 3x. minGRU/minLSTM have no recurrent matmul (their gates read x_t only): the
-    input projection 2*B*G*H*I alone, the same bytes; the scan itself is a few elementwise operations per unit.
+    input projection 2*B*G*H*I alone, the same bytes; the scan itself is a few elementwise operations per unit. The
+    LRU and Mamba likewise: their projections (`step_weights`).
     """
-    G, size, scale = GATES[cell], 2 if dtype == "bfloat16" else 4, 3 if passes == "fwd+bwd" else 1
-    recurrent = 0 if cell in minrnn_cells() else H
-    return {"flops_per_step": scale * 2 * B * G * H * (H + recurrent),
+    size, scale = 2 if dtype == "bfloat16" else 4, 3 if passes == "fwd+bwd" else 1
+    return {"flops_per_step": scale * 2 * B * step_weights(cell, H),
             "bytes_per_step": scale * (B * H + B * H) * size}
+
+
+def step_weights(cell: str, H: int) -> int:
+    """The weights a time step of one layer (input size H) multiplies by: G·H·(H + H) for a gated cell (input and
+    recurrent matrices), G·H·H for minGRU/minLSTM (input projections only), the LRU's B and C (4H² at state H: real
+    and imaginary), Mamba's projections (W_in, W_x, W_dt, W_out; its scan and convolution are elementwise)."""
+    if cell in RECURRENT_GATES:
+        return GATES[cell] * H * 2 * H
+    if cell in MIN_GATES:
+        return GATES[cell] * H * H
+    if cell == "lru":
+        return 4 * H * H
+    return MODELS[cell](hidden=H).projection_params()
 
 
 def floor_time(row: dict, ceiling: dict | None) -> dict:

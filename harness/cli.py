@@ -644,12 +644,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     rep.set_defaults(func=cmd_reproduce)
     from .config import DTYPE_NAMES
-    from .models.configs import BACKEND_NAMES, GATES, MIN_GATES
+    from .models.configs import BACKEND_NAMES, GATES, MIN_GATES, SCAN_CELLS
 
     bn = sub.add_parser("bench", help="time recurrent layers per backend (checked against the reference first)")
-    bn.add_argument("--cells", type=_csv(str, (*GATES, *MIN_GATES)), default=list(GATES),
-                    help="recurrent cells, a comma list of " + ", ".join((*GATES, *MIN_GATES))
-                    + " (minGRU/minLSTM: torch = the log-space scan in torch)")
+    cells = (*GATES, *MIN_GATES, *SCAN_CELLS)
+    bn.add_argument("--cells", type=_csv(str, cells), default=list(GATES),
+                    help="recurrent cells, a comma list of " + ", ".join(cells)
+                    + " (minGRU/minLSTM: torch = the log-space scan in torch; lru, mamba: torch = their chunked scan, "
+                      "triton = the same scan, recorded as a fallback)")
     bn.add_argument("--backends", type=_csv(str, BACKEND_NAMES), default=["torch", "triton"],
                     help="backends, a comma list of " + ", ".join(BACKEND_NAMES))
     bn.add_argument("--batch", type=_csv(int), default=[64], help="batch sizes, a comma list")

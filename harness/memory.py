@@ -205,7 +205,12 @@ def bench_bytes(cell: str, B: int, T: int, H: int) -> int:
     model = MODELS[cell]
     ref_layer, ref_once = model.activations["reference"]
     torch_layer, torch_once = model.activations["torch"]
-    params = model.gates * H * 2 * H + 2 * model.gates * H if cell in GATES else model.gates * H * (H + 1)
+    if cell in GATES:
+        params = model.gates * H * 2 * H + 2 * model.gates * H
+    elif hasattr(model, "layer_params"):  # the LRU, Mamba
+        params = model(hidden=H).layer_params()
+    else:
+        params = model.gates * H * (H + 1)
     return int(B * T * H * (4 * 2 + 8 + 8 * (ref_layer + ref_once) + 4 * (torch_layer + torch_once))) \
         + params * 4 * 6 + OVERHEAD
 

@@ -321,11 +321,15 @@ class LRUConfig(ModelConfigBase):
 
         return LRUModel(self, task)
 
+    def layer_params(self) -> int:
+        """One LRU layer's: ν, θ, γ (3N); B and C (2NH each, real and imaginary); D (H)."""
+        H, N = self.hidden, self.state or self.hidden
+        return 3 * N + 4 * N * H + H
+
     def param_count(self, task) -> int:
-        """Per block: two LayerNorms, the LRU (ν, θ, γ: 3N; B and C: 2NH each, real and imaginary; D: H), the MLP;
-        then a final LayerNorm and the head."""
-        H, N, F = self.hidden, self.state or self.hidden, self.mlp_ratio * self.hidden
-        block = 4 * H + (3 * N + 4 * N * H + H) + (H * F + F + F * H + H)
+        """Per block: two LayerNorms, the LRU layer, the MLP; then a final LayerNorm and the head."""
+        H, F = self.hidden, self.mlp_ratio * self.hidden
+        block = 4 * H + self.layer_params() + (H * F + F + F * H + H)
         return _encoder_count(task, H) + self.layers * block + 2 * H + H * task.output_size + task.output_size
 
     def activation_values(self, device: str) -> tuple[float, float, float]:
@@ -366,12 +370,23 @@ class MambaConfig(ModelConfigBase):
 
         return MambaModel(self, task)
 
-    def param_count(self, task) -> int:
-        """Per block: a LayerNorm, W_in (H → 2E), the convolution (E·d_conv + E), W_x (E → R + 2N), W_dt (R → E,
-        with bias), A_log (E·N), D (E), W_out (E → H); then a final LayerNorm and the head. R = ceil(H/16)."""
+    def layer_params(self) -> int:
+        """One S6 layer's: W_in (H → 2E), the convolution (E·d_conv + E), W_x (E → R + 2N), W_dt (R → E, with
+        bias), A_log (E·N), D (E), W_out (E → H). R = ceil(H/16)."""
         H, N, E = self.hidden, self.state, self.expand * self.hidden
         R = math.ceil(H / 16)
-        block = 2 * H + 2 * E * H + (E * self.d_conv + E) + E * (R + 2 * N) + (R * E + E) + E * N + E + E * H
+        return 2 * E * H + (E * self.d_conv + E) + E * (R + 2 * N) + (R * E + E) + E * N + E + E * H
+
+    def projection_params(self) -> int:
+        """Of those, the matrices every time step multiplies by (W_in, W_x, W_dt, W_out): the least FLOPs of a step."""
+        H, N, E = self.hidden, self.state, self.expand * self.hidden
+        R = math.ceil(H / 16)
+        return 2 * E * H + E * (R + 2 * N) + R * E + E * H
+
+    def param_count(self, task) -> int:
+        """Per block: a LayerNorm and the S6 layer; then a final LayerNorm and the head."""
+        H = self.hidden
+        block = 2 * H + self.layer_params()
         return _encoder_count(task, H) + self.layers * block + 2 * H + H * task.output_size + task.output_size
 
     def activation_values(self, device: str) -> tuple[float, float, float]:
@@ -387,6 +402,9 @@ def _encoder_count(task, width: int) -> int:
     return task.input_size * width + (0 if task.input_kind == "tokens" else width)
 
 
+#: the layers `seqbench bench` times besides the gated cells: the LRU's and Mamba's, at state = hidden and at
+#: Mamba's defaults (state 16, expand 2)
+SCAN_CELLS = ("lru", "mamba")
 #: gate blocks per recurrent cell, and per minGRU/minLSTM gate projection (read by bench and the memory check)
 GATES = {cls.model_fields["name"].default: cls.gates for cls in (RNNConfig, LSTMConfig, GRUConfig)}
 MIN_GATES = {cls.model_fields["name"].default: cls.gates for cls in (MinGRUConfig, MinLSTMConfig)}

@@ -184,3 +184,22 @@ def test_dropping_the_profiler_notices_keeps_everything_else(capfd):
         os.write(2, b"USDT:2026-12-07 16:14:38 8561:8561 SyncActivityProfilerHandler.cpp:59] profiler_stop\n")
     os.write(2, b"after\n")
     assert capfd.readouterr() == ("some output\n", "[W kineto] a real warning\nafter\n")
+
+
+def test_bench_covers_the_lru_and_mamba_checked_against_their_loops(tmp_path):
+    """The LRU's and Mamba's layers: the step loop and the torch scan, each checked against its float64 loop before it
+    is timed; triton runs the scan and the row says so; the floor counts their projections."""
+    from seqbench.harness.bench import step_weights
+
+    path = run_bench(["lru", "mamba"], ["reference", "torch", "triton"], [2], [16], [12], ["float32"], "cpu",
+                     tmp_path, say=lambda _: None)
+    rows = json.loads(path.read_text())["results"]
+    assert len(rows) == 2 * 3 * 2 and all("error" not in r for r in rows)
+    assert {(r["cell"], r["backend"], r["path"].split(":")[0]) for r in rows} == {
+        (c, b, p) for c in ("lru", "mamba")
+        for b, p in (("reference", "reference-loop"), ("torch", "scan-torch"), ("triton", "fallback-scan"))}
+    assert all(r["max_rel_err"] < 1e-5 for r in rows)
+    assert step_weights("lru", 16) == 4 * 16 * 16
+    assert step_weights("mamba", 16) == 2 * 32 * 16 + 32 * (1 + 32) + 1 * 32 + 32 * 16  # W_in, W_x, W_dt, W_out
+    for r in rows:
+        assert r["flops_per_step"] == (3 if r["pass"] == "fwd+bwd" else 1) * 2 * 2 * step_weights(r["cell"], 16)
