@@ -34,7 +34,7 @@ TOLERANCE = {"float32": 1e-3, "bfloat16": 3e-2}  # relative error vs float64, ou
 GATES = {**RECURRENT_GATES, **MIN_GATES}  # the gated cells bench times
 
 
-def _min_layer(cell: str, H: int, backend: str = "reference") -> torch.nn.Module:
+def _loop_or_scan_layer(cell: str, H: int, backend: str = "reference") -> torch.nn.Module:
     """A layer of the models whose backends are the step loop and a scan (torch: the scan in torch): minGRU, minLSTM,
     the LRU (state H) and Mamba (its default state and expansion), input and output width H."""
     kind = KERNEL_BACKENDS[backend]
@@ -48,21 +48,21 @@ def _min_layer(cell: str, H: int, backend: str = "reference") -> torch.nn.Module
 def make_inputs(cell: str, B: int, T: int, H: int, device, dtype, seed: int = 0):
     """A layer with torch.nn's init, its input (B, T, H) and an output-gradient weight, all from one seed."""
     torch.manual_seed(seed)
-    layer = (_min_layer(cell, H) if cell in minrnn_cells() else BACKENDS["torch"][cell](H, H, batch_first=True))
+    layer = (_loop_or_scan_layer(cell, H) if cell in loop_or_scan_cells() else BACKENDS["torch"][cell](H, H, batch_first=True))
     layer = layer.to(device)
     x = torch.randn(B, T, H, device=device)
     w = torch.randn(B, T, H, device=device)  # the loss is <output, w>: every output position gets a gradient
     return layer.state_dict(), x, w
 
 
-def minrnn_cells() -> tuple[str, ...]:
-    """The cells of the residual-block models (built by `_min_layer`, checked against their own float64 loop)."""
+def loop_or_scan_cells() -> tuple[str, ...]:
+    """The cells of the residual-block models (built by `_loop_or_scan_layer`, checked against their own float64 loop)."""
     return (*MIN_GATES, *SCAN_CELLS)
 
 
 def build(cell: str, backend: str, state: dict, H: int, device, dtype) -> torch.nn.Module:
-    if cell in minrnn_cells():
-        module = _min_layer(cell, H, backend).to(device)
+    if cell in loop_or_scan_cells():
+        module = _loop_or_scan_layer(cell, H, backend).to(device)
     else:
         module = BACKENDS[backend][cell](H, H, batch_first=True).to(device)
     module.load_state_dict(state)
@@ -232,7 +232,7 @@ def floor_time(row: dict, ceiling: dict | None) -> dict:
 def bench_one(cell, backend, B, T, H, dtype, device) -> dict:
     state, x, w = make_inputs(cell, B, T, H, device, dtype)
     module = build(cell, backend, state, H, device, DTYPES[dtype])
-    reference = (build(cell, "reference", state, H, device, torch.float64) if cell in minrnn_cells()
+    reference = (build(cell, "reference", state, H, device, torch.float64) if cell in loop_or_scan_cells()
                  else as_reference(build(cell, "torch", state, H, device, torch.float32)).double())
     row = {"cell": cell, "backend": backend, "batch": B, "hidden": H, "length": T, "dtype": dtype,
            # float32 on a GPU: whether cuDNN/cuBLAS were allowed TF32 (torch's flags) for this row; else None
